@@ -1,0 +1,57 @@
+"""The ``dga-engine`` command line: one verb per stage, each usable alone, no server or cluster needed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+
+from dga_engine import __version__
+from dga_engine.layout import ROOT_ENV
+
+app = typer.Typer(
+    name="dga-engine",
+    help=(
+        "Build and grow a DexGrasp-Anything-style dataset of ShadowHand grasps.\n\n"
+        "Every command works on one storage root (--root, $DGA_ROOT, default ./storage): objects, caches, "
+        "source datasets, the Parquet dataset, run records and model checkpoints all live under it. "
+        "Commands that report results accept --json."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    root: Optional[str] = typer.Option(
+        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix). Default ./storage."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"root": root}
+
+
+# Each concern registers its commands here, one line each.
+from dga_engine.cli import hand as _hand  # noqa: E402
+
+app.add_typer(_hand.app, name="hand")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The grasp dataset: versioned Arrow schema, Parquet shards with manifests, readers, verification."""

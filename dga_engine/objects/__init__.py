@@ -1,0 +1,1 @@
+"""Objects: ingestion (builtin, local, Objaverse), cleaning, CoACD decomposition, and the object store."""

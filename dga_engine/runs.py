@@ -1,0 +1,55 @@
+"""Completion records: a unit of stage work is done when its record exists, and only then.
+
+A stage writes its outputs first (atomically), then its record with the stats it counted. On resume a
+stage skips every unit whose record exists and redoes the rest, so an interrupted run neither loses
+nor duplicates work as long as each unit's outputs are keyed by the unit (rewriting them is harmless).
+
+    <root>/runs/stages/<stage>/<unit>.json   {"stage", "unit", "finished_at", "stats", ...}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from dga_engine import fs
+from dga_engine.layout import Layout, safe_name
+
+STAGES_DIR = "stages"
+
+
+def _record_path(layout: Layout, stage: str, unit: str) -> str:
+    return layout.join("runs", STAGES_DIR, safe_name(stage), safe_name(unit) + ".json")
+
+
+def is_done(layout: Layout, stage: str, unit: str) -> bool:
+    return fs.exists(_record_path(layout, stage, unit))
+
+
+def read_record(layout: Layout, stage: str, unit: str) -> dict[str, Any] | None:
+    path = _record_path(layout, stage, unit)
+    return fs.read_json(path) if fs.exists(path) else None
+
+
+def mark_done(layout: Layout, stage: str, unit: str, stats: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Write the completion record for ``unit`` of ``stage``; call only after its outputs are written."""
+    record = {
+        "stage": stage,
+        "unit": unit,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "stats": stats or {},
+        **extra,
+    }
+    fs.write_json(_record_path(layout, stage, unit), record)
+    return record
+
+
+def done_units(layout: Layout, stage: str) -> list[str]:
+    """Units of ``stage`` that have a completion record, sorted."""
+    names = fs.listdir(layout.join("runs", STAGES_DIR, safe_name(stage)))
+    return [n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+def clear(layout: Layout, stage: str, unit: str) -> None:
+    """Forget that ``unit`` is done (its outputs are left for the stage to overwrite)."""
+    fs.remove(_record_path(layout, stage, unit))
