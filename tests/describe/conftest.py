@@ -1,0 +1,190 @@
+"""A real OpenAI-compatible chat server on 127.0.0.1 (stdlib http.server, ephemeral port) with scripted faults,
+and a tiny config-built BERT encoder in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+_LABEL = re.compile(r"^I want to grasp a (.+?)\. First, provide its object category")
+
+
+def answer_for(label: str) -> str:
+    """The healthy server's answer for ``label`` (three sentences, with markdown like real models)."""
+    return (f"**Category:** {label} is a household object.\n\n"
+            f"The {label} has a simple convex shape, about 9.5 cm tall. Grip it firmly around the middle!")
+
+
+class FakeLLM:
+    """Chat-completions server. ``script[label]`` is a list of actions used one per request for that label
+    (then "ok"): "ok", "429", "500", "401", "sleep" (longer than the client's timeout), "badjson",
+    "nochoices", "empty". ``delay`` slows every request (to measure concurrency)."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[str]] = {}
+        self.delay = 0.0
+        self.sleep_s = 1.0
+        self.requests: list[dict] = []  # {"label", "model", "auth", "action"}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    fake._handle(self)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a client that timed out hung up: fine
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    answer_for = staticmethod(answer_for)
+
+    def count(self, label: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if label is None or r["label"] == label)
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        if h.path != "/v1/chat/completions":
+            return self._send(h, 404, {"error": {"message": "not found"}})
+        body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", 0))))
+        prompt = body["messages"][-1]["content"]
+        m = _LABEL.match(prompt)
+        label = m.group(1) if m else "?"
+        with self._lock:
+            queue = self.script.get(label, [])
+            action = queue.pop(0) if queue else "ok"
+            self.requests.append({"label": label, "model": body["model"], "auth": h.headers.get("Authorization"),
+                                  "action": action, "prompt": prompt})
+        if self.delay:
+            time.sleep(self.delay)
+        if action == "429":
+            return self._send(h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"})
+        if action == "500":
+            return self._send(h, 500, {"error": {"message": "boom"}})
+        if action == "401":
+            return self._send(h, 401, {"error": {"message": "bad key"}})
+        if action == "sleep":
+            time.sleep(self.sleep_s)
+        if action == "badjson":
+            return self._send_raw(h, 200, b'{"id": "x", "choices": [')
+        base = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"] + "-served"}
+        if action == "nochoices":
+            return self._send(h, 200, base)
+        content = "   " if action == "empty" else answer_for(label)
+        self._send(h, 200, {**base, "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": content}}],
+                            "usage": {"prompt_tokens": 30, "completion_tokens": 30, "total_tokens": 60}})
+
+    def _send(self, h, status, obj, headers=None):
+        self._send_raw(h, status, json.dumps(obj).encode(), headers)
+
+    def _send_raw(self, h, status, data, headers=None):
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def llm_server():
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_llm_env(monkeypatch):
+    """No test sees the developer's endpoint or keys."""
+    for name in ("DGA_LLM_BASE_URL", "DGA_LLM_MODEL", "DGA_LLM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "DGA_TEXT_ENCODER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fast_llm():
+    """An LLMConfig factory with test-sized timeouts and backoff."""
+    from dga_engine.describe import LLMConfig
+
+    def make(url: str, **kw) -> LLMConfig:
+        defaults = dict(base_url=url, model="test-model", timeout_s=0.4, max_attempts=4,
+                        backoff_base_s=0.01, backoff_max_s=0.05, retry_budget_s=10.0)
+        defaults.update(kw)
+        return LLMConfig(**defaults)
+
+    return make
+
+
+@pytest.fixture
+def make_objects(object_store):
+    """Write boxes with the given labels (distinct sizes, so distinct ids); returns their ids in order."""
+    import trimesh
+
+    from dga_engine.objects.store import write_simple_object
+
+    made = [0]
+
+    def make(*labels: str) -> list[str]:
+        ids = []
+        for label in labels:
+            made[0] += 1
+            mesh = trimesh.creation.box(extents=[0.03 + 0.002 * made[0], 0.05, 0.06])
+            ids.append(write_simple_object(object_store, mesh, label).object_id)
+        return ids
+
+    return make
+
+
+_WORDS = ("the is a an it has of and shape category object household grip firmly around middle simple convex "
+          "about cm tall box mug cup handle round flat long thin . , ! ? : * 9 5 0 1 2 3 4 6 7 8").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer, 32-d BERT built from a config, with a BertTokenizerFast over a small vocab; returns its folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
