@@ -169,7 +169,7 @@ def make_objects(object_store):
 
 
 _WORDS = ("the is a an it has of and shape category object household grip firmly around middle simple convex "
-          "about cm tall box mug cup handle round flat long thin . , ! ? : * 9 5 0 1 2 3 4 6 7 8").split()
+          "about cm tall box mug banana cup handle round flat long thin . , ! ? : * 9 5 0 1 2 3 4 6 7 8").split()
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +181,9 @@ def tiny_bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 takes the vocab file as `vocab=` (a `vocab_file=` keyword is ignored: every token -> [UNK]).
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    assert tokenizer("mug banana")["input_ids"] == [2, vocab.index("mug"), vocab.index("banana"), 3]
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
