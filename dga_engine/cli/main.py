@@ -47,6 +47,10 @@ def _main(
 from dga_engine.cli import hand as _hand  # noqa: E402
 
 app.add_typer(_hand.app, name="hand")
+from dga_engine.cli import shards as _shards  # noqa: E402
+app.add_typer(_shards.app, name="shards")
+from dga_engine.cli.describe import describe as _describe  # noqa: E402
+app.command("describe")(_describe)
 
 
 def main() -> None:
