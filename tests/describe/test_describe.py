@@ -6,7 +6,6 @@ import json
 import logging
 import os
 
-import pytest
 
 from dga_engine.describe import (
     DISABLED_MESSAGE,
