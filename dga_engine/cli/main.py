@@ -51,6 +51,9 @@ from dga_engine.cli import shards as _shards  # noqa: E402
 app.add_typer(_shards.app, name="shards")
 from dga_engine.cli.describe import describe as _describe  # noqa: E402
 app.command("describe")(_describe)
+from dga_engine.cli import build as _build  # noqa: E402
+app.command("build")(_build.build)
+app.add_typer(_build.rounds_app, name="rounds")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers that chain dga-engine stages (see build_dga.py)."""
