@@ -47,6 +47,10 @@ def _main(
 from dga_engine.cli import hand as _hand  # noqa: E402
 
 app.add_typer(_hand.app, name="hand")
+from dga_engine.cli import generate as _generate  # noqa: E402
+_generate.register(app)  # train, generate
+from dga_engine.cli.curate import curate as _curate  # noqa: E402
+app.command("curate")(_curate)
 from dga_engine.cli import shards as _shards  # noqa: E402
 app.add_typer(_shards.app, name="shards")
 from dga_engine.cli.describe import describe as _describe  # noqa: E402

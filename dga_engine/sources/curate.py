@@ -1,0 +1,406 @@
+"""The curate stage: one source dataset -> ingested objects + unfiltered candidate grasps.
+
+For every work unit of the source (a file or an object folder, see the loaders), in order:
+
+1. the loader reads it safely and converts every grasp to the engine's pose convention, checking a
+   sample by forward kinematics against the source's own hand model (fingertips, mm);
+2. each object the grasps refer to is ingested once (``dga_engine.objects.ingest.ingest_mesh``), from the
+   source's mesh file multiplied by a canonical factor (0.1 for the unit-size normalised meshes of
+   DexGraspNet/UniDexGrasp, 1.0 for metric ones), so the stored mesh is metric and one source mesh
+   always gives the same stored object; ingestion may centre (and rescale) the mesh: the similarity it
+   applied is measured and every grasp is moved with it;
+3. the grasps become GRASP_SCHEMA rows (round 0, filter fields null, provenance in ``source`` and
+   ``source_record_id`` = ``<file>:<record index>``) with ``object_scale`` = the source's scale for
+   that grasp relative to the stored mesh, written to ``datasets/<name>/candidates/<source>/<unit>.parquet``;
+4. the unit's completion record is written (``runs/stages/curate-<source>/<unit>.json``), so a rerun
+   skips it. Units with objects whose mesh was not found are not marked done (add the meshes, rerun).
+
+The per-object split of the source is written to ``datasets/<name>/splits/<source>.json``
+(``{"objects": {object_id: {"split", "source_id"}}}``), which the dataset metadata can include.
+Unreadable files and malformed records are skipped and listed in the :class:`CurateReport`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import inspect
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import trimesh
+
+from dga_engine import fs, runs
+from dga_engine.dataset.schema import pose_table
+from dga_engine.layout import DEFAULT_DATASET, Layout
+from dga_engine.sources.base import GraspBatch, SourceLoader, SourceObject, unit_key
+from dga_engine.sources.safeload import SourceFileError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("dexgraspnet", "unidexgrasp", "multidex", "realdex", "dga")
+CURATE_VERSION = "curate-1"
+# Largest fingertip disagreement (mm) accepted between a source model and the converted pose. The
+# DexGraspNet MJCF is the engine's hand (exact); the sr_grasp_description URDF differs in the little
+# finger's metacarpal (~1.8 mm) and the thumb base (0.5 mm).
+TOLERANCE_MM = {"dexgraspnet_mjcf": 0.5, "sr_grasp_description": 2.5}
+NORMALISED_DIAGONAL = 0.8  # a source mesh with a larger bounding-box diagonal is unit-size normalised (not metres)
+NORMALISED_CANONICAL = 0.1  # ... and is stored at this factor (DexGraspNet's middle scale)
+
+
+class CurateError(RuntimeError):
+    """The source cannot be curated at all (missing folder, no files); the message says what to do."""
+
+
+@dataclass
+class CurateConfig:
+    """How one source is curated."""
+
+    path: str | None = None  # source root; default <root>/sources/<source>
+    dataset: str = DEFAULT_DATASET  # dataset whose candidates/ and splits/ receive the grasps
+    mesh_dirs: tuple[str, ...] = ()  # extra folders searched for object meshes (the DGA release ships none)
+    verify_samples: int = 64  # grasps per batch checked by FK against the source's hand model
+    tolerance_mm: float | None = None  # FK fingertip tolerance; None = TOLERANCE_MM of the source's hand model
+    chunk_rows: int = 200_000  # largest candidates file; bigger units are written as <unit>-000, -001, ...
+    resume: bool = True  # skip units with a completion record
+    scale_mode: str = "auto"  # dga only: what 'scale' means in a release file (auto from its name | multiply | divide)
+    frame_stride: int = 1  # realdex raw captures: consider every n-th frame
+    contact_mm: float = 10.0  # realdex raw captures: fingertip-to-object distance that counts as contact
+    min_contacts: int = 3  # realdex raw captures: fingertips in contact for a frame to be kept
+    max_units: int | None = None  # stop after this many units (trial runs)
+
+
+@dataclass
+class PlacedObject:
+    """An ingested object and how the source's mesh maps onto it: stored = k * canonical * source + offset."""
+
+    key: str
+    object_id: str
+    canonical: float
+    k: float
+    offset: np.ndarray
+    split: str | None
+
+
+@dataclass
+class CurateReport:
+    """What a curate run did. Counts are grasps unless named otherwise."""
+
+    source: str
+    path: str
+    dataset: str
+    units_total: int = 0
+    units_done: int = 0  # processed in this run
+    units_resumed: int = 0  # skipped: completed by an earlier run
+    grasps_written: int = 0
+    grasps_out_of_limits: int = 0  # written, but some joint lies outside the engine's limits (the filter decides)
+    grasps_missing_object: int = 0  # not written: their object's mesh was not found or could not be ingested
+    bad_records: int = 0  # malformed records skipped inside readable files
+    bad_record_examples: list[str] = field(default_factory=list)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read at all
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # source key -> {object_id, split, canonical_scale}
+    missing_objects: dict[str, str] = field(default_factory=dict)  # source key -> why it was not ingested
+    fk_residual_mm: dict[str, float] = field(default_factory=dict)  # largest fingertip residual per finger
+    warnings: list[str] = field(default_factory=list)
+    candidate_keys: list[str] = field(default_factory=list)
+    splits_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["skipped_files"] = [{"file": f, "reason": r} for f, r in self.skipped_files]
+        return d
+
+
+def make_loader(source: str, root: Path, config: CurateConfig) -> SourceLoader:
+    mesh_dirs = tuple(Path(p).expanduser() for p in config.mesh_dirs)
+    verify = config.verify_samples
+    if source == "dexgraspnet":
+        from dga_engine.sources.dexgraspnet import DexGraspNetLoader
+
+        return DexGraspNetLoader(root, verify, mesh_dirs)
+    if source == "unidexgrasp":
+        from dga_engine.sources.unidexgrasp import UniDexGraspLoader
+
+        return UniDexGraspLoader(root, verify, mesh_dirs)
+    if source == "multidex":
+        from dga_engine.sources.multidex import MultiDexLoader
+
+        return MultiDexLoader(root, verify, mesh_dirs)
+    if source == "realdex":
+        from dga_engine.sources.realdex import RealDexLoader
+
+        return RealDexLoader(root, verify, mesh_dirs, config.frame_stride, config.contact_mm, config.min_contacts)
+    if source == "dga":
+        from dga_engine.sources.dga import DGALoader
+
+        return DGALoader(root, verify, mesh_dirs, config.scale_mode)
+    raise CurateError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+# ---- objects ------------------------------------------------------------------------------------------
+
+
+def load_source_mesh(path: str) -> trimesh.Trimesh:
+    """A source's mesh file as one triangle mesh (a multi-object OBJ of convex pieces becomes their union)."""
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as exc:  # trimesh raises many types for bad files
+        raise SourceFileError(path, f"cannot read mesh: {type(exc).__name__}: {exc}") from None
+    if isinstance(loaded, trimesh.Scene):
+        pieces = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        if not pieces:
+            raise SourceFileError(path, "mesh file has no triangles")
+        if len(pieces) > 1 and all(p.is_watertight for p in pieces):
+            try:  # DexGraspNet/UniDexGrasp decomposed.obj: overlapping convex pieces -> one watertight solid
+                mesh = trimesh.boolean.union(pieces, engine="manifold")
+            except Exception:  # noqa: BLE001 - fall back to the plain concatenation
+                mesh = trimesh.util.concatenate(pieces)
+        else:
+            mesh = trimesh.util.concatenate(pieces)
+    elif isinstance(loaded, trimesh.Trimesh):
+        mesh = loaded
+    else:
+        raise SourceFileError(path, f"mesh file holds a {type(loaded).__name__}, not a triangle mesh")
+    if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all():
+        raise SourceFileError(path, "mesh has no faces or non-finite vertices")
+    return mesh
+
+
+def canonical_factor(mesh: trimesh.Trimesh) -> float:
+    """Factor that makes a source mesh metric-sized for storage (see the module docstring)."""
+    diag = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
+    return NORMALISED_CANONICAL if diag > NORMALISED_DIAGONAL else 1.0
+
+
+def measure_similarity(given: trimesh.Trimesh, stored: trimesh.Trimesh) -> tuple[float, np.ndarray]:
+    """``(k, offset)`` with ``stored ~= k * given + offset`` (ingestion centres and may rescale; no rotation).
+
+    Scale from the bounding-box diagonals; offset refined by translation-only ICP on surface samples, so
+    small repairs (dropped specks, filled holes) do not bias it. Raises when the meshes do not match.
+    """
+    from scipy.spatial import cKDTree
+
+    dg = float(np.linalg.norm(given.bounds[1] - given.bounds[0]))
+    ds = float(np.linalg.norm(stored.bounds[1] - stored.bounds[0]))
+    if dg <= 0 or ds <= 0:
+        raise ValueError("degenerate mesh")
+    k = ds / dg
+    offset = stored.bounds.mean(axis=0) - k * given.bounds.mean(axis=0)
+    pts = k * np.asarray(trimesh.sample.sample_surface(given, 2000, seed=0)[0])
+    tree = cKDTree(np.asarray(trimesh.sample.sample_surface(stored, 4000, seed=1)[0]))
+    for _ in range(4):
+        d, j = tree.query(pts + offset)
+        offset = offset + np.median(tree.data[j] - (pts + offset), axis=0)
+    d, _ = tree.query(pts + offset)
+    if float(np.mean(d)) > 0.02 * ds:
+        raise ValueError(f"the stored mesh is not a scaled and shifted copy of the source mesh (mean gap {np.mean(d):.4g} m)")
+    return k, offset
+
+
+def _ingest(layout: Layout, mesh: trimesh.Trimesh, obj: SourceObject, source: str, licence: str, extra: dict) -> Any:
+    from dga_engine.objects.ingest import ingest_mesh
+
+    kwargs: dict[str, Any] = dict(label=obj.label, source=source, source_id=obj.key, licence=licence)
+    params = inspect.signature(ingest_mesh).parameters
+    if "extra" in params:
+        kwargs["extra"] = extra
+    return ingest_mesh(layout, mesh, **kwargs)
+
+
+def _meta_of(result: Any) -> Any:
+    """The ObjectMeta inside whatever ingest_mesh returned (an ObjectMeta or a report holding one)."""
+    for attr in ("object_id",):
+        if hasattr(result, attr):
+            return result
+    for attr in ("meta", "object"):
+        inner = getattr(result, attr, None)
+        if inner is not None and hasattr(inner, "object_id"):
+            return inner
+    for attr in ("objects", "ingested", "metas"):
+        seq = getattr(result, attr, None)
+        if seq:
+            first = seq[0] if isinstance(seq, (list, tuple)) else next(iter(seq.values()))
+            if hasattr(first, "object_id"):
+                return first
+    failed = getattr(result, "failed", None) or getattr(result, "errors", None)
+    raise RuntimeError(f"ingestion gave no object ({failed or result!r})")
+
+
+def place_object(layout: Layout, obj: SourceObject, source: str, licence: str) -> PlacedObject:
+    """Ingest one source object and measure how its mesh maps onto the stored one."""
+    from dga_engine.objects.store import ObjectStore
+
+    if not obj.mesh_path:
+        raise FileNotFoundError("mesh not found: put it where the source ships it, or pass --mesh-dir")
+    mesh = load_source_mesh(obj.mesh_path)
+    canonical = canonical_factor(mesh)
+    given = mesh.copy()
+    given.apply_scale(canonical)
+    extra = {"curated_from": {source: {"source_id": obj.key, "split": obj.split, "canonical_scale": canonical,
+                                       "mesh_file": Path(obj.mesh_path).name, **obj.extra}}}
+    meta = _meta_of(_ingest(layout, given, obj, source, licence, extra))
+    stored = ObjectStore(layout).load(meta.object_id, with_parts=False).mesh
+    k, offset = measure_similarity(given, stored)
+    return PlacedObject(obj.key, meta.object_id, canonical, k, offset, obj.split)
+
+
+# ---- grasps -------------------------------------------------------------------------------------------
+
+
+def batch_table(batch: GraspBatch, placed: PlacedObject, source: str, config_hash: str) -> pa.Table:
+    """GRASP_SCHEMA rows of one batch, moved into the stored object's frame."""
+    import torch
+
+    from dga_engine.hand import rotations
+
+    object_scale = batch.mesh_scale / (placed.canonical * placed.k)
+    # source frame = object_scale * (stored - offset): shift the hand by object_scale * offset.
+    translation = batch.translation + object_scale[:, None] * placed.offset[None, :]
+    quat = rotations.matrix_to_quat(torch.as_tensor(batch.rotation, dtype=torch.float64)).numpy()
+    return pose_table(placed.object_id, translation, quat, batch.joints, source=source, source_record_id=batch.record_ids,
+                      round_=0, generator=f"{CURATE_VERSION}:{source}", generator_config_hash=config_hash,
+                      object_scale=object_scale)
+
+
+def _out_of_limits(joints: np.ndarray, tol: float = 1e-3) -> int:
+    from dga_engine.hand.model import default_hand
+
+    hand = default_hand()
+    lo, hi = hand.lower.double().numpy(), hand.upper.double().numpy()
+    return int(((joints < lo - tol) | (joints > hi + tol)).any(axis=1).sum())
+
+
+def _splits_path(layout: Layout, dataset: str, source: str) -> str:
+    from dga_engine.layout import safe_name
+
+    return layout.dataset(dataset) + f"/splits/{safe_name(source)}.json"
+
+
+def _write_splits(layout: Layout, dataset: str, source: str, placed: dict[str, PlacedObject]) -> str:
+    path = _splits_path(layout, dataset, source)
+    current = fs.read_json(path) if fs.exists(path) else {"source": source, "objects": {}}
+    objects = current.setdefault("objects", {})
+    for p in placed.values():
+        objects[p.object_id] = {"split": p.split, "source_id": p.key}
+    current["updated_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    current["note"] = "split per object as the source's split files give it (null: the source names none)"
+    fs.write_json(path, current)
+    return path
+
+
+def curate(layout: Layout, source: str, config: CurateConfig | None = None,
+           advance: Callable[[int], None] | None = None) -> CurateReport:
+    """Curate ``source`` into the dataset's candidates area; see the module docstring.
+
+    ``advance(n)`` is called after each unit (progress bars). Raises :class:`CurateError` when the source
+    folder or its files are missing; everything else that goes wrong is reported and skipped.
+    """
+    config = config or CurateConfig()
+    from dga_engine.dataset.store import Dataset
+
+    if source not in SOURCES:
+        raise CurateError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if config.path is None and not layout.is_local:
+        raise CurateError("curate reads sources from a local folder: pass --path when the storage root is remote")
+    root = Path(config.path).expanduser() if config.path else Path(layout.source(source))
+    if not root.is_dir():
+        raise CurateError(f"{source}: source folder {root} does not exist; download the dataset and put it there "
+                          f"(or pass --path)")
+    loader = make_loader(source, root, config)
+    units = loader.units()
+    if not units:
+        raise CurateError(f"{source}: no source files found under {root}; see `dga-engine curate --help` for the layout")
+    if config.max_units is not None:
+        units = units[: config.max_units]
+    report = CurateReport(source=source, path=str(root), dataset=config.dataset, units_total=len(units))
+    tol = config.tolerance_mm if config.tolerance_mm is not None else TOLERANCE_MM[loader.hand_model]
+    config_hash = hashlib.sha256(f"{CURATE_VERSION}|{loader.hand_model}|{config.scale_mode}".encode()).hexdigest()[:16]
+    ds = Dataset(layout, config.dataset)
+    stage = f"curate-{source}"
+    placed: dict[str, PlacedObject] = {}
+    failed: dict[str, str] = {}
+    residual = np.zeros(5)
+    for unit in units:
+        ukey = unit_key(unit)
+        if config.resume and runs.is_done(layout, stage, ukey):
+            report.units_resumed += 1
+            if advance:
+                advance(1)
+            continue
+        try:
+            result = loader.load_unit(unit)
+        except SourceFileError as exc:
+            report.skipped_files.append((unit, exc.problem))
+            log.warning("curate %s: skipped %s", source, exc)
+            if advance:
+                advance(1)
+            continue
+        report.skipped_files += result.skipped_files
+        report.bad_records += result.bad_records
+        if result.bad_record_example and len(report.bad_record_examples) < 20:
+            report.bad_record_examples.append(result.bad_record_example)
+        tables: list[pa.Table] = []
+        complete = True
+        stats: Counter = Counter()
+        for batch in result.batches:
+            worst = float(batch.residual_mm.max()) if len(batch.residual_mm) else 0.0
+            if worst > tol:
+                report.skipped_files.append((batch.source_file, f"converted grasps of {batch.object_key} miss the source model's "
+                                             f"fingertips by {worst:.2f} mm (> {tol} mm): the file's convention is not the "
+                                             "expected one"))
+                continue
+            residual = np.maximum(residual, batch.residual_mm)
+            key = batch.object_key
+            if key not in placed and key not in failed:
+                obj = loader.object(key)
+                try:
+                    placed[key] = place_object(layout, obj, source, loader.licence)
+                    p = placed[key]
+                    report.objects[key] = {"object_id": p.object_id, "split": p.split, "canonical_scale": p.canonical,
+                                           "ingest_scale": p.k}
+                    diag = obj.extra.get("point_cloud_diagonal")
+                    if diag:
+                        mesh_diag = float(np.linalg.norm(np.ptp(load_source_mesh(obj.mesh_path).vertices, axis=0)))
+                        ratio = diag / mesh_diag if mesh_diag > 0 else float("nan")
+                        if not 0.9 <= ratio <= 1.1:
+                            report.warnings.append(f"{key}: the release's point cloud is {ratio:.3g}x the size of mesh "
+                                                   f"{obj.mesh_path}; check it is the mesh the release used")
+                except (FileNotFoundError, SourceFileError, ValueError, RuntimeError, OSError) as exc:
+                    failed[key] = str(exc)
+                    report.missing_objects[key] = str(exc)
+                    log.warning("curate %s: object %s not ingested: %s", source, key, exc)
+            if key in failed:
+                report.grasps_missing_object += len(batch)
+                complete = False
+                continue
+            tables.append(batch_table(batch, placed[key], source, config_hash))
+            stats["grasps"] += len(batch)
+            stats["out_of_limits"] += _out_of_limits(batch.joints)
+        written = 0
+        if tables:
+            table = pa.concat_tables(tables)
+            n_chunks = max(1, -(-table.num_rows // config.chunk_rows))
+            for c in range(n_chunks):
+                key = ukey if n_chunks == 1 else f"{ukey}-{c:03d}"
+                part = table.slice(c * config.chunk_rows, config.chunk_rows)
+                ds.write_candidates(part, source, key)
+                report.candidate_keys.append(key)
+                written += part.num_rows
+        report.grasps_written += written
+        report.grasps_out_of_limits += stats["out_of_limits"]
+        report.units_done += 1
+        if complete:  # unreadable files inside the unit stay reported; --no-resume retries them
+            runs.mark_done(layout, stage, ukey, {"grasps": written, "bad_records": result.bad_records,
+                                                 "out_of_limits": stats["out_of_limits"],
+                                                 "skipped_files": [f for f, _ in result.skipped_files]})
+        if advance:
+            advance(1)
+    report.fk_residual_mm = {f: round(float(v), 3) for f, v in zip(("ff", "mf", "rf", "lf", "th"), residual)}
+    if placed:
+        report.splits_file = _write_splits(layout, config.dataset, source, placed)
+    return report
