@@ -1,0 +1,158 @@
+"""Object fields: exact nearest point vs SDF grid, against analytic shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from dga_engine.physics.fields import ExactField, GridField
+
+RADIUS = 0.04
+
+
+@pytest.fixture(scope="module")
+def sphere_cloud():
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=RADIUS)
+    pts, face = trimesh.sample.sample_surface_even(mesh, 10240, seed=0)
+    # Project onto the true sphere and use its exact normals: the reference cloud of an ideal sphere.
+    pts = pts / np.linalg.norm(pts, axis=1, keepdims=True) * RADIUS
+    return pts, pts / RADIUS
+
+
+@pytest.fixture(scope="module")
+def sphere_grid():
+    return GridField.from_mesh(trimesh.creation.icosphere(subdivisions=4, radius=RADIUS))
+
+
+def _queries(n: int = 2000, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """Points in the grid's box (the sphere's bounding box padded by 3 cm: +-7 cm)."""
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.rand(2, n // 2, 3, generator=g, dtype=dtype) - 0.5) * 0.14).to(dtype)
+
+
+def test_exact_field_is_the_nearest_point_definition(sphere_cloud):
+    pts, nrm = sphere_cloud
+    q = _queries()
+    sdf = ExactField(pts, nrm).sdf(q)
+    true = q.norm(dim=-1) - RADIUS
+    # distance to the nearest sample: off the surface by up to about the sample spacing (~1.4 mm here)
+    assert (sdf - true).abs().max() < 1.5e-3
+    assert torch.equal(sdf < 0, true < 0)
+    # brute force on a few points: the nearest sample's distance, negative inside
+    qq = q[0, :5].numpy()
+    d = np.linalg.norm(qq[:, None] - pts[None], axis=-1)
+    j = d.argmin(1)
+    sign = np.where(np.einsum("ij,ij->i", pts[j] - qq, nrm[j]) > 0, -1.0, 1.0)
+    np.testing.assert_allclose(sdf[0, :5].numpy(), sign * d.min(1), atol=1e-12)
+
+
+def test_exact_field_chunking_and_per_grasp_clouds_agree(sphere_cloud):
+    pts, nrm = sphere_cloud
+    q = _queries(400)
+    ref = ExactField(pts, nrm).sdf(q)
+    tiny = ExactField(pts, nrm, max_elements=500_000).sdf(q)
+    per = ExactField(np.stack([pts, pts]), np.stack([nrm, nrm]), max_elements=500_000).sdf(q)
+    torch.testing.assert_close(tiny, ref)
+    torch.testing.assert_close(per, ref)
+    with pytest.raises(ValueError, match="per-grasp"):
+        ExactField(np.stack([pts] * 3), np.stack([nrm] * 3)).sdf(q)
+
+
+def test_grid_from_mesh_matches_sphere_within_resolution(sphere_grid):
+    q = _queries()
+    voxel = float(sphere_grid.voxel_size.max())
+    err = (sphere_grid.sdf(q) - (q.norm(dim=-1) - RADIUS)).abs()
+    assert voxel < 0.0025
+    assert err.max() < 0.5 * voxel
+    assert err.mean() < 0.1 * voxel
+
+
+def test_grid_from_points_agrees_with_exact_field(sphere_cloud):
+    pts, nrm = sphere_cloud
+    grid = GridField.from_points(pts, nrm)
+    q = _queries(seed=1)
+    diff = (grid.sdf(q) - ExactField(pts, nrm).sdf(q)).abs()
+    assert diff.max() < float(grid.voxel_size.max())
+
+
+def test_grid_outside_the_box_keeps_growing(sphere_grid):
+    q = torch.tensor([[[0.5, 0.0, 0.0], [0.0, -0.3, 0.2], [0.08, 0.07, 0.0]]], dtype=torch.float64)
+    true = q.norm(dim=-1) - RADIUS
+    sdf = sphere_grid.sdf(q)
+    assert (sdf > 0.05).all() and (sdf >= true - 1e-3).all()  # an upper bound out there, never inside
+    q.requires_grad_(True)
+    (g,) = torch.autograd.grad(sphere_grid.sdf(q).sum(), q)
+    assert (g * q).sum(-1).gt(0).all()  # the gradient points away from the object
+
+
+def test_scale_and_multi_object_index(sphere_grid, sphere_cloud):
+    pts, nrm = sphere_cloud
+    q = _queries(200)
+    # the same sphere twice as large: sdf_2(p) = 2 sdf_1(p / 2)
+    true2 = q.norm(dim=-1) - 2 * RADIUS
+    assert (sphere_grid.sdf(q, scale=2.0) - true2).abs().max() < 2e-3
+    per = sphere_grid.sdf(q, scale=torch.tensor([1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(per[1], sphere_grid.sdf(q, scale=2.0)[1])
+    assert (ExactField(pts, nrm).sdf(q, scale=2.0) - true2).abs().max() < 3e-3
+    # two objects (small and large sphere) in one field, chosen per grasp
+    big = GridField.from_mesh(trimesh.creation.icosphere(subdivisions=3, radius=2 * RADIUS))
+    both = GridField.stack([sphere_grid, big])
+    assert both.num_objects == 2
+    out = both.sdf(q, index=torch.tensor([1, 0]))
+    torch.testing.assert_close(out[0], big.sdf(q)[0])
+    torch.testing.assert_close(out[1], sphere_grid.sdf(q)[1])
+    with pytest.raises(ValueError, match="index"):
+        both.sdf(q)
+    with pytest.raises(ValueError, match="index"):
+        both.sdf(q, index=torch.tensor([0, 2]))
+    rebuilt = GridField(**sphere_grid.arrays())
+    torch.testing.assert_close(rebuilt.sdf(q), sphere_grid.sdf(q))
+
+
+def test_grid_sign_for_open_mesh_uses_normals():
+    """A box without its top is not watertight: inside/outside falls back to the closest face normal."""
+    box = trimesh.creation.box(extents=[0.06, 0.06, 0.06])
+    keep = box.face_normals[:, 2] < 0.5  # drop the two +z triangles
+    open_box = trimesh.Trimesh(box.vertices, box.faces[keep], process=False)
+    assert not open_box.is_watertight
+    grid = GridField.from_mesh(open_box, resolution=32)
+    voxel = float(grid.voxel_size.max())
+    q = torch.tensor([[[0.0, 0.0, 0.0], [0.01, -0.01, -0.015], [0.05, 0.05, 0.0], [0.0, 0.0, -0.06]]], dtype=torch.float64)
+    sdf = grid.sdf(q)
+    assert sdf[0, 0] == pytest.approx(-0.03, abs=voxel / 2)  # ridge of the box SDF: interpolation error
+    assert sdf[0, 1] == pytest.approx(-0.015, abs=voxel / 2)
+    assert sdf[0, 2] == pytest.approx(0.02 * np.sqrt(2), abs=voxel / 2)
+    assert sdf[0, 3] == pytest.approx(0.03, abs=voxel / 2)
+
+
+def test_gradients_float64(sphere_grid, sphere_cloud):
+    pts, nrm = sphere_cloud
+    q = _queries(20, seed=3).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: sphere_grid.sdf(x), (q,), eps=1e-7, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: ExactField(pts, nrm).sdf(x), (q,), eps=1e-7, atol=1e-6)
+
+
+def test_fields_follow_dtype_and_reject_bad_input(sphere_grid, sphere_cloud):
+    pts, nrm = sphere_cloud
+    q32 = _queries(100).float()
+    for f in (sphere_grid, ExactField(pts, nrm)):
+        assert f.sdf(q32).dtype == torch.float32
+        with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
+            f.sdf(q32[0])
+    with pytest.raises(ValueError, match="normals"):
+        ExactField(pts, nrm[:10])
+    with pytest.raises(ValueError, match="NaN"):
+        GridField(np.full((4, 4, 4), np.nan), np.zeros(3), np.ones(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fields_on_cuda(sphere_grid, sphere_cloud):
+    pts, nrm = sphere_cloud
+    q = _queries(400)
+    for f in (sphere_grid, ExactField(pts, nrm)):
+        got = f.sdf(q.cuda().float())
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got.cpu().double(), f.sdf(q), atol=1e-5, rtol=0)
