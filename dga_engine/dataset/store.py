@@ -100,6 +100,10 @@ class ManifestError(RuntimeError):
     """A manifest cannot be read or does not describe its shard."""
 
 
+class CorruptShardError(RuntimeError):
+    """A committed shard file cannot be read (damaged or replaced after it was written)."""
+
+
 # ---------------------------------------------------------------------------------------------------
 # Tables in and out
 # ---------------------------------------------------------------------------------------------------
@@ -541,8 +545,15 @@ class Dataset:
                             continue
                     else:
                         groups = None
-                    with self._parquet(part.path) as pf:
-                        t = pf.read(columns=need) if groups is None else pf.read_row_groups(groups, columns=need)
+                    try:
+                        with self._parquet(part.path) as pf:
+                            t = pf.read(columns=need) if groups is None else pf.read_row_groups(groups, columns=need)
+                    except FileNotFoundError:
+                        raise
+                    except (OSError, pa.ArrowException) as exc:
+                        raise CorruptShardError(
+                            f"part {part.name} of shard {m.key} ({self.p(part.path)}) cannot be read ({exc}); "
+                            f"run `dga-engine shards verify`, then rewrite shard {m.key} or restore the file") from exc
                     t = t.replace_schema_metadata(None).cast(read_schema)
                     if rset is not None:
                         t = t.filter(pc.is_in(t.column("round"), pa.array(sorted(rset), pa.int32())))
@@ -643,7 +654,7 @@ def _dumps(obj: Any) -> bytes:
 
 __all__ = [
     "Dataset", "StoreConfig", "ShardManifest", "ShardPart", "ObjectSpan", "DatasetInfo", "VerifyReport",
-    "SchemaVersionError", "ManifestError", "to_numpy", "to_torch", "conform", "info_matches",
+    "SchemaVersionError", "ManifestError", "CorruptShardError", "to_numpy", "to_torch", "conform", "info_matches",
     "INFO_FILE", "DATA_DIR", "MANIFESTS_DIR", "REJECTS_DIR", "CANDIDATES_DIR", "PART_FILE", "MANIFEST_FILE",
     "REJECTS_FILE", "CANDIDATES_FILE", "LAYOUT", "check_version", "SUPPORTED_SCHEMA_VERSIONS",
 ]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
-from dga_engine.dataset.store import Dataset, StoreConfig, to_numpy, to_torch
+from dga_engine.dataset.store import CorruptShardError, Dataset, StoreConfig, to_numpy, to_torch
 
 
 def _by_object(table: pa.Table) -> pa.Table:
@@ -102,7 +102,7 @@ def test_read_object_never_touches_other_objects_bytes(dataset, grasps):
     fresh = Dataset(dataset.layout)
     got = fresh.read_object("b")
     assert got.num_rows == 50 and set(got["object_id"].to_pylist()) == {"b"}
-    with pytest.raises(Exception):
+    with pytest.raises(CorruptShardError, match="part k of shard k"):
         fresh.read()
     assert not fresh.verify().ok
 

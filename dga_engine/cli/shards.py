@@ -1,0 +1,149 @@
+"""``dga-engine shards``: list, inspect, verify and query the dataset's Parquet shards."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import typer
+
+from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
+from dga_engine.layout import DEFAULT_DATASET
+
+app = typer.Typer(help="The sharded grasp dataset: list, inspect, verify and query its Parquet shards.", no_args_is_help=True)
+
+DATASET_OPTION = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="Dataset name under <root>/datasets/.")
+
+
+def _dataset(ctx: typer.Context, name: str):
+    from dga_engine.dataset.store import Dataset
+
+    try:
+        return Dataset(layout(ctx), name)
+    except ValueError as exc:  # unsafe dataset name
+        raise fail(str(exc))
+
+
+def _guard(fn, *args, **kwargs):
+    """Run a store call, turning the store's known failures into clean CLI errors."""
+    from dga_engine.dataset.manifest import SchemaVersionError
+    from dga_engine.dataset.store import ManifestError
+
+    try:
+        return fn(*args, **kwargs)
+    except (SchemaVersionError, ManifestError) as exc:
+        raise fail(str(exc))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in d.items())
+
+
+@app.command("ls")
+def ls(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """List the committed shards: rows, objects, rounds, sources, size."""
+    ds = _dataset(ctx, dataset)
+    shards = _guard(ds.shards)
+    rows = [m.summary() for m in shards]
+    if as_json:
+        emit_json({"dataset": ds.name, "path": ds.path, "shards": rows, "rows": sum(r["rows"] for r in rows),
+                   "bytes": sum(r["bytes"] for r in rows)})
+        return
+    table(f"Shards of {ds.name} ({ds.path})", ["shard", "rows", "objects", "rounds", "sources", "size", "parts"],
+          [(r["shard"], r["rows"], r["objects"], _counts(r["rounds"]), _counts(r["sources"]), _size(r["bytes"]),
+            len(r["parts"])) for r in rows])
+    typer.echo(f"{len(rows)} shards, {sum(r['rows'] for r in rows)} rows, {_size(sum(r['bytes'] for r in rows))}")
+
+
+@app.command("show")
+def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (or part name such as KEY-001)."),
+         dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Print one shard's manifest: parts, checksums, objects and column statistics."""
+    ds = _dataset(ctx, dataset)
+    try:
+        m = _guard(ds.shard, shard)
+    except KeyError as exc:
+        raise fail(exc.args[0])
+    if as_json:
+        emit_json(m.to_json())
+        return
+    typer.echo(f"shard {m.key}  write {m.write_id}  committed {m.created_at}  schema v{m.schema_version}"
+               f"{'  split ' + m.split if m.split else ''}")
+    typer.echo(f"rows {m.rows}  objects {len(m.object_ids)}  rounds {_counts(m.rounds)}  sources {_counts(m.sources)}")
+    table("Parts", ["part", "file", "rows", "row groups", "size", "sha256"],
+          [(p.name, p.path, p.rows, p.row_groups, _size(p.bytes), p.sha256[:16] + "...") for p in m.parts])
+    stat_rows = []
+    for col, s in sorted(m.stats.items()):
+        if "true" in s:
+            stat_rows.append((col, s["count"], s["nulls"], "", "", s["mean"]))
+        elif "std" in s:
+            lo, hi, mean = s["min"], s["max"], s["mean"]
+            if isinstance(lo, list):  # per component: print the range over components (--json has them all)
+                col = f"{col}[{len(lo)}]"
+                lo = min((v for v in lo if v is not None), default=None)
+                hi = max((v for v in hi if v is not None), default=None)
+                mean = "per component"
+            stat_rows.append((col, s["count"], s["nulls"], lo, hi, mean))
+    table("Column statistics", ["column", "count", "nulls", "min", "max", "mean"], stat_rows)
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
+           repair: bool = typer.Option(False, "--repair", help="First rebuild meta/info.json and delete unreferenced files older than --min-age."),
+           min_age: float = typer.Option(3600.0, "--min-age", help="Seconds: younger unreferenced files may belong to a write in progress and are kept."),
+           no_checksums: bool = typer.Option(False, "--no-checksums", help="Skip the sha256 of each file (faster; sizes, footers and counts are still checked).")) -> None:
+    """Check every shard against its manifest (checksum, schema, rows, row groups) and the summary; exit 1 on errors."""
+    ds = _dataset(ctx, dataset)
+    if repair:
+        done = _guard(ds.repair, min_age_s=min_age)
+        console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
+                      + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
+    report = ds.verify(checksums=not no_checksums)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        if report.bad:
+            table("Problems", ["level", "shard", "problem"], [(b["level"], b["shard"], b["problem"]) for b in report.bad])
+        typer.echo(f"{'ok' if report.ok else 'FAILED'}: {report.shards} shards, {report.rows} rows, "
+                   f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+    if not report.ok:
+        raise fail(f"bad shards: {', '.join(report.bad_shards())}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+@app.command("query")
+def query(ctx: typer.Context, sql: str = typer.Argument(..., help="DuckDB SQL over the views grasps, rejects and shards."),
+          dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
+          max_rows: int = typer.Option(200, "--max-rows", help="At most this many rows are printed as a table (JSON prints all).")) -> None:
+    """Run SQL over the committed shards (view ``grasps``), the rejects (``rejects``) and the part list (``shards``)."""
+    import duckdb
+
+    ds = _dataset(ctx, dataset)
+    try:
+        result = _guard(ds.query, sql)
+    except duckdb.Error as exc:
+        raise fail(f"query failed: {exc}")
+    rows = result.to_pylist()
+    if as_json:
+        emit_json({"columns": result.column_names, "rows": [_jsonable(r) for r in rows]})
+        return
+    table(f"{result.num_rows} rows", result.column_names, [[r[c] for c in result.column_names] for r in rows[:max_rows]])
+    if result.num_rows > max_rows:
+        typer.echo(f"... {result.num_rows - max_rows} more rows (use --json or a LIMIT)")
