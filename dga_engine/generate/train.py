@@ -1,0 +1,303 @@
+"""Physics-aware training (paper Sec. 3.3): L = L_simple + sum_i alpha_i L_PA_i(h0_hat(h_t)).
+
+:func:`train` is the stage behind ``dga-engine train --round K``: it trains on every accepted grasp of
+rounds 0..K-1 (round K's grasps come from this generator, so they cannot train it) and writes
+``models/round-KKK/``. It resumes from that folder's checkpoint when the configuration and the training
+data (the shards' checksums) are the same; otherwise it refuses, unless ``restart`` discards it.
+:class:`Trainer` is the loop itself, usable on any :class:`~dga_engine.generate.data.TrainingSet`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from dga_engine.generate import checkpoint as ckpt
+from dga_engine.generate.config import PRESETS, GeneratorConfig, TrainConfig, preset, tiny_config
+from dga_engine.generate.data import TrainingSet
+from dga_engine.generate.diffusion import Diffusion
+from dga_engine.generate.guide import PoseObjectives
+from dga_engine.generate.model import GraspDiffusionNet, rotate_groups
+from dga_engine.generate.normalise import PoseNormaliser
+from dga_engine.hand import default_hand
+from dga_engine.layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDataChanged(RuntimeError):
+    """The round's checkpoint was trained on other data or another configuration."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run did. history: one dict per epoch run now (epoch, simple, physics, total, seconds)."""
+
+    round: int
+    epoch: int  # epochs completed in total (including resumed ones)
+    epochs_run: int  # epochs run by this call
+    steps: int
+    n_grasps: int
+    n_objects: int
+    resumed_from: int | None  # the epoch the run resumed from, None for a fresh start
+    checkpoint: str  # the checkpoint folder
+    data_hash: str
+    seconds: float
+    final: dict[str, float] = field(default_factory=dict)  # last epoch's mean losses
+    history: list[dict[str, float]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    """The training loop over a TrainingSet. Holds model, optimizer, normaliser and the RNG."""
+
+    def __init__(
+        self,
+        config: GeneratorConfig,
+        data: TrainingSet,
+        device: torch.device | str | None = None,
+        normaliser: PoseNormaliser | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.device = torch.device(device) if device is not None else default_device()
+        tc = config.train
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        torch.manual_seed(tc.seed)
+        self.hand = default_hand() if self.device.type == "cpu" else default_hand().to(self.device)
+        self.normaliser = normaliser or PoseNormaliser.from_data(
+            data.x, self.hand.lower.cpu().numpy(), self.hand.upper.cpu().numpy()
+        )
+        self.model = GraspDiffusionNet(config.model).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.diffusion = Diffusion(config.diffusion, self.device)
+        self.generator = torch.Generator(device="cpu").manual_seed(tc.seed)
+        self.epoch = 0
+        self.step = 0
+        dev = self.device
+        self.x = self.normaliser.normalise(torch.as_tensor(data.x, dtype=torch.float64)).float().to(dev)
+        self.R = torch.as_tensor(data.R, dtype=torch.float32).to(dev)
+        self.obj = torch.as_tensor(data.obj).to(dev)
+        self.groups = data.bank.groups.to(dev)
+        self.semantic = data.bank.semantic.to(dev)
+        self.has_semantic = data.bank.has_semantic.to(dev)
+        self.physics = PoseObjectives(
+            data.bank, self.normaliser, tc.physics, hand=self.hand, device=dev, field=tc.field, grid_resolution=tc.sdf_resolution
+        ) if (tc.physics_aware and tc.physics.any()) else None
+
+    # ---- state ------------------------------------------------------------------------------------
+    def load_state(self, model_state: dict, optimizer_state: dict | None, rng: torch.Tensor | None, epoch: int, step: int) -> None:
+        self.model.load_state_dict(model_state)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        if rng is not None:
+            self.generator.set_state(rng)
+        self.epoch, self.step = epoch, step
+
+    # ---- one epoch --------------------------------------------------------------------------------
+    def run_epoch(self) -> dict[str, float]:
+        tc = self.config.train
+        self.model.train()
+        n = len(self.x)
+        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        bs = min(tc.batch_size, n)
+        n_batches = max(1, n // bs)  # drop the ragged tail (it is in the next epoch's permutation)
+        use_physics = self.physics is not None and self.epoch >= tc.physics_warmup_epochs
+        sums = {"simple": 0.0, "physics": 0.0, "total": 0.0}
+        t0 = time.perf_counter()
+        for b in range(n_batches):
+            idx = perm[b * bs : (b + 1) * bs]
+            x0, R, obj = self.x[idx], self.R[idx], self.obj[idx]
+            centres, local, normals = rotate_groups(self.groups, obj, R)
+            has = self.has_semantic[obj]
+            if tc.semantic_dropout > 0:
+                keep = torch.rand(len(idx), generator=self.generator).to(self.device) >= tc.semantic_dropout
+                has = has & keep
+            ctx = self.model.encode(centres, local, normals, self.semantic[obj], has)
+            t = self.diffusion.sample_timesteps(len(idx), self.generator, tc.antithetic).to(self.device)
+            noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+            physics = (lambda x0n: self.physics.loss(x0n, R, obj)) if use_physics else None  # noqa: E731
+            losses = self.diffusion.training_losses(lambda xt, tt: self.model(xt, tt, ctx), x0, t, noise, physics)
+            loss = losses["simple"] + losses["physics"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {self.epoch}, step {self.step}: lower the learning "
+                    "rate or the physics weights"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            sums["simple"] += float(losses["simple"].detach())
+            sums["physics"] += float(losses["physics"].detach())
+            sums["total"] += float(loss.detach())
+        self.epoch += 1
+        out = {k: v / n_batches for k, v in sums.items()}
+        out.update(epoch=self.epoch, seconds=time.perf_counter() - t0)
+        return out
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+
+
+def training_table(layout: Layout, round_: int, dataset: str = "dga") -> tuple[pa.Table, str, list[dict[str, Any]]]:
+    """Accepted grasps of rounds < round_, the data hash (shard checksums) and the shards used."""
+    from dga_engine.dataset.store import Dataset
+
+    if round_ < 1:
+        raise ValueError("the generator of round K trains on rounds 0..K-1: pass --round 1 or higher")
+    ds = Dataset(layout, dataset)
+    rounds = list(range(round_))
+    wanted = {str(r) for r in rounds}
+    shards = [
+        {"key": m.key, "rows": m.rows, "rounds": m.rounds, "sha256": [p.sha256 for p in m.parts]}
+        for m in ds.shards()
+        if wanted & set(m.rounds)
+    ]
+    table = ds.read(rounds=rounds)
+    h = hashlib.sha256()
+    for s in sorted(shards, key=lambda s: s["key"]):
+        h.update(f"{s['key']}:{','.join(s['sha256'])}\n".encode())
+    h.update(f"rounds<{round_}:rows={table.num_rows}".encode())
+    return table, h.hexdigest()[:16], shards
+
+
+def train(
+    layout: Layout,
+    round_: int,
+    config: GeneratorConfig | None = None,
+    epochs: int | None = None,
+    restart: bool = False,
+    device: torch.device | str | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    table: pa.Table | None = None,
+    dataset: str = "dga",
+) -> TrainResult:
+    """Train (or resume training) the generator of round ``round_``; checkpoints under models/round-KKK.
+
+    config: defaults to the existing checkpoint's config when resuming, else :func:`tiny_config`.
+    epochs: total epochs to reach (default: config.train.epochs). table: train on this table instead of
+    the dataset's shards (its data hash is computed from its content). dataset: the dataset's name.
+    """
+    t0 = time.perf_counter()
+    if table is None:
+        table, data_hash, shards = training_table(layout, round_, dataset)
+    else:
+        data_hash, shards = _table_hash(table), []
+    existing = ckpt.read_meta(layout, round_) if ckpt.exists(layout, round_) else None
+    if config is None:
+        config = GeneratorConfig.from_dict(existing["config"]) if existing else tiny_config()
+    if epochs is not None:
+        config.train.epochs = int(epochs)
+    target = config.train.epochs
+
+    resume = None
+    if existing and not restart:
+        if existing.get("model_hash") != config.model_hash() or existing.get("data_hash") != data_hash:
+            what = "data" if existing.get("data_hash") != data_hash else "configuration"
+            raise TrainingDataChanged(
+                f"the checkpoint in {ckpt.round_dir(layout, round_)} was trained with other {what} "
+                f"(epoch {existing.get('epoch')}); pass --restart to discard it and train from scratch"
+            )
+        resume = ckpt.load(layout, round_, device="cpu", with_optimizer=True)
+
+    data = TrainingSet.from_table(layout, table, config.model)
+    trainer = Trainer(config, data, device=device, normaliser=resume.normaliser if resume else None)
+    history: list[dict[str, float]] = list(existing.get("history", [])) if resume else []
+    if resume is not None:
+        state = resume.model.state_dict()
+        trainer.load_state(state, resume.optimizer_state, resume.rng_state, resume.epoch, int(resume.meta.get("step", 0)))
+    start = trainer.epoch
+    run_history: list[dict[str, float]] = []
+
+    def save() -> None:
+        ckpt.save(
+            layout, round_, config, trainer.normaliser, trainer.model, trainer.optimizer,
+            epoch=trainer.epoch, step=trainer.step, data_hash=data_hash, rng_state=trainer.generator.get_state(),
+            extra={
+                "history": history, "n_grasps": len(data), "objects": sorted({k[0] for k in data.bank.keys}),
+                "shards": shards, "skipped": data.skipped, "complete": trainer.epoch >= target,
+            },
+        )
+
+    while trainer.epoch < target:
+        stats = trainer.run_epoch()
+        history.append(stats)
+        run_history.append(stats)
+        if on_epoch:
+            on_epoch(stats)
+        if trainer.epoch % max(1, config.train.checkpoint_every) == 0 or trainer.epoch >= target:
+            save()
+    if not run_history and (existing is None or restart):
+        save()  # zero epochs requested: still leave a (untrained) checkpoint with the normaliser
+    final = {k: float(v) for k, v in (history[-1] if history else {}).items()}
+    return TrainResult(
+        round=round_, epoch=trainer.epoch, epochs_run=len(run_history), steps=trainer.step, n_grasps=len(data),
+        n_objects=len(data.bank.keys), resumed_from=start if resume else None, checkpoint=ckpt.round_dir(layout, round_),
+        data_hash=data_hash, seconds=time.perf_counter() - t0, final=final, history=run_history, skipped=data.skipped,
+    )
+
+
+def train_round(
+    layout: Layout,
+    round_: int,
+    config: GeneratorConfig | TrainConfig | None = None,
+    *,
+    dataset: str = "dga",
+    seed: int | None = None,
+    epochs: int | None = None,
+    device: torch.device | str | None = None,
+) -> str:
+    """The build flow's entry point: train round ``round_`` and return its checkpoint folder.
+
+    config: a full GeneratorConfig, or a TrainConfig (e.g. ``TrainConfig.preset("tiny")``), which is
+    combined with the model and sampler of the preset it came from (tiny when it matches none).
+    A checkpoint trained on other data is replaced (the build has moved on); the same data resumes.
+    """
+    if isinstance(config, TrainConfig):
+        full = next((preset(n) for n in PRESETS if preset(n).train == config), tiny_config())
+        full.train = config
+        config = full
+    config = config or tiny_config()
+    if seed is not None:
+        config.train.seed = int(seed)
+    try:
+        result = train(layout, round_, config, epochs=epochs, device=device, dataset=dataset)
+    except TrainingDataChanged as exc:
+        log.warning("%s; retraining round %d from scratch", exc, round_)
+        result = train(layout, round_, config, epochs=epochs, device=device, dataset=dataset, restart=True)
+    return result.checkpoint
+
+
+def _table_hash(table: pa.Table) -> str:
+    h = hashlib.sha256()
+    for name in ("object_id", "object_scale", "translation", "rotation", "joints"):
+        col = table.column(name).combine_chunks()
+        if name == "object_id":
+            h.update("\x1f".join(col.to_pylist()).encode())
+        else:
+            arr = col.values if hasattr(col, "values") and not isinstance(col, pa.FloatingPointArray) else col
+            h.update(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["Trainer", "TrainResult", "TrainingDataChanged", "train", "train_round", "training_table", "default_device"]
