@@ -2,13 +2,15 @@
 
 Local writes go to a hidden temporary name in the same folder, are fsynced, then renamed over the
 target (``os.replace`` is atomic on POSIX), so a reader sees the old file or the new one, never half
-of one. Object stores (``s3://``) make each put atomic on their own.
+of one. Object stores (``s3://``) make each put atomic on their own; remote writes are spooled to a
+local temporary file and put only when the writer finished without an error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,9 +77,14 @@ def atomic_open(path: str) -> Iterator[Any]:
     """Open ``path`` for binary writing; the file appears under its name only if the block succeeds."""
     local = _local(path)
     if local is None:
+        # An object-store put is atomic, but an fsspec file object is not: it uploads what was written when
+        # its ``with`` block exits, even when the block raised. So spool to a local temporary file and put
+        # it only after the block succeeded; a failed block leaves the old object (or none) in place.
         fs, p = filesystem(path)
-        with fs.open(p, "wb") as fh:  # object-store puts are atomic on close
+        with tempfile.NamedTemporaryFile(prefix=".dga-upload-", suffix=".tmp") as fh:
             yield fh
+            fh.flush()
+            fs.put_file(fh.name, p)
         return
     directory = os.path.dirname(local) or "."
     os.makedirs(directory, exist_ok=True)
