@@ -98,13 +98,18 @@ class _DeviceCache:
 
 
 class ExactField(ObjectField):
-    """Nearest object point + normal sign (the reference definition), exact and O(B N No).
+    """Nearest object point + normal sign (the reference definition), exact.
 
     points: (No, 3) shared by the whole batch, or (B, No, 3) one cloud per grasp; normals: outward unit
-    normals of the same shape. max_elements: the most query-object distances held in memory at once.
+    normals of the same shape. search: how the nearest point is found - "kdtree" (scipy k-d trees, built
+    once; much faster on CPU), "matmul" (chunked ``|o|^2 - 2 q.o`` products; the GPU path) or "auto"
+    (k-d tree for CPU queries, matmul otherwise). max_elements: the most query-object scores held in
+    memory at once by the matmul search.
     """
 
-    def __init__(self, points, normals, *, max_elements: int = 1 << 24) -> None:
+    def __init__(self, points, normals, *, search: str = "auto", max_elements: int = 1 << 24) -> None:
+        if search not in ("auto", "kdtree", "matmul"):
+            raise ValueError(f"search must be 'auto', 'kdtree' or 'matmul', got {search!r}")
         pts, nrm = _as_tensor(points), _as_tensor(normals)
         if pts.ndim not in (2, 3) or pts.shape[-1] != 3 or pts.shape[-2] == 0:
             raise ValueError(f"object points must be (No, 3) or (B, No, 3), got {tuple(pts.shape)}")
@@ -118,6 +123,8 @@ class ExactField(ObjectField):
         self.per_grasp = pts.ndim == 3
         self.max_elements = int(max_elements)
         pts = pts - centre
+        self.search = search
+        self._trees: list[cKDTree] | None = None
         self._cache = _DeviceCache(points=pts, normals=nrm, centre=centre, sq_norms=(pts * pts).sum(-1))
 
     @property
@@ -128,19 +135,21 @@ class ExactField(ObjectField):
     def nearest_index(self, points: Tensor) -> Tensor:
         """Index (B, N) of each query point's nearest object point (no autograd).
 
-        ``argmin_j |q - o_j|^2 = argmin_j (|o_j|^2 - 2 q . o_j)``: one matrix product per chunk, no
-        square roots, and no (chunk x No) distance tensor beyond the one being reduced.
+        k-d tree search, or ``argmin_j |q - o_j|^2 = argmin_j (|o_j|^2 - 2 q . o_j)``: one matrix product
+        per chunk, no square roots, no (chunk x No) tensor beyond the one being reduced.
         """
         t = self._cache.get(points)
         q = points.detach() - t["centre"]
         obj = t["points"]
         sq = t["sq_norms"]
         b, n, _ = q.shape
+        if self.per_grasp and obj.shape[0] != b:
+            raise ValueError(f"the field holds {obj.shape[0]} per-grasp clouds, the batch has {b}")
+        if self.search == "kdtree" or (self.search == "auto" and q.device.type == "cpu"):
+            return self._kdtree_index(q)
         no = obj.shape[-2]
         rows = max(1, self.max_elements // no)
         if self.per_grasp:
-            if obj.shape[0] != b:
-                raise ValueError(f"the field holds {obj.shape[0]} per-grasp clouds, the batch has {b}")
             out = torch.empty(b, n, dtype=torch.long, device=q.device)
             step = max(1, rows // max(1, n))  # whole grasps per chunk
             for b0 in range(0, b, step):
@@ -153,6 +162,18 @@ class ExactField(ObjectField):
         flat = q.reshape(-1, 3)
         idx = [torch.addmm(sq, flat[i : i + rows], obj.T, alpha=-2).argmin(-1) for i in range(0, len(flat), rows)]
         return torch.cat(idx).reshape(b, n)
+
+    def _kdtree_index(self, q: Tensor) -> Tensor:
+        if self._trees is None:
+            base = self._cache._base["points"].numpy()
+            self._trees = [cKDTree(c) for c in (base if self.per_grasp else base[None])]
+        workers = max(1, torch.get_num_threads())
+        qn = q.cpu().double().numpy()
+        if self.per_grasp:
+            idx = np.stack([tree.query(qn[i], k=1, workers=workers)[1] for i, tree in enumerate(self._trees)])
+        else:
+            idx = self._trees[0].query(qn.reshape(-1, 3), k=1, workers=workers)[1].reshape(qn.shape[:2])
+        return torch.from_numpy(idx).to(q.device)
 
     def _sdf(self, points: Tensor, index: Tensor | None) -> Tensor:
         t = self._cache.get(points)

@@ -24,7 +24,7 @@ collision geometry, the geometry MuJoCo simulates (geoms ``robot0:C_*``): capsul
 boxes (palm, little-finger metacarpal) and the forearm's convex mesh. Object points are moved into each
 geom's frame and the signed distance is evaluated exactly - analytically for capsules and boxes and by
 the face planes of the convex hull for the forearm (exact for points inside a convex body). Far geoms are
-skipped with a bounding-sphere query on the object's k-d tree. This replaces the reference's palm SDF
+skipped with bounding-sphere tests and a k-d tree ball query. This replaces the reference's palm SDF
 and cylinder approximation of the phalanges with the simulated geometry itself. Limits: a point inside
 two overlapping geoms of the hand counts the larger of its two depths, which can be less than its
 depth in their union; only the sampled object points are tested, so a thin object feature between
@@ -83,6 +83,9 @@ class ObjectCloud:
             if self.normals.shape != self.points.shape:
                 raise ValueError(f"object normals {self.normals.shape} do not match points {self.points.shape}")
         self.tree = cKDTree(self.points)
+        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
+        self.centre = (lo + hi) / 2  # bounding sphere, for culling far hand geoms
+        self.radius = float(np.linalg.norm(self.points - self.centre, axis=1).max())
 
     @classmethod
     def from_asset(cls, asset, scale: float = 1.0, dense: bool = True) -> "ObjectCloud":
@@ -175,6 +178,7 @@ class HandCollision:
     size: np.ndarray
     radius: np.ndarray
     planes: dict[int, np.ndarray]
+    hull_box: dict[int, tuple[np.ndarray, np.ndarray]]
 
     def geom_poses(self, link_rot: np.ndarray, link_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Geom orientations (B, G, 3, 3) and origins (B, G, 3) from link poses (B, L, 3, 3), (B, L, 3)."""
@@ -192,9 +196,17 @@ class HandCollision:
             outside = np.linalg.norm(np.maximum(q, 0.0), axis=1)
             return outside + np.minimum(q.max(axis=1), 0.0)
         # Convex hull: the largest plane value is minus the distance to the boundary for inside points
-        # (exact); outside it is a lower bound of the distance, which is all a depth needs.
+        # (exact); outside it is a lower bound of the distance, which is all a depth needs. Points
+        # outside the hull's box get their distance to the box (also a lower bound) and skip the
+        # plane test, which is the expensive part (hundreds of faces).
         planes = self.planes[g]
-        return (local @ planes[:, :3].T + planes[:, 3]).max(axis=1)
+        lo, hi = self.hull_box[g]
+        box = np.linalg.norm(np.maximum(np.maximum(lo - local, local - hi), 0.0), axis=1)
+        out = box.copy()
+        inside_box = box == 0.0
+        if inside_box.any():
+            out[inside_box] = (local[inside_box] @ planes[:, :3].T + planes[:, 3]).max(axis=1)
+        return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -202,7 +214,7 @@ def hand_collision() -> HandCollision:
     """The collision geoms ``robot0:C_*`` of the hand MJCF, indexed like ``HandModel.link_names``."""
     m = hand_model()
     root = m.body(ROOT_BODY).id
-    names, link, kind, rot, pos, size, radius, planes = [], [], [], [], [], [], [], {}
+    names, link, kind, rot, pos, size, radius, planes, boxes = [], [], [], [], [], [], [], {}, {}
     for g in range(m.ngeom):
         name = m.geom(g).name
         body = int(m.geom_bodyid[g])
@@ -225,6 +237,7 @@ def hand_collision() -> HandCollision:
             verts = m.mesh_vert[m.mesh_vertadr[mid] : m.mesh_vertadr[mid] + m.mesh_vertnum[mid]].astype(np.float64)
             hull = ConvexHull(verts)
             k, planes[i] = _HULL, hull.equations.copy()
+            boxes[i] = (verts.min(axis=0), verts.max(axis=0))
             rad = float(np.linalg.norm(verts[hull.vertices], axis=1).max())
         else:  # pragma: no cover - the ShadowHand has only these three
             raise ValueError(f"unsupported collision geom type {gtype} for {name}")
@@ -244,6 +257,7 @@ def hand_collision() -> HandCollision:
         size=np.stack(size),
         radius=np.asarray(radius),
         planes=planes,
+        hull_box=boxes,
     )
 
 
@@ -279,12 +293,16 @@ def object_into_hand_depths_mm(object_points, fk, hand=None) -> np.ndarray:
     out = np.zeros((batch, len(geoms.names)))
     for b in range(batch):
         cloud = clouds[0] if len(clouds) == 1 else clouds[b]
-        # Bounding-sphere culling: only object points within each geom's bounding sphere can be inside.
-        near = cloud.tree.query_ball_point(gpos[b], geoms.radius)
-        for g, idx in enumerate(near):
+        # Culling: geoms whose bounding sphere misses the object's are skipped; for the others a k-d
+        # tree ball query finds the object points inside the geom's bounding sphere, and only those are
+        # moved into the geom's frame and tested.
+        hit = np.flatnonzero(np.linalg.norm(gpos[b] - cloud.centre, axis=1) < geoms.radius + cloud.radius)
+        if len(hit) == 0:
+            continue
+        for g, idx in zip(hit, cloud.tree.query_ball_point(gpos[b, hit], geoms.radius[hit], return_sorted=False)):
             if not idx:
                 continue
-            local = (cloud.points[idx] - gpos[b, g]) @ grot[b, g]  # R^T (p - c), row-vector form
+            local = (cloud.points[np.asarray(idx)] - gpos[b, g]) @ grot[b, g]  # R^T (p - c), row-vector form
             sd = geoms.signed_distance(g, local)
             out[b, g] = max(0.0, -float(sd.min()))
     return out * 1000.0

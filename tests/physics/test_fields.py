@@ -48,16 +48,20 @@ def test_exact_field_is_the_nearest_point_definition(sphere_cloud):
     np.testing.assert_allclose(sdf[0, :5].numpy(), sign * d.min(1), atol=1e-12)
 
 
-def test_exact_field_chunking_and_per_grasp_clouds_agree(sphere_cloud):
+def test_exact_field_searches_agree_with_chunking_and_per_grasp_clouds(sphere_cloud):
     pts, nrm = sphere_cloud
     q = _queries(400)
-    ref = ExactField(pts, nrm).sdf(q)
-    tiny = ExactField(pts, nrm, max_elements=500_000).sdf(q)
-    per = ExactField(np.stack([pts, pts]), np.stack([nrm, nrm]), max_elements=500_000).sdf(q)
-    torch.testing.assert_close(tiny, ref)
-    torch.testing.assert_close(per, ref)
+    ref = ExactField(pts, nrm, search="kdtree").sdf(q)
+    for search in ("matmul", "kdtree"):
+        # 500k scores per chunk: the matmul search splits the batch and, per grasp, the points
+        shared = ExactField(pts, nrm, search=search, max_elements=500_000).sdf(q)
+        per = ExactField(np.stack([pts, pts]), np.stack([nrm, nrm]), search=search, max_elements=500_000).sdf(q)
+        torch.testing.assert_close(shared, ref)
+        torch.testing.assert_close(per, ref)
     with pytest.raises(ValueError, match="per-grasp"):
         ExactField(np.stack([pts] * 3), np.stack([nrm] * 3)).sdf(q)
+    with pytest.raises(ValueError, match="search"):
+        ExactField(pts, nrm, search="brute")
 
 
 def test_grid_from_mesh_matches_sphere_within_resolution(sphere_grid):
