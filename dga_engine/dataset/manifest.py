@@ -16,8 +16,9 @@ Both documents carry version numbers. Reading one written by a newer engine fail
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -81,7 +82,9 @@ def check_version(kind: str, found: Any, supported: Iterable[int], where: str) -
 # ---------------------------------------------------------------------------------------------------
 
 def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if not math.isfinite(v) else float(v) for v in values.tolist()]
+    # 9 significant digits: every float32 value round-trips exactly (min/max stay exact), and the
+    # numbers are half as long as float64 reprs, which keeps manifests small (listing parses them all).
+    return [None if not math.isfinite(v) else float(f"{v:.9g}") for v in values.tolist()]
 
 
 def column_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
@@ -100,10 +103,10 @@ def column_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
         if pa.types.is_fixed_size_list(typ) and (pa.types.is_floating(typ.value_type) or pa.types.is_integer(typ.value_type)):
             k = typ.list_size
             valid = arr.drop_null() if nulls else arr
-            vals = valid.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, k)
+            vals = valid.flatten().to_numpy(zero_copy_only=False).reshape(-1, k)
             out[name] = _numeric(vals, nulls)
         elif pa.types.is_floating(typ) or pa.types.is_integer(typ):
-            vals = arr.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
+            vals = arr.drop_null().to_numpy(zero_copy_only=False)
             out[name] = _numeric(vals, nulls, scalar=True)
         elif pa.types.is_boolean(typ):
             valid = len(arr) - nulls
@@ -121,8 +124,10 @@ def _numeric(vals: np.ndarray, nulls: int, scalar: bool = False) -> dict[str, An
     n = int(vals.shape[0])
     if n == 0:
         return {"count": 0, "nulls": nulls, "min": None, "max": None, "mean": None, "std": None}
-    with np.errstate(all="ignore"):
-        lo, hi, mean, std = vals.min(axis=0), vals.max(axis=0), vals.mean(axis=0), vals.std(axis=0)
+    with np.errstate(all="ignore"):  # float64 accumulators over the stored (float32/int) values, no copy
+        lo, hi = vals.min(axis=0).astype(np.float64), vals.max(axis=0).astype(np.float64)
+        mean = vals.mean(axis=0, dtype=np.float64)
+        std = np.sqrt(np.maximum(np.mean(np.square(vals, dtype=np.float64), axis=0) - mean**2, 0.0))
     if scalar:
         lo, hi, mean, std = (np.atleast_1d(x) for x in (lo, hi, mean, std))
         return {"count": n, "nulls": nulls, "min": _floats(lo)[0], "max": _floats(hi)[0], "mean": _floats(mean)[0], "std": _floats(std)[0]}
@@ -136,10 +141,6 @@ def merge_stats(parts: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, d
         for name, s in stats.items():
             acc.setdefault(name, []).append(s)
     return {name: _merge_one(items) for name, items in acc.items()}
-
-
-def _arr(v: Any) -> np.ndarray:
-    return np.asarray([np.nan if x is None else x for x in np.atleast_1d(np.asarray(v, dtype=object))], dtype=np.float64)
 
 
 def _merge_one(items: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -158,10 +159,14 @@ def _merge_one(items: list[Mapping[str, Any]]) -> dict[str, Any]:
         return {"count": count, "nulls": nulls, "min": None, "max": None, "mean": None, "std": None}
     scalar = not isinstance(live[0]["min"], list)
     w = np.asarray([s["count"] for s in live], dtype=np.float64)[:, None]
-    lo = np.nanmin(np.stack([_arr(s["min"]) for s in live]), axis=0)
-    hi = np.nanmax(np.stack([_arr(s["max"]) for s in live]), axis=0)
-    means = np.stack([_arr(s["mean"]) for s in live])
-    stds = np.stack([_arr(s["std"]) for s in live])
+
+    def stack(key: str) -> np.ndarray:  # (parts, components); None (a non-finite value) becomes NaN
+        return np.array([s[key] for s in live], dtype=np.float64).reshape(len(live), -1)
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN components stay NaN (written as null)
+        lo, hi = np.nanmin(stack("min"), axis=0), np.nanmax(stack("max"), axis=0)
+    means, stds = stack("mean"), stack("std")
     mean = (w * means).sum(axis=0) / w.sum()
     var = (w * (stds**2 + means**2)).sum(axis=0) / w.sum() - mean**2
     std = np.sqrt(np.maximum(var, 0.0))
@@ -193,8 +198,7 @@ def _sorted_counts(counts: Mapping[str, int], numeric: bool = False) -> dict[str
 # Manifests
 # ---------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ObjectSpan:
+class ObjectSpan(NamedTuple):  # a tuple: manifests hold thousands, and they are parsed on every listing
     """Where one object's grasps sit in one Parquet part: its row group, first row and row count."""
 
     object_id: str
@@ -221,12 +225,14 @@ class ShardPart:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         # Compact object index: [object_id, row_group, row_start, rows] per object.
-        d["objects"] = [[o.object_id, o.row_group, o.row_start, o.rows] for o in self.objects]
+        d["objects"] = [list(o) for o in self.objects]
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "ShardPart":
-        objects = tuple(ObjectSpan(str(o[0]), int(o[1]), int(o[2]), int(o[3])) for o in d["objects"])
+        objects = tuple(map(ObjectSpan._make, d["objects"]))
+        if objects and not (isinstance(objects[0].object_id, str) and isinstance(objects[-1].rows, int)):
+            raise ValueError("objects must be [object_id, row_group, row_start, rows] entries")
         return cls(name=str(d["name"]), path=str(d["path"]), rows=int(d["rows"]), bytes=int(d["bytes"]),
                    sha256=str(d["sha256"]), row_groups=int(d["row_groups"]), objects=objects,
                    rounds=dict(d.get("rounds", {})), sources=dict(d.get("sources", {})), stats=dict(d.get("stats", {})))

@@ -80,8 +80,13 @@ LAYOUT = {"info": INFO_FILE, "manifest": MANIFEST_FILE, "data": PART_FILE, "reje
           "candidates": CANDIDATES_FILE}
 
 # Float columns stored with BYTE_STREAM_SPLIT encoding: zstd then compresses them ~25% better.
+# No dictionary encoding at all: with one object per row group, zstd already squeezes the repeated
+# strings, the files come out no bigger, and writing is ~3x faster than with pyarrow's default
+# (which tries a dictionary on every float column too).
 _FLOAT_COLUMNS = ["object_scale", "translation", "rotation", "joints", "displacement", "pen_hand_object_mm",
                   "pen_object_hand_mm"]
+# Parquet min/max statistics for scalar columns only (list columns' per-leaf stats only bloat the footer).
+_STATS_COLUMNS = [f.name for f in GRASP_SCHEMA if not pa.types.is_fixed_size_list(f.type)] + ["reason", "detail"]
 _MAX_RETRIES = 2  # a reader retries this often when a concurrent rewrite deleted a file it was about to read
 
 
@@ -268,11 +273,8 @@ class Dataset:
                                             b"dga_shard": key.encode(), b"dga_part": name.encode(),
                                             b"dga_write_id": write_id.encode()})
         sink = pa.BufferOutputStream()
-        kwargs: dict[str, Any] = dict(compression=cfg.compression, compression_level=cfg.compression_level,
-                                      sorting_columns=[pq.SortingColumn(GRASP_SCHEMA.get_field_index("object_id"))])
-        if cfg.byte_stream_split:
-            kwargs["use_byte_stream_split"] = _FLOAT_COLUMNS
-            kwargs["use_dictionary"] = [n for n in GRASP_SCHEMA.names if n not in _FLOAT_COLUMNS]
+        kwargs = self._parquet_options(GRASP_SCHEMA)
+        kwargs["sorting_columns"] = [pq.SortingColumn(GRASP_SCHEMA.get_field_index("object_id"))]
         with pq.ParquetWriter(sink, schema, **kwargs) as writer:
             for s, e in spans:  # one row group per object
                 writer.write_table(sub.slice(s, e - s).replace_schema_metadata(schema.metadata), row_group_size=e - s)
@@ -325,15 +327,18 @@ class Dataset:
         fsio.write_bytes(path, self._encode_plain(table))
         return path
 
-    def _encode_plain(self, table: pa.Table) -> memoryview:
+    def _parquet_options(self, schema: pa.Schema) -> dict[str, Any]:
         cfg = self.config
-        kwargs: dict[str, Any] = dict(compression=cfg.compression, compression_level=cfg.compression_level,
-                                      row_group_size=65536)
+        opts: dict[str, Any] = dict(compression=cfg.compression, compression_level=cfg.compression_level,
+                                    write_statistics=[n for n in _STATS_COLUMNS if n in schema.names])
+        opts["use_dictionary"] = False
         if cfg.byte_stream_split:
-            kwargs["use_byte_stream_split"] = _FLOAT_COLUMNS
-            kwargs["use_dictionary"] = [n for n in table.column_names if n not in _FLOAT_COLUMNS]
+            opts["use_byte_stream_split"] = _FLOAT_COLUMNS
+        return opts
+
+    def _encode_plain(self, table: pa.Table) -> memoryview:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **kwargs)
+        pq.write_table(table, sink, row_group_size=65536, **self._parquet_options(table.schema))
         return memoryview(sink.getvalue())
 
     # --- the summary -------------------------------------------------------------------------------

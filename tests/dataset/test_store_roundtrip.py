@@ -140,6 +140,15 @@ def test_big_tables_are_split_into_bounded_parts(layout, grasps):
     assert ds.read().to_pylist() == _by_object(table).to_pylist()
     assert ds.read_object("big").to_pylist() == _by_object(table).filter(pc.equal(_by_object(table)["object_id"], "big")).to_pylist()
     assert ds.verify().ok and ds.info().shards[0]["parts"][2]["name"] == "k-002"
+    # Statistics merged over the parts equal statistics over the whole table.
+    joints = to_numpy(table)["joints"].astype(np.float64)
+    for stats in (m.stats["joints"], ds.info().stats["joints"]):
+        np.testing.assert_allclose(stats["mean"], joints.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(stats["std"], joints.std(0), rtol=1e-5)
+        np.testing.assert_array_equal(np.float32(stats["max"]), to_numpy(table)["joints"].max(0))  # exact in float32
+    pen = table["pen_hand_object_mm"].to_numpy().astype(np.float64)
+    assert m.stats["pen_hand_object_mm"]["mean"] == pytest.approx(pen.mean(), rel=1e-6)
+    assert m.stats["suc6"]["true"] == sum(table["suc6"].to_pylist())
     # Rewriting with a small table: one part named after the key, the old parts are gone.
     m2 = ds.write_shard(grasps({"x": 3}), "k")
     assert [p.name for p in m2.parts] == ["k"] and sorted(os.listdir(ds.p("data"))) == [m2.parts[0].path[5:]]
