@@ -231,7 +231,7 @@ class Dataset:
         if split is not None:
             split = safe_name(split)
         table = conform(table, GRASP_SCHEMA, f"write_shard({key!r})")
-        manifests = self._manifests()  # fails loudly on unknown versions before anything is written
+        manifests = self._manifests(strict=False)  # fails loudly on unknown versions before anything is written
         self._check_info_version()
         old = next((m for m in manifests if m.key == key), None)
 
@@ -289,7 +289,7 @@ class Dataset:
     def delete_shard(self, key: str) -> bool:
         """Remove shard ``key`` (manifest first, then its files). Returns whether it existed."""
         key = safe_name(key)
-        old = next((m for m in self._manifests() if m.key == key), None)
+        old = next((m for m in self._manifests(strict=False) if m.key == key), None)
         if old is None:
             return False
         fsio.remove(self.p(MANIFEST_FILE.format(key=key)))
@@ -353,7 +353,7 @@ class Dataset:
         info = None
         for _ in range(3):
             before = self._listing_stamp()
-            info = self._build_info(self._manifests())
+            info = self._build_info(self._manifests(strict=False))
             fsio.write_json(self.p(INFO_FILE), info.to_json())
             if before is None or self._listing_stamp() == before:
                 break
@@ -439,7 +439,10 @@ class Dataset:
             self._manifest_cache[key] = (stamp, m)
         return m
 
-    def _manifests(self) -> list[ShardManifest]:
+    def _manifests(self, strict: bool = True) -> list[ShardManifest]:
+        """Every committed manifest, by key. A damaged manifest raises ManifestError when ``strict`` (readers:
+        never return a silently incomplete dataset); writers pass ``strict=False`` so one damaged shard does
+        not block the others (it is logged, and reported by ``verify``). Unknown versions always raise."""
         keys = [n[: -len(".json")] for n in self._manifest_names()]
         live = set(keys)
         for k in list(self._manifest_cache):
@@ -450,6 +453,11 @@ class Dataset:
             try:
                 return self.load_manifest(k)
             except FileNotFoundError:  # deleted between listing and reading
+                return None
+            except ManifestError as exc:
+                if strict:
+                    raise
+                log.warning("skipping damaged shard %s: %s", k, exc)
                 return None
 
         if self._local or len(keys) < 8:
