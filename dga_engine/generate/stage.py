@@ -8,7 +8,8 @@ configuration and the batch's object ids, so a rerun with the same inputs skips 
 rewrites an interrupted one (same key, same file, same grasp ids); the filter stage then reads the
 candidates. Batches run in-process or on Ray actors (:mod:`dga_engine.generate.workers`).
 
-An object that cannot be loaded is reported and skipped; the rest of its batch is written.
+An object that cannot be loaded is reported and skipped; the rest of its batch is written, and the
+batch gets no completion record, so a rerun (after fixing the object) retries it.
 """
 
 from __future__ import annotations
@@ -201,10 +202,11 @@ def generate(
         nonlocal written, sampling
         if res.table is not None and res.table.num_rows:
             store.write_candidates(res.table, SOURCE, res.key)
-        runs.mark_done(layout, STAGE, res.key, {
-            "grasps": res.grasps, "objects": res.objects, "errors": res.errors, "round": round_,
-            "sampling_seconds": res.sampling_seconds, "seconds": res.seconds,
-        }, config_hash=config_hash, checkpoint=checkpoint_id)
+        if not res.errors:  # a batch with failed objects stays open: a rerun retries it (same key, same grasps)
+            runs.mark_done(layout, STAGE, res.key, {
+                "grasps": res.grasps, "objects": res.objects, "round": round_,
+                "sampling_seconds": res.sampling_seconds, "seconds": res.seconds,
+            }, config_hash=config_hash, checkpoint=checkpoint_id)
         written += res.grasps
         sampling += res.sampling_seconds
         errors.extend(res.errors)

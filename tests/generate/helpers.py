@@ -17,7 +17,9 @@ def palm_poses(n: int, half_extent: float = 0.03, seed: int = 0, spread: tuple[f
     hand = default_hand()
     rng = np.random.default_rng(seed)
     palm = hand.link_names.index("palm")
-    anchor = hand.inner_local[hand.inner_link == palm].mean(0).double().numpy()  # palm centre, forearm frame
+    local = hand.inner_local[hand.inner_link == palm].mean(0)  # palm centre in the palm frame
+    fk = hand.forward_kinematics(torch.zeros(1, 3), torch.eye(3)[None], torch.zeros(1, 24))  # wrist straight
+    anchor = (fk.rot[0, palm] @ local + fk.pos[0, palm]).double().numpy()  # palm centre, forearm frame
     # the palm side faces -y of the forearm frame; fingers extend along +z
     d = rng.normal(size=(n, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)  # approach direction: object -> hand

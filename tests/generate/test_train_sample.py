@@ -60,6 +60,7 @@ def test_guidance_lowers_penetration(layout, cube, cfg):
         trainer.run_epoch()
     model = trainer.model.eval()
     checkpoint = ckpt.Checkpoint(config=cfg, normaliser=trainer.normaliser, model=model, meta={})
+    cfg.sample.weights.erf = 1.0  # the reference's 0.3 trades penetration against SPF's pull; test the repulsion
     sampler = GraspSampler(checkpoint, cfg.sample, device="cpu")
     asset = data.bank.assets[cube.object_id]
     plain = sampler.sample(data.bank, [48], [7], guidance=False)
