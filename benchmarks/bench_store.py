@@ -85,19 +85,20 @@ def bench_write(root: str, rows: int, keys: int = 20, per_object: int = 217) -> 
     ds = Dataset(Layout.at(root), "write-bench")
     per_key = rows // keys
     objects_per_key = max(1, per_key // per_object)
-    write_s = gen_s = 0.0
+    write_s = write_cpu = gen_s = 0.0
     written = 0
     for k in range(keys):
         t0 = time.perf_counter()
         table = synthetic([f"obj{k:03d}{i:05d}" for i in range(objects_per_key)], per_object, 0, seed=k)
         gen_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         m = ds.write_shard(table, f"seed-{k:04d}")
         write_s += time.perf_counter() - t0
+        write_cpu += time.process_time() - c0
         written += m.rows
     shard_bytes = sum(m.bytes for m in ds.shards())
-    print(f"write: {written} rows in {keys} shards, {write_s:.1f} s -> {written / write_s:,.0f} rows/s "
-          f"(synthesis of the tables, not timed: {gen_s:.1f} s)")
+    print(f"write: {written} rows in {keys} shards, {write_s:.1f} s -> {written / write_s:,.0f} rows/s wall, "
+          f"{written / write_cpu:,.0f} rows per CPU-second (synthesis of the tables, not timed: {gen_s:.1f} s)")
     print(f"size: {shard_bytes / written:.1f} bytes/row in Parquet ({shard_bytes / 2**20:.1f} MiB), "
           f"{_dir_bytes(ds.path) / written:.1f} bytes/row with manifests and info.json")
 
@@ -107,18 +108,20 @@ def build_big(root: str, rows: int, objects: int, shards: int) -> Dataset:
     per_object = max(1, rows // objects)
     per_shard = -(-objects // shards)
     t0 = time.perf_counter()
-    write_s = 0.0
+    write_s = write_cpu = 0.0
     for s in range(shards):
         ids = [f"obj{i:06d}" for i in range(s * per_shard, min(objects, (s + 1) * per_shard))]
         if not ids:
             break
         table = synthetic(ids, per_object, round_=s % 3, seed=1000 + s)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         ds.write_shard(table, f"r{s % 3}-{s:05d}")
         write_s += time.perf_counter() - t1
+        write_cpu += time.process_time() - c1
     total = sum(m.rows for m in ds.shards())
     print(f"built: {total} rows, {objects} objects, {len(ds.shards())} shards in {time.perf_counter() - t0:.1f} s "
-          f"(writes {write_s:.1f} s -> {total / write_s:,.0f} rows/s incl. rebuilding info.json after each commit)")
+          f"(writes {write_s:.1f} s -> {total / write_s:,.0f} rows/s wall, {total / write_cpu:,.0f} per CPU-second, "
+          "incl. rebuilding info.json after each commit)")
     return ds
 
 
@@ -130,12 +133,13 @@ def _ms(xs: list[float]) -> str:
 
 def bench_lookups(ds: Dataset, objects: int) -> None:
     layout, name = ds.layout, ds.name
-    t = []
+    t, c = [], []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rows = [m.summary() for m in Dataset(layout, name).shards()]
         t.append(time.perf_counter() - t0)
-    print(f"shards ls (in process, fresh Dataset, {len(rows)} manifests): {_ms(t)}")
+        c.append(time.process_time() - c0)
+    print(f"shards ls (in process, fresh Dataset, {len(rows)} manifests): {_ms(t)}; CPU median {statistics.median(c) * 1000:.0f} ms")
     cli = [sys.executable, "-m", "dga_engine.cli.main", "--root", layout.root, "shards", "ls", "--dataset", name, "--json"]
     t = []
     for _ in range(3):
@@ -146,12 +150,14 @@ def bench_lookups(ds: Dataset, objects: int) -> None:
 
     rnd = random.Random(0)
     ids = [f"obj{rnd.randrange(objects):06d}" for _ in range(220)]
-    cold, n_rows = [], []
+    cold, cold_cpu, n_rows = [], [], []
     for oid in ids[:20]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_rows.append(Dataset(layout, name).read_object(oid).num_rows)
         cold.append(time.perf_counter() - t0)
-    print(f"read_object cold (fresh Dataset: list + read all manifests, open one file, read one row group): {_ms(cold)}")
+        cold_cpu.append(time.process_time() - c0)
+    print(f"read_object cold (fresh Dataset: list + read all manifests, open one file, read one row group): {_ms(cold)}; "
+          f"CPU median {statistics.median(cold_cpu) * 1000:.0f} ms")
     warm_ds = Dataset(layout, name)
     warm_ds.shards()
     warm = []

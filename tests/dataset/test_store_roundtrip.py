@@ -170,6 +170,8 @@ def test_filters_by_object_round_source_and_columns(dataset, grasps):
     with pytest.raises(ValueError, match="unknown columns"):
         dataset.read(columns=["nope"])
     assert dataset.object_ids() == ["a", "b", "c"]
+    batches = list(dataset.iter_batches(columns=["object_id", "joints"]))
+    assert [b.num_rows for b in batches] == [8, 5] and batches[0].column_names == ["object_id", "joints"]
     assert dataset.info().rounds == {"0": 8, "1": 5} and dataset.info().sources == {"generator": 5, "synthesis": 8}
 
 
