@@ -85,6 +85,7 @@ class PlacedObject:
     k: float
     offset: np.ndarray
     split: str | None
+    source_diagonal: float  # bounding-box diagonal of the source mesh, in its file units
 
 
 @dataclass
@@ -146,28 +147,37 @@ def make_loader(source: str, root: Path, config: CurateConfig) -> SourceLoader:
 
 
 def load_source_mesh(path: str) -> trimesh.Trimesh:
-    """A source's mesh file as one triangle mesh (a multi-object OBJ of convex pieces becomes their union)."""
+    """A source's mesh file as one triangle mesh.
+
+    DexGraspNet's and UniDexGrasp's ``decomposed.obj`` hold the object as several overlapping (or touching)
+    convex pieces: closed pieces are merged into one solid by a boolean union, so ingestion gets a clean
+    watertight mesh instead of a non-manifold soup of pieces.
+    """
     try:
         loaded = trimesh.load(path, process=False)
     except Exception as exc:  # trimesh raises many types for bad files
         raise SourceFileError(path, f"cannot read mesh: {type(exc).__name__}: {exc}") from None
     if isinstance(loaded, trimesh.Scene):
-        pieces = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh) and len(g.faces)]
-        if not pieces:
+        geoms = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        if not geoms:
             raise SourceFileError(path, "mesh file has no triangles")
-        if len(pieces) > 1 and all(p.is_watertight for p in pieces):
-            try:  # DexGraspNet/UniDexGrasp decomposed.obj: overlapping convex pieces -> one watertight solid
-                mesh = trimesh.boolean.union(pieces, engine="manifold")
-            except Exception:  # noqa: BLE001 - fall back to the plain concatenation
-                mesh = trimesh.util.concatenate(pieces)
-        else:
-            mesh = trimesh.util.concatenate(pieces)
+        mesh = trimesh.util.concatenate(geoms)
     elif isinstance(loaded, trimesh.Trimesh):
         mesh = loaded
     else:
         raise SourceFileError(path, f"mesh file holds a {type(loaded).__name__}, not a triangle mesh")
     if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all():
         raise SourceFileError(path, "mesh has no faces or non-finite vertices")
+    bodies = mesh.split(only_watertight=False) if mesh.body_count > 1 else [mesh]
+    if len(bodies) > 1 and all(b.is_watertight for b in bodies):
+        try:
+            for b in bodies:
+                trimesh.repair.fix_normals(b)
+            union = trimesh.boolean.union(bodies, engine="manifold")
+            if union.is_watertight and union.volume > 0:
+                mesh = union
+        except Exception:  # noqa: BLE001 - keep the pieces; ingestion repairs what it can
+            log.debug("union of %d pieces of %s failed", len(bodies), path)
     return mesh
 
 
@@ -177,29 +187,33 @@ def canonical_factor(mesh: trimesh.Trimesh) -> float:
     return NORMALISED_CANONICAL if diag > NORMALISED_DIAGONAL else 1.0
 
 
-def measure_similarity(given: trimesh.Trimesh, stored: trimesh.Trimesh) -> tuple[float, np.ndarray]:
+def measure_similarity(given: trimesh.Trimesh, stored: trimesh.Trimesh, k: float | None = None) -> tuple[float, np.ndarray]:
     """``(k, offset)`` with ``stored ~= k * given + offset`` (ingestion centres and may rescale; no rotation).
 
-    Scale from the bounding-box diagonals; offset refined by translation-only ICP on surface samples, so
-    small repairs (dropped specks, filled holes) do not bias it. Raises when the meshes do not match.
+    ``k`` is the scale ingestion reports applying (``ObjectMeta.scale_applied``), else the ratio of the
+    bounding-box diagonals. The offset starts at the difference of the bounding-box centres and is refined
+    by translation-only ICP on surface samples, so repairs (welded seams, filled holes, a remesh) do not
+    bias it. Raises ValueError when the stored mesh is not a scaled, shifted copy of the given one.
     """
     from scipy.spatial import cKDTree
 
     dg = float(np.linalg.norm(given.bounds[1] - given.bounds[0]))
     ds = float(np.linalg.norm(stored.bounds[1] - stored.bounds[0]))
     if dg <= 0 or ds <= 0:
-        raise ValueError("degenerate mesh")
-    k = ds / dg
+        raise ValueError("degenerate mesh: zero size")
+    if k is None or not (k > 0 and np.isfinite(k)):
+        k = ds / dg
     offset = stored.bounds.mean(axis=0) - k * given.bounds.mean(axis=0)
     pts = k * np.asarray(trimesh.sample.sample_surface(given, 2000, seed=0)[0])
     tree = cKDTree(np.asarray(trimesh.sample.sample_surface(stored, 4000, seed=1)[0]))
     for _ in range(4):
-        d, j = tree.query(pts + offset)
+        _, j = tree.query(pts + offset)
         offset = offset + np.median(tree.data[j] - (pts + offset), axis=0)
     d, _ = tree.query(pts + offset)
-    if float(np.mean(d)) > 0.02 * ds:
-        raise ValueError(f"the stored mesh is not a scaled and shifted copy of the source mesh (mean gap {np.mean(d):.4g} m)")
-    return k, offset
+    if float(np.mean(d)) > 0.02 * ds or abs(k * dg / ds - 1.0) > 0.05:
+        raise ValueError(f"the stored object is not a scaled, shifted copy of the source mesh (mean gap {np.mean(d):.3g} m, "
+                         f"size ratio {k * dg / ds:.3f}); cannot place the grasps on it")
+    return float(k), offset
 
 
 def _ingest(layout: Layout, mesh: trimesh.Trimesh, obj: SourceObject, source: str, licence: str, extra: dict) -> Any:
@@ -207,7 +221,7 @@ def _ingest(layout: Layout, mesh: trimesh.Trimesh, obj: SourceObject, source: st
 
     kwargs: dict[str, Any] = dict(label=obj.label, source=source, source_id=obj.key, licence=licence)
     params = inspect.signature(ingest_mesh).parameters
-    if "extra" in params:
+    if "extra" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         kwargs["extra"] = extra
     return ingest_mesh(layout, mesh, **kwargs)
 
@@ -245,8 +259,9 @@ def place_object(layout: Layout, obj: SourceObject, source: str, licence: str) -
                                        "mesh_file": Path(obj.mesh_path).name, **obj.extra}}}
     meta = _meta_of(_ingest(layout, given, obj, source, licence, extra))
     stored = ObjectStore(layout).load(meta.object_id, with_parts=False).mesh
-    k, offset = measure_similarity(given, stored)
-    return PlacedObject(obj.key, meta.object_id, canonical, k, offset, obj.split)
+    k, offset = measure_similarity(given, stored, getattr(meta, "scale_applied", None))
+    diag = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
+    return PlacedObject(obj.key, meta.object_id, canonical, k, offset, obj.split, diag)
 
 
 # ---- grasps -------------------------------------------------------------------------------------------
@@ -364,9 +379,8 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
                     report.objects[key] = {"object_id": p.object_id, "split": p.split, "canonical_scale": p.canonical,
                                            "ingest_scale": p.k}
                     diag = obj.extra.get("point_cloud_diagonal")
-                    if diag:
-                        mesh_diag = float(np.linalg.norm(np.ptp(load_source_mesh(obj.mesh_path).vertices, axis=0)))
-                        ratio = diag / mesh_diag if mesh_diag > 0 else float("nan")
+                    if diag:  # the release's point cloud and the mesh found for it should be the same size
+                        ratio = diag / p.source_diagonal if p.source_diagonal > 0 else float("nan")
                         if not 0.9 <= ratio <= 1.1:
                             report.warnings.append(f"{key}: the release's point cloud is {ratio:.3g}x the size of mesh "
                                                    f"{obj.mesh_path}; check it is the mesh the release used")

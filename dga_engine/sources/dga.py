@@ -231,13 +231,14 @@ class DGALoader:
     hand_model = HAND_MODEL
     patterns: tuple[str, ...] = ("*.pt",)
 
-    def __init__(self, root: Path, verify: int = 64, mesh_dirs: tuple[Path, ...] = (), scale_mode: str = "auto") -> None:
+    def __init__(self, root: Path, verify: int = 64, mesh_dirs: tuple[Path, ...] = (), scale_mode: str = "auto",
+                 dataset: str = "DexGrasp-Anything release") -> None:
         if scale_mode not in ("auto", *SCALE_MODES):
             raise ValueError(f"scale_mode must be auto or one of {SCALE_MODES}, got {scale_mode!r}")
         self.root = Path(root)
         self.verify = verify
         self.scale_mode = scale_mode
-        self.objects = ReleaseObjects(self.root, tuple(Path(p) for p in mesh_dirs), "DexGrasp-Anything release")
+        self.objects = ReleaseObjects(self.root, tuple(Path(p) for p in mesh_dirs), dataset)
 
     def units(self) -> list[str]:
         return [rel(self.root, p) for p in release_files(self.root, self.patterns)]

@@ -218,15 +218,24 @@ def engine_fingertips(translation: np.ndarray, rotation: np.ndarray, joints: np.
     hand = _engine_hand()
     dtype = hand.local_pos.dtype
     t = np.asarray(translation, dtype=np.float64).reshape(-1, 3)
-    # Evaluate relative to the first grasp's root so float32 keeps sub-micron precision far from the origin.
+    # Evaluate relative to the batch's mean root so float32 keeps sub-micron precision far from the origin.
     centre = t.mean(axis=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: thread hand-offs cost far more than the arithmetic
+    try:
+        return _engine_fingertips(hand, torch, t - centre, rotation, joints, dtype) + centre
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _engine_fingertips(hand, torch, t, rotation, joints, dtype) -> np.ndarray:
     with torch.no_grad():
         fk = hand.forward_kinematics(
-            torch.as_tensor(t - centre, dtype=dtype),
+            torch.as_tensor(t, dtype=dtype),
             torch.as_tensor(np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3), dtype=dtype),
             torch.as_tensor(np.asarray(joints, dtype=np.float64).reshape(-1, len(JOINT_NAMES)), dtype=dtype),
         )
-        return hand.fingertips(fk).double().numpy() + centre
+        return hand.fingertips(fk).double().numpy()
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from dga_engine.sources.base import (
     make_batch,
     rel,
 )
-from dga_engine.sources.dga import HAND_MODEL, DGALoader, ReleaseObjects, release_files
+from dga_engine.sources.dga import HAND_MODEL, DGALoader, release_files
 from dga_engine.sources.kinematics import axis_angle_matrix, engine_fingertips
 from dga_engine.sources.safeload import SourceFileError, load_npz
 
@@ -53,8 +53,7 @@ class RealDexLoader:
         self.frame_stride = max(1, int(frame_stride))
         self.contact_mm = float(contact_mm)
         self.min_contacts = int(min_contacts)
-        self._release = DGALoader(self.root, verify, mesh_dirs, scale_mode="divide")
-        self._release.objects = ReleaseObjects(self.root, tuple(Path(p) for p in mesh_dirs), "RealDex")
+        self._release = DGALoader(self.root, verify, mesh_dirs, scale_mode="divide", dataset="RealDex")
 
     def units(self) -> list[str]:
         pt = [rel(self.root, p) for p in release_files(self.root, ("realdex*.pt",))]
