@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -184,14 +185,22 @@ def start_prefect_server(tmp: Path) -> tuple[Service, dict[str, str]]:
     return svc, env
 
 
-def start_ray_head(tmp: Path) -> tuple[Service, str, dict[str, str]]:
-    """``ray start --head --block`` on a free port with one CPU; returns it, its address and its environment."""
+def start_ray_head(tmp: Path) -> tuple[Service, str, dict[str, str], Path]:
+    """``ray start --head --block`` on a free port with one CPU and token authentication.
+
+    Returns the service, its address, the environment a driver needs to connect (RAY_AUTH_MODE and
+    RAY_AUTH_TOKEN: the same token on every node and driver) and Ray's temp dir. HOME points into ``tmp``
+    so the machine's ``~/.ray/auth_token`` plays no part. Never ``ray stop`` in a test: it stops every Ray
+    on the machine; stop the returned service instead.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     ray_tmp = Path("/tmp") / f"ray-dga-{os.getpid()}-{port}"  # short: Ray's socket paths must fit in 107 bytes
-    env = base_env(RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp))  # HOME: Ray writes its auth token under ~/.ray
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = base_env(RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp), **auth)
     svc = Service("ray-head", [exe("ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
                                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
-                               "--node-ip-address=127.0.0.1"],
+                               "--ray-client-server-port", str(free_port())],
                   env=env, cwd=tmp, log_dir=tmp)
     address = f"127.0.0.1:{port}"
     try:
@@ -199,4 +208,4 @@ def start_ray_head(tmp: Path) -> tuple[Service, str, dict[str, str]]:
     except BaseException:
         svc.stop()
         raise
-    return svc, address, env
+    return svc, address, auth, ray_tmp
