@@ -27,6 +27,7 @@ Inside a part, rows are sorted by ``object_id`` (stable) and each object is one 
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import hashlib
 import json
@@ -244,11 +245,17 @@ class Dataset:
         plan = _plan_parts(bounds, cap)
         write_id = uuid.uuid4().hex[:12]
         parts: list[ShardPart] = []
+        stops = [e for _, e in bounds]
         for i, (start, stop) in enumerate(plan):
             name = key if len(plan) == 1 else f"{key}-{i:03d}"
             rel = PART_FILE.format(part=name, write_id=write_id)
             sub = table.slice(start, stop - start)
-            spans = [(max(s, start) - start, min(e, stop) - start) for s, e in bounds if s < stop and e > start]
+            first = bisect.bisect_right(stops, start)  # the first object ending after this part's start
+            spans = []
+            for s, e in bounds[first:]:
+                if s >= stop:
+                    break
+                spans.append((max(s, start) - start, min(e, stop) - start))
             parts.append(self._write_part(sub, spans, name, rel, key, write_id))
 
         manifest = ShardManifest(key=key, dataset=self.name, write_id=write_id, created_at=_now(),
@@ -268,7 +275,6 @@ class Dataset:
 
     def _write_part(self, sub: pa.Table, spans: list[tuple[int, int]], name: str, rel: str, key: str,
                     write_id: str) -> ShardPart:
-        cfg = self.config
         schema = GRASP_SCHEMA.with_metadata({**GRASP_SCHEMA.metadata, b"dga_dataset": self.name.encode(),
                                             b"dga_shard": key.encode(), b"dga_part": name.encode(),
                                             b"dga_write_id": write_id.encode()})
