@@ -1,6 +1,6 @@
 """The grasp record: a versioned Arrow schema, and helpers to build tables in it.
 
-One row is one grasp of one object. Pose fields follow :data:`dga_engine.hand.POSE_CONVENTION`
+One row is one grasp of one object. Pose fields follow :data:`dga_engine.conventions.POSE_CONVENTION`
 (forearm root frame in the object frame, metres, quaternion wxyz, 24 joints in radians). Filter
 fields are null until a grasp has been through the physics filter.
 """

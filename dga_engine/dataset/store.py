@@ -367,7 +367,7 @@ class Dataset:
         return info
 
     def _build_info(self, manifests: list[ShardManifest]) -> DatasetInfo:
-        from dga_engine.hand.model import POSE_CONVENTION
+        from dga_engine.conventions import POSE_CONVENTION
 
         return build_info(self.name, manifests, conventions=POSE_CONVENTION, schema=GRASP_SCHEMA, layout=LAYOUT,
                           updated_at=_now(), engine_version=__version__)

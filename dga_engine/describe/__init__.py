@@ -17,8 +17,29 @@ from dga_engine.describe.config import (
     LLMConfig,
     build_prompt,
 )
-from dga_engine.describe.features import EncoderError, encode_text, load_encoder, split_sentences
-from dga_engine.describe.stage import DISABLED_MESSAGE, DescribeReport, describe_objects, description, semantic_feature
+
+# The stage and the encoder pull in trimesh and transformers; load them on first use so that importing the
+# configuration (the CLI does, for every command) stays cheap.
+_LAZY = {
+    "EncoderError": "features",
+    "encode_text": "features",
+    "load_encoder": "features",
+    "split_sentences": "features",
+    "DISABLED_MESSAGE": "stage",
+    "DescribeReport": "stage",
+    "describe_objects": "stage",
+    "description": "stage",
+    "semantic_feature": "stage",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"dga_engine.describe.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'dga_engine.describe' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -16,18 +16,10 @@ from pathlib import Path
 
 import mujoco
 
+from dga_engine.conventions import JOINT_NAMES  # noqa: F401  (re-exported)
+
 PREFIX = "robot0:"
 ROOT_BODY = PREFIX + "forearm"
-
-# The 24 hinge joints, in the order every grasp record stores them.
-JOINT_NAMES: tuple[str, ...] = (
-    "WRJ1", "WRJ0",
-    "FFJ3", "FFJ2", "FFJ1", "FFJ0",
-    "MFJ3", "MFJ2", "MFJ1", "MFJ0",
-    "RFJ3", "RFJ2", "RFJ1", "RFJ0",
-    "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0",
-    "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
-)  # fmt: skip
 
 FINGERTIP_SITES: tuple[str, ...] = ("S_fftip", "S_mftip", "S_rftip", "S_lftip", "S_thtip")
 

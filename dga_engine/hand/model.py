@@ -34,20 +34,12 @@ import numpy as np
 import torch
 import trimesh
 
+from dga_engine.conventions import POSE_CONVENTION
 from dga_engine.hand import rotations
 from dga_engine.hand.mjcf import FINGERTIP_SITES, JOINT_NAMES, PREFIX, ROOT_BODY, hand_model
 
 Tensor = torch.Tensor
 
-POSE_CONVENTION = {
-    "hand": "ShadowHand, gymnasium-robotics MJCF (envs/assets/hand/robot.xml)",
-    "root_frame": "robot0:forearm body frame; p_object = R @ p_forearm + t",
-    "translation_units": "metres",
-    "rotation_encoding": "quaternion wxyz (scalar first), unit, w >= 0",
-    "joint_units": "radians",
-    "joint_order": list(JOINT_NAMES),
-    "object_frame": "object mesh frame as stored under objects/<id>/ (metres), times object_scale",
-}
 
 # Links whose inner (palm-side) surface is pulled toward the object, and the local direction that
 # faces the palm side on each. Fingers flex about +x, which swings their +z toward -y; the thumb's
