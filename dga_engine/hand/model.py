@@ -68,9 +68,52 @@ class HandFK:
     pos: Tensor
 
     def transform(self, link_index: Tensor, local_points: Tensor) -> Tensor:
-        """World positions (B, N, 3) of N points given in their links' frames (link_index: (N,))."""
+        """World positions (B, N, 3) of N points given in their links' frames (link_index: (N,)).
+
+        General but slow for many points (it gathers a 3x3 matrix per point); the hand's own point sets
+        use :meth:`place`, which groups points by link.
+        """
         r = self.rot[:, link_index]  # (B, N, 3, 3)
         return (r @ local_points.unsqueeze(-1)).squeeze(-1) + self.pos[:, link_index]
+
+    def place(self, points: "LinkGroupedPoints", translate: bool = True) -> Tensor:
+        """World positions (B, N, 3) of a point set grouped by link: one (B,U,3,3) x (U,P,3) product.
+
+        With ``translate=False`` only the link rotations apply (for directions such as normals).
+        """
+        r = self.rot[:, points.links]  # (B, U, 3, 3)
+        pts = torch.einsum("buij,upj->bupi", r, points.local.to(r.dtype))
+        if translate:
+            pts = pts + self.pos[:, points.links].unsqueeze(2)
+        pts = pts.reshape(r.shape[0], -1, 3)
+        return pts if points.identity else pts.index_select(1, points.flat)
+
+
+class LinkGroupedPoints(torch.nn.Module):
+    """Points fixed in link frames, stored padded per link so they are placed by one batched product.
+
+    links: (U,) link indices; local: (U, P, 3) points per link (zero-padded); flat: (N,) position of each
+    original point in the flattened (U*P) result; identity: whether no reordering or padding is needed.
+    """
+
+    def __init__(self, link: np.ndarray, local: np.ndarray, dtype: torch.dtype) -> None:
+        super().__init__()
+        link_t = torch.as_tensor(np.asarray(link), dtype=torch.long)
+        uniq, inverse = torch.unique(link_t, return_inverse=True)
+        counts = torch.bincount(inverse, minlength=len(uniq))
+        per = int(counts.max())
+        slot = torch.zeros_like(link_t)
+        seen = torch.zeros(len(uniq), dtype=torch.long)
+        for i, u in enumerate(inverse.tolist()):
+            slot[i] = seen[u]
+            seen[u] += 1
+        padded = torch.zeros(len(uniq), per, 3, dtype=dtype)
+        padded[inverse, slot] = torch.as_tensor(np.asarray(local), dtype=dtype)
+        flat = inverse * per + slot
+        self.register_buffer("links", uniq, persistent=False)
+        self.register_buffer("local", padded, persistent=False)
+        self.register_buffer("flat", flat, persistent=False)
+        self.identity = bool(torch.equal(flat, torch.arange(len(link_t))))
 
 
 @dataclass(frozen=True)
@@ -197,6 +240,9 @@ class HandModel(torch.nn.Module):
             buf(f"{name}_local", ps.local)
             buf(f"{name}_normal", ps.normal)
         buf("keypoint_pair_mask", pair_mask, torch.bool)
+        self.surface_group = LinkGroupedPoints(surface.link, surface.local, dtype)
+        self.surface_normal_group = LinkGroupedPoints(surface.link, surface.normal, dtype)
+        self.inner_group = LinkGroupedPoints(inner.link, inner.local, dtype)
         site_ids = [m.site(PREFIX + s).id for s in FINGERTIP_SITES]
         buf("fingertip_link", [index[int(m.site_bodyid[s])] for s in site_ids], torch.long)
         buf("fingertip_local", np.stack([m.site_pos[s] for s in site_ids]))
@@ -256,15 +302,15 @@ class HandModel(torch.nn.Module):
 
     def surface_points(self, fk: HandFK) -> Tensor:
         """(B, Ns, 3) surface points in the object frame (Ns = links with geometry x points per link)."""
-        return fk.transform(self.surface_link, self.surface_local)
+        return fk.place(self.surface_group)
 
     def surface_normals(self, fk: HandFK) -> Tensor:
         """(B, Ns, 3) outward unit normals at the surface points."""
-        return (fk.rot[:, self.surface_link] @ self.surface_normal.unsqueeze(-1)).squeeze(-1)
+        return fk.place(self.surface_normal_group, translate=False)
 
     def inner_points(self, fk: HandFK) -> Tensor:
         """(B, Ni, 3) palm-side points on the phalanges and palm (SPF)."""
-        return fk.transform(self.inner_link, self.inner_local)
+        return fk.place(self.inner_group)
 
     def keypoints(self, fk: HandFK) -> Tensor:
         """(B, Nk, 3) keypoints for self-penetration (SRF); pair with :attr:`keypoint_pair_mask`."""

@@ -122,3 +122,16 @@ def test_keypoint_pairs_exclude_same_and_adjacent_links(hand64):
 def test_bad_shapes_are_refused(hand64):
     with pytest.raises(ValueError, match="expected translation"):
         hand64.forward_kinematics(torch.zeros(1, 3), torch.eye(3)[None], torch.zeros(1, 22))
+
+
+def test_grouped_placement_matches_per_point_transform(hand64):
+    g = torch.Generator().manual_seed(5)
+    q = hand64.lower + (hand64.upper - hand64.lower) * torch.rand(4, 24, generator=g, dtype=torch.float64)
+    fk = hand64.forward_kinematics(torch.randn(4, 3, generator=g, dtype=torch.float64),
+                                   rotations.random_rotations(4, g, torch.float64), q)
+    assert torch.allclose(hand64.surface_points(fk), fk.transform(hand64.surface_link, hand64.surface_local))
+    assert torch.allclose(hand64.inner_points(fk), fk.transform(hand64.inner_link, hand64.inner_local))
+    normals = hand64.surface_normals(fk)
+    expected = (fk.rot[:, hand64.surface_link] @ hand64.surface_normal.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(normals, expected)
+    assert torch.allclose(normals.norm(dim=-1), torch.ones_like(normals[..., 0]))
