@@ -259,13 +259,15 @@ def make_watertight(mesh: trimesh.Trimesh, resolution: int = 40, max_faces: int 
     return result
 
 
-def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 0.5) -> trimesh.Trimesh:
+def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 0.5, close_holes: int = 2) -> trimesh.Trimesh:
     """A closed 2-manifold around ``mesh`` (open, self-intersecting or too dense) via a signed field.
 
     Unsigned distance to the surface on a grid (dense surface samples + k-d tree); cells reachable from
-    the grid's border without crossing the surface are outside, the rest inside (holes narrower than about
-    one cell are closed; an open sheet becomes a plate about half a cell thick). manifold3d's marching
-    tetrahedra extracts the zero level, which is manifold by construction, then simplifies it.
+    the grid's border without crossing the surface are outside, enclosed cells inside (holes narrower than
+    about one cell are closed); cells next to the surface take their side from the nearest sample's
+    normal, so a cracked closed mesh keeps its size and an open sheet becomes a plate about half a cell
+    thick behind itself. manifold3d's marching tetrahedra extracts the zero level, which is manifold by
+    construction, then simplifies it.
     """
     import manifold3d
     from scipy import ndimage
@@ -275,20 +277,38 @@ def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 
     lo, hi = v.min(axis=0), v.max(axis=0)
     longest = float((hi - lo).max())
     pitch = longest / resolution
-    lo = lo - 3 * pitch
-    shape = np.ceil((hi + 3 * pitch - lo) / pitch).astype(int) + 1
+    pad = 3 + close_holes  # free border cells, so erosion never seals the grid's border
+    lo = lo - pad * pitch
+    shape = np.ceil((hi + pad * pitch - lo) / pitch).astype(int) + 1
     spacing = pitch / 3.0
     n_samples = int(np.clip(mesh.area / spacing**2, 20000, 400000))
-    samples, _ = trimesh.sample.sample_surface(mesh, n_samples, seed=0)
+    samples, face_idx = trimesh.sample.sample_surface(mesh, n_samples, seed=0)
+    normals = np.vstack([mesh.face_normals[face_idx], mesh.vertex_normals])
     samples = np.vstack([samples, v])  # vertices too: exact at corners and thin features
-    grid = np.stack(np.meshgrid(*[lo[i] + pitch * np.arange(shape[i]) for i in range(3)], indexing="ij"), axis=-1)
-    dist, _ = cKDTree(samples).query(grid.reshape(-1, 3), k=1, distance_upper_bound=4 * pitch, workers=1)
-    dist = np.minimum(dist, 4 * pitch).reshape(tuple(shape))
+    grid = np.stack(np.meshgrid(*[lo[i] + pitch * np.arange(shape[i]) for i in range(3)], indexing="ij"), axis=-1).reshape(-1, 3)
+    dist, nearest = cKDTree(samples).query(grid, k=1, distance_upper_bound=4 * pitch, workers=1)
+    near = np.isfinite(dist)
+    dist = np.minimum(dist, 4 * pitch)
+    # which side of the surface a near cell is on, from the nearest sample's normal (outward for a
+    # consistently wound mesh): keeps closed-but-cracked meshes at their true size
+    front = np.zeros(len(grid), bool)
+    idx = nearest[near]
+    front[near] = np.einsum("ij,ij->i", grid[near] - samples[idx], normals[idx]) > 0
+    shape_t = tuple(int(x) for x in shape)
+    dist, front = dist.reshape(shape_t), front.reshape(shape_t)
     free = dist > 0.75 * pitch  # cells clear of the surface
-    labels, _ = ndimage.label(free)
+    # flood from the border through free cells eroded by ``close_holes`` cells, then grow back: openings
+    # narrower than about 2 * close_holes + 1.5 cells are capped, wide ones (a cup's mouth) stay open
+    struct = ndimage.generate_binary_structure(3, 1)
+    seeds = ndimage.binary_erosion(free, struct, iterations=close_holes, border_value=1) if close_holes else free
+    labels, _ = ndimage.label(seeds)
     border = np.unique(np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(), labels[:, -1].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
     outside = np.isin(labels, border[border > 0])
-    field = np.where(outside, -dist, np.maximum(dist, wall * pitch))  # manifold3d: positive inside
+    if close_holes:
+        outside = ndimage.binary_dilation(outside, struct, iterations=close_holes, mask=free)
+    # manifold3d wants positive inside. Outside: -d. Near the surface and in front of it: -d. Enclosed or
+    # behind the surface: +d, at least ``wall`` cells, so an open sheet becomes a plate behind itself.
+    field = np.where(outside | (~free & front), -dist, np.maximum(dist, wall * pitch))
     flat = field.ravel().tolist()
     nx, ny, nz = (int(x) for x in shape)
     sy, sx = nz, ny * nz

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from dga_engine.layout import Layout, UnsafeNameError, safe_name
 from dga_engine.objects.ingest import IngestConfig, IngestItem, IngestReport, ingest_items, write_quarantine
+
+log = logging.getLogger(__name__)
 
 #: The paper selects 18 Objaverse categories but does not list them. Ours: 18 LVIS categories of
 #: graspable, hand-sized everyday objects with many Objaverse models each (containers, fruit, tools,
@@ -194,6 +197,26 @@ def _annotations(ov, uids: list[str], object_paths: dict[str, str], download: bo
         return ov.load_annotations(uids)
 
 
+def _fetch(ov, uids: list[str], download_processes: int) -> dict[str, str]:
+    """Local paths of ``uids`` via ``load_objects``; a failed batch is retried per uid so one bad download
+    costs only its own object (it is then quarantined as missing)."""
+    if not uids:
+        return {}
+    # the package prints download progress on stdout: keep stdout clean for --json
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            return dict(ov.load_objects(uids, download_processes=max(1, download_processes)))
+        except Exception as exc:
+            log.warning("objaverse.load_objects failed for the batch (%s); retrying one uid at a time", exc)
+        out: dict[str, str] = {}
+        for uid in uids:
+            try:
+                out.update(ov.load_objects([uid], download_processes=1))
+            except Exception as exc:
+                log.warning("objaverse: %s could not be fetched: %s", uid, exc)
+        return out
+
+
 def ingest_objaverse(
     layout: Layout,
     categories: Sequence[str] | None = None,
@@ -214,9 +237,7 @@ def ingest_objaverse(
     cats = list(categories) if categories else list(PAPER_CATEGORIES)
     choices, refused, notes = select_objaverse(cats, per_category, cache_dir, download)
     with objaverse_cache(cache_dir) as ov:
-        # the package prints download progress on stdout: keep stdout clean for --json
-        with contextlib.redirect_stdout(sys.stderr):
-            paths = ov.load_objects([c.uid for c in choices], download_processes=max(1, download_processes)) if choices else {}
+        paths = _fetch(ov, [c.uid for c in choices], download_processes)
     items, missing = [], []
     for c in choices:
         item = IngestItem(
