@@ -27,15 +27,3 @@ def mesh_dir(tmp_path):
     trimesh.creation.capsule(height=0.06, radius=0.02, count=[12, 12]).export(d / "sub" / "capsule.glb")
     (d / "notes.txt").write_text("not a mesh")
     return d
-
-
-def open_sphere(radius: float = 0.04, hole_faces: int = 30) -> trimesh.Trimesh:
-    """A sphere with a hole: the faces nearest the top removed (an open, non-watertight mesh)."""
-    m = trimesh.creation.icosphere(subdivisions=4, radius=radius)
-    order = np.argsort(-m.triangles_center[:, 2])
-    keep = np.ones(len(m.faces), bool)
-    keep[order[:hole_faces]] = False
-    m.update_faces(keep)
-    m.remove_unreferenced_vertices()
-    assert not m.is_watertight
-    return m
