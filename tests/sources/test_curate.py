@@ -186,3 +186,25 @@ def test_cli(layout, tmp_path):
     assert res.exit_code == 1 and "does not exist" in res.output
     res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "grab"])
     assert res.exit_code == 1 and "unknown source" in res.output
+
+
+def test_curate_then_filter(layout):
+    """curate -> filter: every curated grasp ends up accepted in a shard or rejected with a reason, provenance intact."""
+    stage = pytest.importorskip("dga_engine.simulate.stage")
+    from dga_engine.dataset.schema import REJECT_REASONS
+
+    root, truths = _write(layout, "multidex")
+    report = curate(layout, "multidex")
+    curated = set(Dataset(layout).candidates("multidex").column("source_record_id").to_pylist())
+    summary = stage.run_filter(layout, source="multidex")
+    assert summary.total == report.grasps_written == len(curated)
+    assert summary.accepted + summary.rejected == summary.total
+    ds = Dataset(layout)
+    rejects = ds.rejects()
+    accepted = ds.read(sources=["multidex"]) if summary.accepted else None
+    seen = set(rejects.column("source_record_id").to_pylist())
+    if accepted is not None:
+        seen |= set(accepted.column("source_record_id").to_pylist())
+    assert seen == curated
+    assert set(rejects.column("reason").to_pylist()) <= set(REJECT_REASONS)
+    assert set(rejects.column("source").to_pylist()) == {"multidex"}
