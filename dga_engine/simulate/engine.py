@@ -1,0 +1,423 @@
+"""The filter's decision for a table of grasps: pose checks, penetration, push test, reason.
+
+Per grasp, in the order of :data:`~dga_engine.dataset.schema.REJECT_REASONS` (the first that applies is
+the grasp's ``reason``; null = accepted):
+
+1. ``invalid_pose``: a non-finite number, ``object_scale <= 0``, a quaternion whose norm is off by more
+   than ``quat_norm_tol`` (it is normalised otherwise), a root farther than ``max_translation`` from the
+   object origin, or a joint more than ``joint_limit_tol`` outside the hand's limits;
+2. ``object_missing``: the object id is not in the object store (or its files cannot be read);
+3. ``penetration_object_hand`` / ``penetration_hand_object``: at the grasp pose, object points deeper
+   than ``max_pen_object_hand_mm`` inside the hand's collision geoms, or hand surface points deeper than
+   ``max_pen_hand_object_mm`` inside the object (:mod:`dga_engine.physics.penetration`; both are
+   recorded for every valid grasp). Such grasps are not simulated unless ``simulate_penetrating``;
+4. ``unstable``: fewer than ``directions_required`` of the six pushes passed;
+5. ``sim_error``: the simulator diverged or raised (``detail`` says how).
+
+Accepted therefore means: a valid pose on a known object, both penetration limits met, and (by default)
+all six push directions passed - the paper's dataset filter (Suc.6 + penetration).
+
+Work is split into tasks of at most ``TASK_ROWS`` grasps of one object, in a fixed order, so the
+results do not depend on the number of worker processes. Each task loads its object once, computes
+penetration for its grasps in one batch and runs the backend on one scene.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import time
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, N_JOINTS, pose_arrays
+from dga_engine.layout import Layout
+from dga_engine.simulate.config import FilterConfig
+
+TASK_ROWS = 256  # grasps per task (one object); fixed so that results never depend on the worker count
+PEN_BATCH = 256  # grasps per forward-kinematics / penetration batch
+
+# The filter's output: GRASP_SCHEMA (filter fields filled) plus the decision.
+RESULT_FIELDS = [
+    pa.field("reason", pa.string()),  # null = accepted; else one of REJECT_REASONS
+    pa.field("detail", pa.string()),  # human-readable why (which joint, which depth, which direction)
+]
+FILTERED_SCHEMA = pa.schema(list(GRASP_SCHEMA) + RESULT_FIELDS, metadata=GRASP_SCHEMA.metadata)
+
+
+@dataclass
+class Task:
+    """Grasps of one object to filter: ``rows`` index the input table; arrays are (n, ...) float32."""
+
+    root: str
+    object_id: str
+    rows: np.ndarray
+    translation: np.ndarray
+    rotation: np.ndarray  # (n, 4) wxyz as given
+    joints: np.ndarray
+    scale: np.ndarray
+    config: dict[str, Any]
+    backend: str
+    tag: int = 0  # caller's label, returned in the result (the stage's unit index)
+
+
+@dataclass
+class TaskResult:
+    """Filter columns for the rows of one task (n = len(rows))."""
+
+    object_id: str
+    rows: np.ndarray
+    displacement: np.ndarray  # (n, 6) metres, NaN where not simulated
+    suc1: np.ndarray  # (n,) int8: 1/0, -1 = not simulated
+    suc6: np.ndarray
+    pen_hand_object_mm: np.ndarray  # (n,) NaN where not computed
+    pen_object_hand_mm: np.ndarray
+    contact_count: np.ndarray  # (n,) int32, -1 = not simulated
+    reason: list[str | None]
+    detail: list[str | None]
+    sim_backend: str
+    stats: dict[str, float] = field(default_factory=dict)
+    tag: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-process caches (a worker keeps its hand model, last object and backend between tasks)
+# ---------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _hand(seed: int):
+    from dga_engine.hand import HandModel, default_hand
+
+    return default_hand() if seed == 0 else HandModel(seed=seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _backend(name: str, config_items: tuple):
+    from dga_engine.simulate.backends import make_backend
+
+    return make_backend(name, FilterConfig(**dict(config_items)))
+
+
+_ASSETS: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+
+
+def _asset(root: str, object_id: str):
+    key = (root, object_id)
+    if key in _ASSETS:
+        _ASSETS.move_to_end(key)
+        return _ASSETS[key]
+    from dga_engine.objects.store import ObjectStore
+
+    asset = ObjectStore(Layout.at(root)).load(object_id)
+    _ASSETS[key] = asset
+    while len(_ASSETS) > 2:
+        _ASSETS.popitem(last=False)
+    return asset
+
+
+# ---------------------------------------------------------------------------------------------------
+# One task
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_poses(translation, rotation, joints, scale, lower, upper, config: FilterConfig) -> list[str | None]:
+    """Why each pose is invalid (a message) or None. Arrays as in :class:`Task`."""
+    from dga_engine.hand.mjcf import JOINT_NAMES
+
+    n = len(translation)
+    out: list[str | None] = [None] * n
+    for name, arr in (("translation", translation), ("rotation", rotation), ("joints", joints), ("object_scale", scale)):
+        bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
+        for i in np.where(bad)[0]:
+            out[i] = out[i] or f"non-finite values in {name}"
+    qn = np.linalg.norm(rotation, axis=1)
+    tn = np.linalg.norm(translation, axis=1)
+    tol = config.joint_limit_tol
+    with np.errstate(invalid="ignore"):
+        low = joints < lower - tol
+        high = joints > upper + tol
+    for i in range(n):
+        if out[i]:
+            continue
+        if not scale[i] > 0:
+            out[i] = f"object_scale must be > 0, got {scale[i]:g}"
+        elif abs(qn[i] - 1.0) > config.quat_norm_tol:
+            out[i] = f"rotation quaternion has norm {qn[i]:.4g} (expected 1 within {config.quat_norm_tol:g})"
+        elif tn[i] > config.max_translation:
+            out[i] = f"root is {tn[i]:.3g} m from the object origin (> {config.max_translation:g} m: units?)"
+        elif low[i].any() or high[i].any():
+            k = int(np.argmax(low[i] | high[i]))
+            out[i] = (f"joint {JOINT_NAMES[k]} = {joints[i, k]:.4g} rad is outside its limits "
+                      f"[{lower[k]:.4g}, {upper[k]:.4g}] by more than {tol:g}")
+    return out
+
+
+def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], axis=1).reshape(-1, 3, 3)  # fmt: skip
+
+
+def penetration_mm(hand, asset, scale: float, translation, rotation_m, joints, dense: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-into-object and object-into-hand maximum depths (n,), mm, at the grasp poses (one scale)."""
+    import torch
+
+    from dga_engine.physics.penetration import ObjectCloud, hand_into_object_mm, object_into_hand_mm
+
+    cloud = ObjectCloud.from_asset(asset, scale, dense=dense)
+    n = len(translation)
+    ho, oh = np.zeros(n), np.zeros(n)
+    with torch.no_grad():
+        for s in range(0, n, PEN_BATCH):
+            sl = slice(s, min(n, s + PEN_BATCH))
+            fk = hand.forward_kinematics(torch.as_tensor(translation[sl]), torch.as_tensor(rotation_m[sl]), torch.as_tensor(joints[sl]))
+            ho[sl] = hand_into_object_mm(hand.surface_points(fk), cloud)
+            oh[sl] = object_into_hand_mm(cloud, fk, hand)
+    return ho, oh
+
+
+def run_task(task: Task) -> TaskResult:
+    """Filter one task's grasps (runs in a worker process or in-process)."""
+    config = FilterConfig(**task.config)
+    n = len(task.rows)
+    stats: dict[str, float] = {"grasps": n, "validate": 0.0, "load": 0.0, "penetration": 0.0, "simulated": 0}
+    res = TaskResult(
+        object_id=task.object_id, rows=task.rows,
+        displacement=np.full((n, 6), np.nan, dtype=np.float32),
+        suc1=np.full(n, -1, dtype=np.int8), suc6=np.full(n, -1, dtype=np.int8),
+        pen_hand_object_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_mm=np.full(n, np.nan, dtype=np.float32),
+        contact_count=np.full(n, -1, dtype=np.int32), reason=[None] * n, detail=[None] * n, sim_backend="", stats=stats,
+        tag=task.tag,
+    )
+    t0 = time.perf_counter()
+    hand = _hand(config.seed)
+    lower, upper = hand.lower.numpy().astype(np.float64), hand.upper.numpy().astype(np.float64)
+    invalid = check_poses(task.translation, task.rotation, task.joints, task.scale, lower, upper, config)
+    for i, why in enumerate(invalid):
+        if why:
+            res.reason[i], res.detail[i] = "invalid_pose", why
+    stats["validate"] = time.perf_counter() - t0
+    valid = np.array([why is None for why in invalid])
+    if not valid.any():
+        return res
+
+    t0 = time.perf_counter()
+    try:
+        asset = _asset(task.root, task.object_id)
+        if not asset.parts:
+            raise ValueError("it has no convex parts")
+    except Exception as exc:  # noqa: BLE001 - any unreadable object is reported per grasp, the batch goes on
+        from dga_engine.objects.store import ObjectNotFound
+
+        why = (f"object {task.object_id!r} is not in the object store: ingest it first (dga-engine ingest ...)"
+               if isinstance(exc, ObjectNotFound) else f"object {task.object_id!r} could not be loaded: {exc}")
+        for i in np.where(valid)[0]:
+            res.reason[i], res.detail[i] = "object_missing", why
+        return res
+    stats["load"] = time.perf_counter() - t0
+
+    rot_m = np.zeros((n, 3, 3), dtype=np.float32)
+    rot_m[valid] = _quat_to_matrix(task.rotation[valid].astype(np.float64))
+    simulate = np.zeros(n, dtype=bool)
+    t0 = time.perf_counter()
+    for scale in np.unique(task.scale[valid]):
+        idx = np.where(valid & (task.scale == scale))[0]
+        ho, oh = penetration_mm(hand, asset, float(scale), task.translation[idx], rot_m[idx], task.joints[idx],
+                                config.dense_object_points)
+        res.pen_hand_object_mm[idx] = ho
+        res.pen_object_hand_mm[idx] = oh
+        for k, i in enumerate(idx):
+            if oh[k] > config.max_pen_object_hand_mm:
+                res.reason[i] = "penetration_object_hand"
+                res.detail[i] = f"object points {oh[k]:.2f} mm inside the hand (limit {config.max_pen_object_hand_mm:g} mm)"
+            elif ho[k] > config.max_pen_hand_object_mm:
+                res.reason[i] = "penetration_hand_object"
+                res.detail[i] = f"hand points {ho[k]:.2f} mm inside the object (limit {config.max_pen_hand_object_mm:g} mm)"
+            simulate[i] = res.reason[i] is None or config.simulate_penetrating
+    stats["penetration"] = time.perf_counter() - t0
+    if not simulate.any():
+        return res
+
+    backend = _backend(task.backend, tuple(sorted(config.to_dict().items())))
+    res.sim_backend = backend.name
+    before = dict(backend.stats)
+    for scale in np.unique(task.scale[simulate]):
+        idx = np.where(simulate & (task.scale == scale))[0]
+        outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
+                                    task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
+                                    task.joints[idx].astype(np.float64))
+        for i, out in zip(idx, outcomes):
+            if isinstance(out, BaseException):
+                if res.reason[i] is None:
+                    res.reason[i], res.detail[i] = "sim_error", f"{type(out).__name__}: {out}"
+                continue
+            res.displacement[i] = out.displacement
+            res.suc1[i], res.suc6[i] = int(out.suc1), int(out.suc6)
+            res.contact_count[i] = out.contact_count
+            passed = int(out.passed.sum())
+            if res.reason[i] is None and passed < config.directions_required:
+                from dga_engine.dataset.schema import DIRECTIONS
+
+                failed = [d for d, ok in zip(DIRECTIONS, out.passed) if not ok]
+                res.reason[i] = "unstable"
+                res.detail[i] = (f"{passed}/6 push directions held (need {config.directions_required}); "
+                                 f"moved >= {config.max_displacement * 100:g} cm along {' '.join(failed)}")
+    stats["simulated"] = int(simulate.sum())
+    for k, v in backend.stats.items():
+        stats[k] = v - before.get(k, 0)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------
+
+
+def make_tasks(layout: Layout, table: pa.Table, config: FilterConfig, backend: str, tag: int = 0) -> list[Task]:
+    """Split ``table`` (GRASP_SCHEMA) into per-object tasks of at most TASK_ROWS rows, in a fixed order."""
+    arrays = pose_arrays(table)
+    ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
+    cfg = config.to_dict()
+    tasks = []
+    for oid in sorted(set(ids.tolist())):
+        rows = np.where(ids == oid)[0]
+        for s in range(0, len(rows), TASK_ROWS):
+            r = rows[s : s + TASK_ROWS]
+            tasks.append(Task(layout.root, oid, r, arrays["translation"][r], arrays["rotation"][r], arrays["joints"][r],
+                              arrays["object_scale"][r], cfg, backend, tag))
+    return tasks
+
+
+def _worker_init() -> None:
+    # One thread per worker: the pool is the parallelism, and results must not depend on thread counts.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
+    """Run tasks in-process (workers <= 1) or on a process pool; yields results as they finish."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield run_task(task)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenMP threads already running
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(run_task, t) for t in tasks]
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConfig) -> pa.Table:
+    """``table`` with its filter fields and reason/detail set from ``results`` (rows in input order)."""
+    n = table.num_rows
+    disp = np.full((n, 6), np.nan, dtype=np.float32)
+    suc1 = np.full(n, -1, dtype=np.int8)
+    suc6 = np.full(n, -1, dtype=np.int8)
+    ho = np.full(n, np.nan, dtype=np.float32)
+    oh = np.full(n, np.nan, dtype=np.float32)
+    cc = np.full(n, -1, dtype=np.int32)
+    backend = np.full(n, None, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    detail = np.full(n, None, dtype=object)
+    done = np.zeros(n, dtype=bool)
+    for r in results:
+        disp[r.rows], suc1[r.rows], suc6[r.rows] = r.displacement, r.suc1, r.suc6
+        ho[r.rows], oh[r.rows], cc[r.rows] = r.pen_hand_object_mm, r.pen_object_hand_mm, r.contact_count
+        backend[r.rows[r.suc1 >= 0]] = r.sim_backend
+        reason[r.rows] = np.asarray(r.reason + [None], dtype=object)[:-1]
+        detail[r.rows] = np.asarray(r.detail + [None], dtype=object)[:-1]
+        done[r.rows] = True
+    if not done.all():
+        raise RuntimeError(f"{int((~done).sum())} rows have no filter result")
+    sim = suc1 >= 0
+    disp_arr = pa.array([row.tolist() if ok else None for row, ok in zip(disp, sim)], FILTER_TYPES["displacement"])
+    cols = {
+        "displacement": disp_arr,
+        "suc1": pa.array(np.where(sim, suc1 == 1, False), pa.bool_(), mask=~sim),
+        "suc6": pa.array(np.where(sim, suc6 == 1, False), pa.bool_(), mask=~sim),
+        "pen_hand_object_mm": pa.array(ho, pa.float32(), mask=np.isnan(ho)),
+        "pen_object_hand_mm": pa.array(oh, pa.float32(), mask=np.isnan(oh)),
+        "contact_count": pa.array(cc, pa.int32(), mask=cc < 0),
+        "sim_backend": pa.array(backend.tolist(), pa.string()),
+        "protocol_version": pa.array([config.protocol_version] * n, pa.string()),
+    }
+    out = table.select(GRASP_SCHEMA.names)
+    for name, arr in cols.items():
+        out = out.set_column(out.schema.get_field_index(name), GRASP_SCHEMA.field(name), arr)
+    out = out.append_column(RESULT_FIELDS[0], pa.array(reason.tolist(), pa.string()))
+    out = out.append_column(RESULT_FIELDS[1], pa.array(detail.tolist(), pa.string()))
+    return out.cast(FILTERED_SCHEMA)
+
+
+FILTER_TYPES = {f.name: f.type for f in FILTER_FIELDS}
+
+
+def conform_input(table: pa.Table) -> pa.Table:
+    """The input as GRASP_SCHEMA (extra columns dropped), or a ValueError naming what is missing."""
+    missing = [n for n in GRASP_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"the grasp table lacks columns {missing}; build it with dga_engine.dataset.schema.pose_table")
+    t = table.select(GRASP_SCHEMA.names)
+    try:
+        return t.cast(GRASP_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"the grasp table does not match GRASP_SCHEMA: {exc}") from exc
+
+
+def merge_stats(results: list[TaskResult]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for r in results:
+        for k, v in r.stats.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def filter_table_stats(
+    layout: Layout, table: pa.Table, config: FilterConfig | None = None, workers: int = 1, backend: str = "mujoco",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pa.Table, dict[str, float]]:
+    """:func:`filter_table` that also returns summed timings and counters of the work done."""
+    config = config or FilterConfig()
+    table = conform_input(table)
+    from dga_engine.simulate.backends import check_backend
+
+    check_backend(backend)
+    tasks = make_tasks(layout, table, config, backend)
+    results = []
+    for r in iter_results(tasks, workers):
+        results.append(r)
+        if progress is not None:
+            progress(len(r.rows))
+    return apply_results(table, results, config), merge_stats(results)
+
+
+def filter_table(
+    layout: Layout, table: pa.Table, config: FilterConfig | None = None, workers: int = 1, backend: str = "mujoco",
+    progress: Callable[[int], None] | None = None,
+) -> pa.Table:
+    """Filter grasps (GRASP_SCHEMA rows) and return them in input order with the filter fields set.
+
+    The output has FILTERED_SCHEMA: GRASP_SCHEMA plus ``reason`` (null = accepted, else one of
+    REJECT_REASONS) and ``detail``. Fields that were not computed for a row stay null (e.g. no
+    displacement for a pose rejected before simulation). ``progress(n)`` is called as rows finish.
+    Bad rows never stop the batch; the result is the same for any ``workers``.
+    """
+    return filter_table_stats(layout, table, config, workers, backend, progress)[0]

@@ -1,0 +1,216 @@
+"""The push test in MuJoCo (CPU): one scene per object, one grasp at a time.
+
+Per grasp (all from :class:`~dga_engine.simulate.config.FilterConfig`):
+
+1. reset the scene to the grasp (hand joints and servo targets at the grasp's joints, object at the
+   inverse root pose, velocities zero);
+2. closing: compute squeeze targets (:mod:`dga_engine.simulate.closing`), step ``close_time``;
+   the state reached is the *closed state*; ``contact_count`` = hand collision geoms touching the
+   object there;
+3. push: for each of +x, -x, +y, -y, +z, -z of the object frame (rotated into the hand frame), apply
+   ``push_force_per_volume x volume`` newtons at the object's centre of mass for ``push_time``,
+   starting from a copy of the closed state (or, if ``sequential``, from where the previous push
+   ended, without reset, as the reference does). The direction's displacement is the largest distance
+   of the object frame's origin (the reference tracks the object actor's root position) from where
+   that push started, over the states after each step; it passes when that stays below
+   ``max_displacement``. With ``early_stop`` a push ends as soon as the limit is reached (the maximum
+   cannot go back below it, so no outcome changes; the recorded value is then the one at the stop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import mujoco
+import numpy as np
+
+from dga_engine.dataset.schema import DIRECTIONS
+from dga_engine.simulate.closing import squeeze_targets
+from dga_engine.simulate.config import FilterConfig
+from dga_engine.simulate.scene import Scene
+
+_AXES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
+assert len(_AXES) == len(DIRECTIONS)
+_BAD_WARNINGS = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                                  mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_CNSTRFULL,
+                                  mujoco.mjtWarning.mjWARN_CONTACTFULL)]
+
+
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[list[str]]:
+    """Collect MuJoCo's warnings instead of printing them (stdout may carry JSON); restores the handler."""
+    seen: list[str] = []
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(seen.append)
+    try:
+        yield seen
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+class SimulationError(RuntimeError):
+    """The simulation diverged (non-finite state, or the object flew off faster than physically plausible)."""
+
+
+@dataclass
+class SimResult:
+    """One grasp's push test.
+
+    displacement: (6,) metres, DIRECTIONS order (the maximum over the push; at least
+    max_displacement when that push was stopped early).
+    passed: (6,) bool. contact_count: hand collision geoms touching the object after closing.
+    steps: simulation steps taken; timings: seconds spent in closing and pushes.
+    """
+
+    displacement: np.ndarray
+    passed: np.ndarray
+    contact_count: int
+    steps: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def suc1(self) -> bool:
+        return bool(self.passed.any())
+
+    @property
+    def suc6(self) -> bool:
+        return bool(self.passed.all())
+
+
+def touching_geoms(scene: Scene, data: mujoco.MjData) -> int:
+    """How many distinct hand collision geoms are in contact (distance <= 0) with the object."""
+    geoms = set()
+    for c in data.contact[: data.ncon]:
+        g1, g2 = int(c.geom1), int(c.geom2)
+        if c.dist > 0:
+            continue
+        if scene.obj_geom_mask[g1] and scene.hand_geom_mask[g2]:
+            geoms.add(g2)
+        elif scene.obj_geom_mask[g2] and scene.hand_geom_mask[g1]:
+            geoms.add(g1)
+    return len(geoms)
+
+
+def push_directions(rotation: np.ndarray) -> np.ndarray:
+    """(6, 3) unit push directions in the hand (world) frame: the object frame's axes rotated by R^T."""
+    return _AXES @ np.asarray(rotation, dtype=np.float64).reshape(3, 3)  # rows: R^T e_k
+
+
+class MujocoSimulator:
+    """Runs the push test on one scene; keeps scratch MjData to avoid allocations per grasp."""
+
+    def __init__(self, scene: Scene, config: FilterConfig) -> None:
+        self.scene = scene
+        self.config = config
+        self._closed = mujoco.MjData(scene.model)
+        self._work = mujoco.MjData(scene.model)
+
+    def _check(self, d: mujoco.MjData) -> None:
+        sc = self.scene
+        # MuJoCo resets the data (and warns) when the state blows up; a reset must not pass for a result.
+        for w in _BAD_WARNINGS:
+            if d.warning[w].number:
+                raise SimulationError(f"simulation diverged ({mujoco.mjtWarning(w).name} at t={d.time:.3f} s)")
+        v = d.qvel[sc.obj_dof : sc.obj_dof + 3]
+        if not np.all(np.isfinite(d.qpos)) or float(v @ v) > self.config.max_object_speed**2:
+            speed = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
+            raise SimulationError(f"simulation diverged (object speed {speed:.3g} m/s at t={d.time:.3f} s)")
+
+    def run(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray) -> SimResult:
+        """Close, then push six ways. rotation: (3, 3) root orientation; joints (24,)."""
+        cfg, sc, m = self.config, self.scene, self.scene.model
+        t0 = time.perf_counter()
+        d = sc.reset(translation, rotation, joints, self._closed)
+        targets, _ = squeeze_targets(sc, d, joints, cfg)
+        mujoco.mj_forward(m, d)  # squeeze_targets overwrote the contact list with its margin query
+        steps = 0
+        ramp = max(1, int(round(cfg.close_ramp * cfg.close_steps)))
+        start = np.asarray(joints, dtype=np.float64)
+        m.opt.timestep = cfg.close_timestep
+        try:
+            for i in range(cfg.close_steps):
+                # targets move from the grasp pose to the squeeze targets over the ramp, then hold
+                d.ctrl[:] = start + (targets - start) * min(1.0, (i + 1) / ramp)
+                mujoco.mj_step(m, d)
+        finally:
+            m.opt.timestep = cfg.timestep
+        steps += cfg.close_steps
+        self._check(d)
+        contact_count = touching_geoms(sc, d)
+        t1 = time.perf_counter()
+
+        dirs = push_directions(rotation)
+        force = cfg.push_force_per_volume * sc.volume
+        limit2 = cfg.max_displacement**2
+        disp = np.zeros(6)
+        body, a = sc.obj_body, sc.obj_qpos
+        w = self._work
+        if cfg.sequential:
+            mujoco.mj_copyData(w, m, d)
+        for k in range(6):
+            if not cfg.sequential:
+                mujoco.mj_copyData(w, m, d)
+            start = w.qpos[a : a + 3].copy()
+            w.xfrc_applied[body, :3] = force * dirs[k]
+            best = 0.0
+            for _ in range(cfg.push_steps):
+                mujoco.mj_step(m, w)
+                steps += 1
+                delta = w.qpos[a : a + 3] - start
+                r2 = float(delta @ delta)
+                if r2 > best:
+                    best = r2
+                    if cfg.early_stop and best >= limit2:
+                        break
+            self._check(w)
+            w.xfrc_applied[body, :3] = 0.0
+            disp[k] = np.sqrt(best)
+        t2 = time.perf_counter()
+        return SimResult(
+            displacement=disp,
+            passed=disp < cfg.max_displacement,
+            contact_count=contact_count,
+            steps=steps,
+            timings={"closing": t1 - t0, "push": t2 - t1},
+        )
+
+
+class MujocoBackend:
+    """The ``mujoco`` backend: one compiled scene per object and scale (kept for consecutive batches)."""
+
+    def __init__(self, config: FilterConfig) -> None:
+        self.config = config
+        self.name = f"mujoco-{mujoco.__version__}"
+        self.stats: dict[str, float] = {"scene": 0.0, "closing": 0.0, "push": 0.0, "steps": 0, "scenes": 0}
+        self._key: tuple[str, float] | None = None
+        self._sim: MujocoSimulator | None = None
+
+    def simulator(self, key: str, parts, scale: float) -> MujocoSimulator:
+        if self._sim is None or self._key != (key, float(scale)):
+            from dga_engine.simulate.scene import build_scene
+
+            t0 = time.perf_counter()
+            self._sim = MujocoSimulator(build_scene(list(parts), scale, self.config), self.config)
+            self._key = (key, float(scale))
+            self.stats["scene"] += time.perf_counter() - t0
+            self.stats["scenes"] += 1
+        return self._sim
+
+    def simulate(self, key, parts, scale, translation, rotation, joints) -> list[SimResult | BaseException]:
+        sim = self.simulator(key, parts, scale)
+        out: list[SimResult | BaseException] = []
+        with quiet_warnings():
+            for t, r, q in zip(translation, rotation, joints):
+                try:
+                    res = sim.run(t, r, q)
+                except (SimulationError, mujoco.FatalError, ValueError, FloatingPointError) as exc:
+                    out.append(exc)
+                    continue
+                self.stats["closing"] += res.timings["closing"]
+                self.stats["push"] += res.timings["push"]
+                self.stats["steps"] += res.steps
+                out.append(res)
+        return out

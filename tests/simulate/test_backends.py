@@ -1,0 +1,137 @@
+"""Scene, squeeze and backends: the scene's conventions, the warp/isaacgym backends' contracts."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import mujoco
+import numpy as np
+import pytest
+import trimesh
+
+from dga_engine.hand.rotations import quat_to_matrix
+from dga_engine.simulate import FilterConfig
+from dga_engine.simulate.backends import BackendUnavailable, check_backend, make_backend
+from dga_engine.simulate.closing import squeeze_targets
+from dga_engine.simulate.mujoco_backend import MujocoBackend, push_directions
+from dga_engine.simulate.scene import build_scene
+
+from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
+
+BOX = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
+
+
+def _cage():
+    import torch
+
+    r = quat_to_matrix(torch.tensor(CAGE_QUAT, dtype=torch.float64)).numpy()
+    return np.array(CAGE_T, dtype=float), r, np.array(CAGE_Q, dtype=float)
+
+
+def test_scene_puts_the_object_at_the_inverse_root_pose():
+    t, r, q = _cage()
+    scene = build_scene([BOX], 1.0, FilterConfig())
+    d = scene.reset(t, r, q)
+    # A point given in the object frame lands where the grasp convention says: p_hand = R^T (p_obj - t).
+    p_obj = np.array([0.01, -0.02, 0.03])
+    world = d.xpos[scene.obj_body] + d.xmat[scene.obj_body].reshape(3, 3) @ p_obj
+    assert np.allclose(world, r.T @ (p_obj - t), atol=1e-9)
+    assert np.allclose(d.qpos[scene.hand_qpos], q) and np.allclose(d.ctrl, q)
+    assert scene.mass == pytest.approx(1000 * 0.05 * 0.05 * 0.10, rel=1e-6)
+    assert scene.model.nu == 24 and scene.model.ntendon == 0 and scene.model.opt.gravity.tolist() == [0, 0, 0]
+    # Push directions are the object's axes seen from the hand.
+    assert np.allclose(push_directions(r)[0], r.T @ [1, 0, 0]) and np.allclose(push_directions(r)[5], -(r.T @ [0, 0, 1]))
+    # Scale multiplies the object.
+    assert build_scene([BOX], 2.0, FilterConfig()).mass == pytest.approx(8 * scene.mass, rel=1e-6)
+
+
+def test_squeeze_moves_touching_fingers_into_the_object():
+    t, r, q = _cage()
+    cfg = FilterConfig()
+    scene = build_scene([BOX], 1.0, cfg)
+    d = scene.reset(t, r, q)
+    targets, pairs = squeeze_targets(scene, d, q, cfg)
+    step = targets - q
+    assert pairs > 0
+    assert np.allclose(step[:2], 0)  # the wrist holds
+    assert np.abs(step).max() == pytest.approx(cfg.close_step)
+    # Moving the joints along the step brings the hand closer to the object: contact depth grows.
+    def depth(qq):
+        dd = scene.reset(t, r, qq)
+        return -min([c.dist for c in dd.contact[: dd.ncon] if scene.obj_geom_mask[c.geom1] or scene.obj_geom_mask[c.geom2]] + [0])
+    assert depth(q + 0.2 * step) > depth(q)
+    # A hand far from everything gets no squeeze.
+    d = scene.reset(np.array([0, 0, 0.8]), np.eye(3), q)
+    assert np.allclose(squeeze_targets(scene, d, q, cfg)[0], q)
+
+
+def test_mujoco_backend_reports_divergence_as_an_error():
+    t, r, q = _cage()
+    backend = MujocoBackend(FilterConfig(max_object_speed=1e-6))  # any motion counts as blowing up
+    out = backend.simulate("k", [BOX], 1.0, t[None], r[None], q[None])
+    assert isinstance(out[0], Exception) and "diverged" in str(out[0])
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown simulation backend"):
+        make_backend("bullet", FilterConfig())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mujoco_warp") is not None, reason="mujoco_warp is installed")
+def test_warp_backend_without_the_package_says_how_to_install():
+    with pytest.raises(BackendUnavailable, match="pip install"):
+        check_backend("mujoco-warp")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("isaacgym") is not None, reason="isaacgym is installed")
+def test_isaacgym_backend_without_isaacgym_says_how_to_install(monkeypatch):
+    monkeypatch.delenv("DGA_ISAACGYM_PYTHON", raising=False)
+    with pytest.raises(BackendUnavailable, match="Preview 4") as exc:
+        check_backend("isaacgym")
+    assert "3.8" in str(exc.value) and "--backend mujoco" in str(exc.value)
+
+
+def test_isaacgym_job_files(tmp_path, monkeypatch):
+    # The job the Isaac Gym worker reads; running it needs Isaac Gym (never available here).
+    from dga_engine.simulate.isaacgym_backend import IsaacGymBackend
+
+    fake_python = tmp_path / "python3.8"
+    fake_python.write_text("")
+    monkeypatch.setenv("DGA_ISAACGYM_PYTHON", str(fake_python))
+    t, r, q = _cage()
+    backend = IsaacGymBackend(FilterConfig())
+    scene = build_scene([BOX], 1.0, FilterConfig())
+    backend.write_job(tmp_path, scene, [BOX], 1.0, t[None], r[None], q[None])
+    import json
+
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["force"] == pytest.approx(500 * 0.05 * 0.05 * 0.10) and job["close_steps"] > 0
+    spec = mujoco.MjSpec.from_string((tmp_path / "hand.xml").read_text())  # valid MJCF, no actuators
+    assert len(spec.actuators) == 0 and len(spec.joints) == 24
+    assert "part_000.obj" in (tmp_path / "object.urdf").read_text() and (tmp_path / "parts" / "part_000.obj").exists()
+    g = np.load(tmp_path / "grasps.npz")
+    assert g["dirs"].shape == (1, 6, 3) and g["targets"].shape == (1, 24) and g["obj_quat_xyzw"].shape == (1, 4)
+
+
+def _cuda() -> bool:
+    if importlib.util.find_spec("mujoco_warp") is None:
+        return False
+    import warp as wp
+
+    return wp.is_cuda_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs mujoco_warp and a CUDA device (on CPU the first run compiles for minutes)")
+def test_warp_backend_agrees_with_mujoco():
+    t, r, q = _cage()
+    rng = np.random.default_rng(0)
+    qs = np.stack([q] + [q + rng.normal(0, 0.05, 24) for _ in range(7)])
+    ts = np.repeat(t[None], len(qs), 0)
+    ts[-2:] += [0.0, 0.0, 0.8]  # two far hands
+    rs = np.repeat(r[None], len(qs), 0)
+    cfg = FilterConfig()
+    cpu = MujocoBackend(cfg).simulate("k", [BOX], 1.0, ts, rs, qs)
+    gpu = make_backend("mujoco-warp", cfg).simulate("k", [BOX], 1.0, ts, rs, qs)
+    agree = [bool(np.array_equal(a.passed, b.passed)) for a, b in zip(cpu, gpu)]
+    assert sum(agree) >= len(agree) - 1, agree
