@@ -75,7 +75,7 @@ class IngestConfig:
     max_open_edge_fraction: float = 0.5  # more open/non-manifold edges than this = triangle soup, quarantined
     remesh_resolution: int = 40  # level-set cells along the longest side when repairing an open mesh
     max_solid_faces: int = 20_000  # stored meshes with more faces are decimated (or remeshed) to this
-    coacd_max_faces: int = 4_000  # CoACD gets a decimated copy above this (its time grows with faces)
+    coacd_max_faces: int = 2_000  # CoACD gets a decimated copy above this (its time grows with faces)
     convex_ratio: float = 0.97  # volume / hull volume at or above this = convex: the hull is the single part
     coacd_threshold: float = 0.05  # CoACD concavity threshold (paper/peers' default)
     coacd_max_parts: int = 16  # cap on convex parts per object
