@@ -105,16 +105,21 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        ctx = x if context is None else context
+    def forward(self, x: Tensor, context: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, Lq, D) attends to ``context`` (B, Lk, D) (itself when None), or to precomputed ``kv``."""
         B, Lq, D = x.shape
-        Lk = ctx.shape[1]
         h, d = self.heads, D // self.heads
         q = self.q(x).view(B, Lq, h, d).transpose(1, 2)
-        k, v = self.kv(ctx).view(B, Lk, 2, h, d).permute(2, 0, 3, 1, 4)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         attn = torch.softmax((q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d)), dim=-1)
         out = (self.drop(attn) @ v).transpose(1, 2).reshape(B, Lq, D)
         return self.out(out)
+
+    def keys_values(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-head keys and values (B, h, Lk, d) of ``ctx``: precompute them when ctx is fixed."""
+        B, Lk, D = ctx.shape
+        k, v = self.kv(ctx).view(B, Lk, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
 
 
 def _mlp(dim: int, ratio: int, dropout: float) -> nn.Sequential:
@@ -187,10 +192,14 @@ class DenoiserBlock(nn.Module):
         nn.init.zeros_(self.mod[1].weight)
         nn.init.zeros_(self.mod[1].bias)
 
-    def forward(self, x: Tensor, temb: Tensor, ctx: Tensor) -> Tensor:
+    def context_kv(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cross_attn.keys_values(self.nctx(ctx))
+
+    def forward(self, x: Tensor, temb: Tensor, ctx: Tensor, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
         m = self.mod(temb).unsqueeze(1).chunk(9, dim=-1)
         x = x + (1 + m[2]) * self.self_attn(self.n1(x) * (1 + m[0]) + m[1])
-        x = x + (1 + m[5]) * self.cross_attn(self.n2(x) * (1 + m[3]) + m[4], self.nctx(ctx))
+        kv = kv if kv is not None else self.context_kv(ctx)
+        x = x + (1 + m[5]) * self.cross_attn(self.n2(x) * (1 + m[3]) + m[4], kv=kv)
         return x + (1 + m[8]) * self.mlp(self.n3(x) * (1 + m[6]) + m[7])
 
 
@@ -236,13 +245,19 @@ class GraspDiffusionNet(nn.Module):
             sem = null
         return torch.cat([tokens, sem.unsqueeze(1)], 1)
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+    def context_cache(self, context: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every block's cross-attention keys/values of ``context``: compute once, reuse at every step."""
+        return [block.context_kv(context) for block in self.blocks]
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None, cache: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """eps for x (B,27) at timesteps t ((B,), or (1,) shared by the batch, which saves the time MLP
+        per grasp) given the object context (B, N+1, C) or its :meth:`context_cache`."""
         B = x.shape[0]
         M, D = self.cfg.pose_tokens, self.cfg.width
         h = self.pose_in(x).view(B, M, D) + self.pose_pos
         temb = self.time_mlp(timestep_embedding(t, D).to(h.dtype))
-        for block in self.blocks:
-            h = block(h, temb, context)
+        for i, block in enumerate(self.blocks):
+            h = block(h, temb, context, cache[i] if cache is not None else None)
         return self.pose_out(self.out_norm(h).reshape(B, M * D))
 
     def n_parameters(self) -> int:

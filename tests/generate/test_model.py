@@ -40,6 +40,10 @@ def test_network_shapes_and_semantic_token():
     assert eps.shape == (B, POSE_DIM) and torch.isfinite(eps).all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert net(torch.randn(B, POSE_DIM), torch.randint(0, 20, (B,)), ctx).shape == (B, POSE_DIM)
+    # the sampler's shortcuts: cached cross-attention keys/values and one timestep for the whole batch
+    x = torch.randn(B, POSE_DIM)
+    full = net(x, torch.full((B,), 7), ctx)
+    assert torch.allclose(net(x, torch.tensor([7]), None, net.context_cache(ctx)), full, atol=1e-5)
 
 
 def test_grouping_is_rotation_equivariant():
