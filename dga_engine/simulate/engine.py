@@ -40,8 +40,9 @@ from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, N_JOINTS, pos
 from dga_engine.layout import Layout
 from dga_engine.simulate.config import FilterConfig
 
-TASK_ROWS = 256  # grasps per task (one object); fixed so that results never depend on the worker count
-PEN_BATCH = 256  # grasps per forward-kinematics / penetration batch
+TASK_ROWS = 32  # grasps per task (one object): small enough to spread one object over workers; fixed so
+# that results never depend on the worker count (a worker keeps the object, its point cloud and scene
+# between consecutive tasks of the same object, so small tasks cost little)
 
 # The filter's output: GRASP_SCHEMA (filter fields filled) plus the decision.
 RESULT_FIELDS = [
@@ -79,6 +80,7 @@ class TaskResult:
     pen_hand_object_mm: np.ndarray  # (n,) NaN where not computed
     pen_object_hand_mm: np.ndarray
     contact_count: np.ndarray  # (n,) int32, -1 = not simulated
+    attempted: np.ndarray  # (n,) bool: the backend ran (or tried to run) this grasp
     reason: list[str | None]
     detail: list[str | None]
     sim_backend: str
@@ -169,22 +171,36 @@ def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
     ], axis=1).reshape(-1, 3, 3)  # fmt: skip
 
 
-def penetration_mm(hand, asset, scale: float, translation, rotation_m, joints, dense: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Hand-into-object and object-into-hand maximum depths (n,), mm, at the grasp poses (one scale)."""
+_CLOUD: dict[tuple, Any] = {}
+
+
+def _cloud(root: str, asset, scale: float, dense: bool):
+    """The object's point cloud with its k-d tree, kept for the last (object, scale) of this process."""
+    from dga_engine.physics.penetration import ObjectCloud
+
+    key = (root, asset.object_id, float(scale), dense)
+    if key not in _CLOUD:
+        _CLOUD.clear()
+        _CLOUD[key] = ObjectCloud.from_asset(asset, scale, dense=dense)
+    return _CLOUD[key]
+
+
+def penetration_mm(hand, cloud, translation, rotation_m, joints) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-into-object and object-into-hand maximum depths (n,), mm, at the grasp poses (one scale).
+
+    Both are :mod:`dga_engine.physics.penetration`'s measures: hand surface points (HandModel, 64 per
+    collision link) against the object's points and normals, and the object's points against the
+    hand's collision geoms, with the object scaled by the grasp's scale.
+    """
     import torch
 
-    from dga_engine.physics.penetration import ObjectCloud, hand_into_object_mm, object_into_hand_mm
+    from dga_engine.physics.penetration import hand_into_object_mm, object_into_hand_mm
 
-    cloud = ObjectCloud.from_asset(asset, scale, dense=dense)
-    n = len(translation)
-    ho, oh = np.zeros(n), np.zeros(n)
     with torch.no_grad():
-        for s in range(0, n, PEN_BATCH):
-            sl = slice(s, min(n, s + PEN_BATCH))
-            fk = hand.forward_kinematics(torch.as_tensor(translation[sl]), torch.as_tensor(rotation_m[sl]), torch.as_tensor(joints[sl]))
-            ho[sl] = hand_into_object_mm(hand.surface_points(fk), cloud)
-            oh[sl] = object_into_hand_mm(cloud, fk, hand)
-    return ho, oh
+        fk = hand.forward_kinematics(torch.as_tensor(translation), torch.as_tensor(rotation_m), torch.as_tensor(joints))
+        ho = hand_into_object_mm(hand.surface_points(fk), cloud)
+        oh = object_into_hand_mm(cloud, fk, hand)
+    return np.asarray(ho, dtype=np.float64), np.asarray(oh, dtype=np.float64)
 
 
 def run_task(task: Task) -> TaskResult:
@@ -197,22 +213,23 @@ def run_task(task: Task) -> TaskResult:
         displacement=np.full((n, 6), np.nan, dtype=np.float32),
         suc1=np.full(n, -1, dtype=np.int8), suc6=np.full(n, -1, dtype=np.int8),
         pen_hand_object_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_mm=np.full(n, np.nan, dtype=np.float32),
-        contact_count=np.full(n, -1, dtype=np.int32), reason=[None] * n, detail=[None] * n, sim_backend="", stats=stats,
+        contact_count=np.full(n, -1, dtype=np.int32), attempted=np.zeros(n, dtype=bool),
+        reason=[None] * n, detail=[None] * n, sim_backend="", stats=stats,
         tag=task.tag,
     )
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     hand = _hand(config.seed)
     lower, upper = hand.lower.numpy().astype(np.float64), hand.upper.numpy().astype(np.float64)
     invalid = check_poses(task.translation, task.rotation, task.joints, task.scale, lower, upper, config)
     for i, why in enumerate(invalid):
         if why:
             res.reason[i], res.detail[i] = "invalid_pose", why
-    stats["validate"] = time.perf_counter() - t0
+    stats["validate"] = time.process_time() - t0
     valid = np.array([why is None for why in invalid])
     if not valid.any():
         return res
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         asset = _asset(task.root, task.object_id)
         if not asset.parts:
@@ -225,16 +242,16 @@ def run_task(task: Task) -> TaskResult:
         for i in np.where(valid)[0]:
             res.reason[i], res.detail[i] = "object_missing", why
         return res
-    stats["load"] = time.perf_counter() - t0
+    stats["load"] = time.process_time() - t0
 
     rot_m = np.zeros((n, 3, 3), dtype=np.float32)
     rot_m[valid] = _quat_to_matrix(task.rotation[valid].astype(np.float64))
     simulate = np.zeros(n, dtype=bool)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for scale in np.unique(task.scale[valid]):
         idx = np.where(valid & (task.scale == scale))[0]
-        ho, oh = penetration_mm(hand, asset, float(scale), task.translation[idx], rot_m[idx], task.joints[idx],
-                                config.dense_object_points)
+        cloud = _cloud(task.root, asset, float(scale), config.dense_object_points)
+        ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx])
         res.pen_hand_object_mm[idx] = ho
         res.pen_object_hand_mm[idx] = oh
         for k, i in enumerate(idx):
@@ -245,7 +262,7 @@ def run_task(task: Task) -> TaskResult:
                 res.reason[i] = "penetration_hand_object"
                 res.detail[i] = f"hand points {ho[k]:.2f} mm inside the object (limit {config.max_pen_hand_object_mm:g} mm)"
             simulate[i] = res.reason[i] is None or config.simulate_penetrating
-    stats["penetration"] = time.perf_counter() - t0
+    stats["penetration"] = time.process_time() - t0
     if not simulate.any():
         return res
 
@@ -273,6 +290,7 @@ def run_task(task: Task) -> TaskResult:
                 res.reason[i] = "unstable"
                 res.detail[i] = (f"{passed}/6 push directions held (need {config.directions_required}); "
                                  f"moved >= {config.max_displacement * 100:g} cm along {' '.join(failed)}")
+    res.attempted = simulate
     stats["simulated"] = int(simulate.sum())
     for k, v in backend.stats.items():
         stats[k] = v - before.get(k, 0)
@@ -341,7 +359,7 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
     for r in results:
         disp[r.rows], suc1[r.rows], suc6[r.rows] = r.displacement, r.suc1, r.suc6
         ho[r.rows], oh[r.rows], cc[r.rows] = r.pen_hand_object_mm, r.pen_object_hand_mm, r.contact_count
-        backend[r.rows[r.suc1 >= 0]] = r.sim_backend
+        backend[r.rows[r.attempted]] = r.sim_backend
         reason[r.rows] = np.asarray(r.reason + [None], dtype=object)[:-1]
         detail[r.rows] = np.asarray(r.detail + [None], dtype=object)[:-1]
         done[r.rows] = True
