@@ -69,8 +69,10 @@ class GraspSampler:
             p.requires_grad_(False)
         self.normaliser = checkpoint.normaliser
         self.diffusion = Diffusion(checkpoint.config.diffusion, self.device)
-        hand = default_hand()
-        self.hand = hand if self.device.type == "cpu" else hand.to(self.device)
+        # the shared CPU hand; the physics terms make (and cache) their own copy for other devices
+        self.hand = default_hand()
+        self.lower = self.hand.lower.to(self.device, torch.float64)
+        self.upper = self.hand.upper.to(self.device, torch.float64)
         if self.config.autocast not in ("bf16", "fp32"):
             raise ValueError(f"autocast must be 'bf16' or 'fp32', got {self.config.autocast!r}")
         if self.config.rotation != "uniform":
@@ -167,7 +169,7 @@ class GraspSampler:
         t = unfold(pose[:, :3], R64)
         q = pose[:, 3:]
         if cfg.clamp_joints:
-            q = torch.maximum(torch.minimum(q, self.hand.upper.double()), self.hand.lower.double())
+            q = torch.maximum(torch.minimum(q, self.upper), self.lower)
         quat = rotations.matrix_to_quat(R64)
         n = int(sum(counts))
         return Samples(

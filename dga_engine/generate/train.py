@@ -81,7 +81,7 @@ class Trainer:
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
-        self.hand = default_hand() if self.device.type == "cpu" else default_hand().to(self.device)
+        self.hand = default_hand()  # shared CPU instance: never moved (the physics terms copy it per device)
         self.normaliser = normaliser or PoseNormaliser.from_data(
             data.x, self.hand.lower.cpu().numpy(), self.hand.upper.cpu().numpy()
         )

@@ -132,3 +132,16 @@ def test_training_skips_grasps_of_missing_objects(layout, cube, cfg):
     assert len(data) == 16 and data.skipped["object_missing"] == 4
     with pytest.raises(ValueError, match="ingest"):
         TrainingSet.from_table(layout, bad, cfg.model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_and_guided_sampling_on_cuda(layout, cube, cfg):
+    data = TrainingSet.from_table(layout, grasp_table(cube.object_id, 64), cfg.model)
+    trainer = Trainer(cfg, data, device="cuda")
+    trainer.run_epoch()
+    assert next(trainer.model.parameters()).device.type == "cuda"
+    assert default_hand().lower.device.type == "cpu"  # the shared hand is never moved
+    checkpoint = ckpt.Checkpoint(config=cfg, normaliser=trainer.normaliser, model=trainer.model.eval(), meta={})
+    gpu = GraspSampler(checkpoint, cfg.sample, device="cuda").sample(data.bank, [16], [3], guidance=True)
+    assert gpu.translation.shape == (16, 3) and np.isfinite(gpu.joints).all()
