@@ -47,6 +47,8 @@ def _main(
 from dga_engine.cli import hand as _hand  # noqa: E402
 
 app.add_typer(_hand.app, name="hand")
+from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
+app.command("synthesize")(_synthesize)
 from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
 app.command("filter")(_filter)
 from dga_engine.cli import objects as _objects  # noqa: E402

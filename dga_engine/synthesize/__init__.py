@@ -1,0 +1,28 @@
+"""Seed grasp synthesis: DexGraspNet-style optimisation of ShadowHand grasps for any stored object.
+
+``synthesize_object`` makes candidates for one object; ``run_synthesis`` is the stage behind
+``dga-engine synthesize`` (candidates into the dataset, completion records, optional physics filter).
+"""
+
+from dga_engine.synthesize.config import DEFAULT, FAST, GENERATOR_VERSION, PRESETS, SOURCE, SynthesisConfig
+from dga_engine.synthesize.pipeline import (
+    ObjectReport,
+    SynthesisReport,
+    run_synthesis,
+    synthesize_object,
+    unit_key,
+)
+
+__all__ = [
+    "DEFAULT",
+    "FAST",
+    "GENERATOR_VERSION",
+    "PRESETS",
+    "SOURCE",
+    "SynthesisConfig",
+    "ObjectReport",
+    "SynthesisReport",
+    "run_synthesis",
+    "synthesize_object",
+    "unit_key",
+]

@@ -1,0 +1,245 @@
+"""Annealed, MALA-like optimisation of a batch of grasps, and the post-optimisation refinement.
+
+Each step (DexGraspNet's annealing optimiser, plus Langevin noise):
+
+1. propose ``x' = x - step * g / (sqrt(v) + eps) + noise`` where ``v`` is an RMSProp average of the
+   squared gradients over the batch (one scale per variable: metres, 6D entries, radians), and
+   ``noise = step * noise_scale * sqrt(T / T0) * N(0, 1)``;
+2. with probability ``switch_probability`` per grasp, re-draw one of its contact candidates;
+3. accept the proposal per grasp with probability ``min(1, exp((E - E') / T))`` (Metropolis), so the
+   batch explores at high temperature and settles as T and the step decay geometrically;
+4. at the ``restart_at`` fractions, grasps whose energy is above the batch's ``restart_quantile`` start
+   again from a fresh initial pose (restarts).
+
+The refinement then closes the hand onto the surface and removes penetration with Adam: palm-side
+points within ``close_radius`` of the surface are pulled onto it while object points inside the hand
+(dense samples, exact geometry) and hand points inside the object are pushed out, with joint limits
+enforced by clamping after each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from dga_engine.hand.model import HandFK
+from dga_engine.hand.rotations import matrix_to_rot6d, rot6d_to_matrix
+from dga_engine.synthesize.config import SynthesisConfig
+from dga_engine.physics.objectives import erf, srf
+from dga_engine.synthesize.energy import TERMS, GraspEnergy, Pose
+from dga_engine.synthesize.hand_sdf import HandSDF, HandSpheres
+
+Tensor = torch.Tensor
+_REFRESH = 15  # refinement steps between re-selections of the object points near the hand
+_SPHERE_SLACK = 0.004  # metres: the swept spheres round the boxes' edges by at most ~3.3 mm (palm: 11 mm half-thickness)
+
+
+@dataclass
+class AnnealResult:
+    """Final state of a batch of B grasps."""
+
+    pose: Pose  # (B, ...) detached
+    contact_idx: Tensor  # (B, n_contact) indices into the hand's palm-side points
+    energy: Tensor  # (B,) total energy
+    terms: dict[str, Tensor]  # (B,) each unweighted term
+    history: list[float] = field(default_factory=list)  # batch-mean energy every 10 steps
+    accept_rate: float = 0.0  # mean fraction of proposals accepted
+    restarted: int = 0  # grasps re-initialised
+
+
+def _evaluate(energy: GraspEnergy, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    x = x.detach().requires_grad_(True)
+    terms, _ = energy.terms(Pose.unflat(x), idx)
+    total = energy.total(terms)
+    (grad,) = torch.autograd.grad(total.sum(), x)
+    return total.detach(), grad, {k: v.detach() for k, v in terms.items()}
+
+
+def _orthonormal(x: Tensor) -> Tensor:
+    """Re-orthonormalise the 6D rotation part (same rotation, steady step scale)."""
+    x = x.clone()
+    x[:, 3:9] = matrix_to_rot6d(rot6d_to_matrix(x[:, 3:9]))
+    return x
+
+
+def _schedule(start: float, end: float, k: int, n: int) -> float:
+    if n <= 1 or start <= 0:
+        return start
+    return start * (end / start) ** (k / (n - 1))
+
+
+def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.Generator,
+           reinit: Callable[[int], Pose] | None = None) -> AnnealResult:
+    """Minimise the energy of a batch of grasps starting at ``pose``; random draws from ``gen``."""
+    b = pose.t.shape[0]
+    x = _orthonormal(pose.flat().detach())
+    idx = energy.draw_contacts(b, gen)
+    e, g, terms = _evaluate(energy, x, idx)
+    v = torch.zeros(x.shape[1], dtype=x.dtype)
+    scale = torch.full((x.shape[1],), config.step_size, dtype=x.dtype)  # per variable: metres, 6D, radians
+    scale[3:9] *= config.step_rotation
+    scale[9:] *= config.step_joints
+    restart_steps = {int(f * config.n_iter) for f in config.restart_at if 0 < f < 1} if reinit else set()
+    history, accepted, restarted = [float(e.mean())], 0.0, 0
+    for k in range(config.n_iter):
+        if k in restart_steps and b > 1:
+            worst = e > torch.quantile(e, config.restart_quantile)
+            m = int(worst.sum())
+            if m:
+                fresh = reinit(m)
+                x[worst] = _orthonormal(fresh.flat().to(x.dtype))
+                idx[worst] = energy.draw_contacts(m, gen)
+                e, g, terms = _evaluate(energy, x, idx)
+                restarted += m
+        step = scale * _schedule(1.0, config.step_decay, k, config.n_iter)
+        temp = _schedule(config.temperature, config.temperature_final, k, config.n_iter)
+        v = config.rmsprop_mu * v + (1 - config.rmsprop_mu) * (g * g).mean(0)
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype) * (step * config.noise_scale * (temp / config.temperature) ** 0.5)
+        x_new = x - step * g / (v.sqrt() + 1e-6) + noise
+        switch = torch.rand(b, generator=gen) < config.switch_probability
+        idx_new = energy.redraw_one(idx, torch.nonzero(switch).squeeze(1), gen)
+        e_new, g_new, terms_new = _evaluate(energy, x_new, idx_new)
+        u = torch.rand(b, generator=gen, dtype=x.dtype)
+        accept = u < torch.exp(((e - e_new) / temp).clamp(max=0.0))
+        accept &= torch.isfinite(e_new)
+        a = accept.unsqueeze(1)
+        x = torch.where(a, x_new, x)
+        idx = torch.where(a, idx_new, idx)
+        g = torch.where(a, g_new, g)
+        e = torch.where(accept, e_new, e)
+        terms = {kk: torch.where(accept, terms_new[kk], terms[kk]) for kk in TERMS}
+        accepted += float(accept.float().mean())
+        if (k + 1) % 10 == 0:
+            x = _orthonormal(x)
+            history.append(float(e.mean()))
+    return AnnealResult(
+        pose=Pose.unflat(x.detach()),
+        contact_idx=idx,
+        energy=e,
+        terms=terms,
+        history=history,
+        accept_rate=accepted / max(config.n_iter, 1),
+        restarted=restarted,
+    )
+
+
+def near_object_points(fk: HandFK, points: Tensor, hand_sdf: HandSDF, spheres: HandSpheres, reach: float,
+                       cap: int, tree=None) -> tuple[Tensor, Tensor]:
+    """Per grasp, the object points closer than ``reach`` to the hand's collision geometry.
+
+    Candidates come from a k-d tree of ``points`` (N, 3) around the hand's swept spheres (grown by
+    ``reach`` plus the few millimetres by which the spheres round the boxes' edges); their exact signed
+    distance to the hand is then computed without autograd. Returns indices (B, K) into ``points`` and
+    a mask (B, K) of valid entries, K <= cap (the closest are kept when more qualify).
+    """
+    tree = tree if tree is not None else cKDTree(points.detach().double().numpy())
+    with torch.no_grad():
+        centres = spheres.centres(fk).double().numpy()
+    radii = spheres.radius.double().numpy() + reach + _SPHERE_SLACK
+    rows = []
+    for b in range(centres.shape[0]):
+        hits = tree.query_ball_point(centres[b], radii)
+        idx = np.unique(np.concatenate([np.asarray(h, dtype=np.int64) for h in hits]))
+        if len(idx):
+            with torch.no_grad():
+                one = HandFK(rot=fk.rot[b : b + 1], pos=fk.pos[b : b + 1])
+                sd = hand_sdf(one, points[torch.as_tensor(idx)].unsqueeze(0))[0].numpy()
+            keep = sd < reach
+            idx, sd = idx[keep], sd[keep]
+            if len(idx) > cap:
+                idx = idx[np.argsort(sd, kind="stable")[:cap]]
+        rows.append(idx)
+    k = max(1, max(len(r) for r in rows))
+    index = torch.zeros(len(rows), k, dtype=torch.long)
+    mask = torch.zeros(len(rows), k, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        index[b, : len(r)] = torch.as_tensor(r)
+        mask[b, : len(r)] = True
+    return index, mask
+
+
+def refine(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_points: Tensor,
+           hand_sdf: HandSDF, contact_idx: Tensor | None = None) -> tuple[Pose, dict[str, Tensor]]:
+    """Close the hand onto the surface, then clean up penetration (Adam; joints clamped to their limits).
+
+    Closing (``close_steps``): palm-side points within ``close_radius`` outside the surface are pulled
+    onto it (the paper's SPF form: mean distance of the selected points) while the penetration terms
+    below hold the hand out. Clean-up (``cleanup_steps``): only the penetration terms, and only for
+    grasps whose deepest object point is still more than ``pen_target_mm`` inside the hand: dense
+    object points near the hand are pushed ``pen_target_mm / 2`` outside its exact collision geometry
+    (:class:`HandSDF`), with ERF and SRF keeping hand points out of the object and fingers apart.
+
+    Returns the refined pose and per grasp ``pen_mm`` (max depth of dense object points inside the
+    hand, exact geometry) and ``close_mm`` (mean gap of the palm-side points within ``close_radius``).
+    """
+    hand = energy.hand
+    t = pose.t.detach().clone().requires_grad_(True)
+    r6 = pose.r6.detach().clone().requires_grad_(True)
+    q = hand.clamp_joints(pose.q.detach()).clone().requires_grad_(True)
+    lr = config.refine_lr
+    margin = config.pen_target_mm / 2000.0
+    target = config.pen_target_mm / 1000.0
+    near: dict[str, Tensor] = {}
+    tree = cKDTree(dense_points.double().numpy())
+
+    def refresh() -> None:
+        """Re-select the object points near the hand (the hand moves during refinement)."""
+        with torch.no_grad():
+            fk = hand.forward_kinematics(t, rot6d_to_matrix(r6), q)
+        index, mask = near_object_points(fk, dense_points, hand_sdf, energy.spheres, reach=0.01, cap=1024, tree=tree)
+        near.update(points=dense_points[index], mask=mask, maskf=mask.to(dense_points.dtype))
+
+    def penetration(fk: HandFK) -> tuple[Tensor, Tensor]:
+        sd = hand_sdf(fk, near["points"])
+        loss = ((margin - sd).clamp_min(0.0) * near["maskf"]).sum(-1)
+        deepest = (-sd.detach()).masked_fill(~near["mask"], 0.0).max(-1).values
+        return loss, deepest
+
+    for phase, steps in (("close", config.close_steps), ("cleanup", config.cleanup_steps)):
+        opt = torch.optim.Adam([{"params": [t], "lr": lr * 0.1}, {"params": [r6], "lr": lr * 0.5}, {"params": [q], "lr": lr}])
+        for k in range(steps):
+            if k % _REFRESH == 0:
+                refresh()
+            fk = hand.forward_kinematics(t, rot6d_to_matrix(r6), q)
+            pen, deepest = penetration(fk)
+            # exact depths of object points in the hand, plus the swept spheres' depths in the object
+            # (their gradient leads deep overlaps out along the object's surface normal) and ERF/SRF
+            spheres = energy._sphere_penetration(fk)
+            hpen = energy._erf(fk)
+            spen = srf(hand.keypoints(fk), hand.keypoint_pair_mask, config.spen_margin).per_grasp
+            loss = config.w_pen * (pen + spheres) + config.w_hpen * hpen + config.w_spen * spen
+            if phase == "close":
+                if contact_idx is not None:  # the annealed contacts onto the surface
+                    d_c = energy.field.sdf(energy.contact_points(fk, contact_idx))
+                    loss = loss + config.w_close * d_c.clamp_min(0.0).sum(-1)
+                else:  # every palm-side point near the surface onto it (the paper's SPF form)
+                    d_in = energy.field.sdf(hand.inner_points(fk))
+                    pulled = ((d_in.detach() < config.close_radius) & (d_in.detach() > 0)).to(d_in.dtype)
+                    loss = loss + config.w_close * (d_in * pulled).sum(-1) / (pulled.sum(-1) + 1e-5)
+            else:
+                active = deepest > target
+                if not bool(active.any()):
+                    break
+                loss = loss * active.to(loss.dtype)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                q.copy_(hand.clamp_joints(q))
+    refresh()
+    with torch.no_grad():
+        x = _orthonormal(torch.cat([t, r6, hand.clamp_joints(q)], -1).detach())
+        p = Pose.unflat(x)
+        fk = hand.forward_kinematics(p.t, p.matrix(), p.q)
+        _, deepest = penetration(fk)
+        d_in = energy.field.sdf(hand.inner_points(fk))
+        near = (d_in < config.close_radius).to(d_in.dtype)
+        diag = {
+            "pen_mm": deepest.clamp_min(0.0) * 1000.0,
+            "close_mm": (d_in.abs() * near).sum(-1) / near.sum(-1).clamp_min(1) * 1000.0,
+        }
+    return p, diag

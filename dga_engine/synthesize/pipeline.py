@@ -1,0 +1,333 @@
+"""Seed synthesis for objects in the store: the library API behind ``dga-engine synthesize``.
+
+- :func:`synthesize_object` - candidates for one object (GRASP_SCHEMA table, filter fields null);
+- :func:`run_synthesis` - the stage: per object, synthesise, write the candidates to the dataset's
+  candidates area (``candidates/synthesis/<key>.parquet``) with a completion record, then (optionally)
+  run the physics filter on them and report what it accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from dga_engine.dataset.schema import pose_table
+from dga_engine.hand import default_hand
+from dga_engine.hand.rotations import matrix_to_quat
+from dga_engine.layout import Layout, safe_name
+from dga_engine.synthesize.config import FAST, GENERATOR_NAME, GENERATOR_VERSION, SOURCE, SynthesisConfig
+from dga_engine.synthesize.energy import GraspEnergy
+from dga_engine.synthesize.hand_sdf import default_hand_sdf, default_hand_spheres
+from dga_engine.synthesize.initialize import initial_poses
+from dga_engine.synthesize.optimize import anneal, refine
+
+log = logging.getLogger(__name__)
+STAGE = "synthesize"
+
+
+@dataclass
+class BatchStats:
+    """Diagnostics of one optimised batch (means over its grasps unless stated)."""
+
+    scale: float
+    grasps: int
+    seconds: float
+    accept_rate: float  # Metropolis acceptance over the annealing
+    restarted: int  # grasps re-initialised
+    energy: float  # final total energy after annealing
+    terms: dict[str, float]  # final unweighted terms after annealing
+    pen_mm: float  # after refinement: max depth of dense object points in the hand (mean over grasps)
+    pen_mm_max: float  # ... its maximum over the batch
+    close_mm: float  # after refinement: mean gap of the palm-side points near the surface
+
+
+def generator_tag() -> str:
+    return f"{GENERATOR_NAME}-{GENERATOR_VERSION}"
+
+
+def _seed_for(seed: int, object_id: str, scale_index: int, batch: int) -> int:
+    """A per-batch seed from the run seed, the object and the batch: reproducible and independent."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(object_id.encode()), scale_index, batch])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+
+
+def synthesize_object(
+    layout: Layout,
+    object_id: str,
+    config: SynthesisConfig = FAST,
+    seed: int = 0,
+    *,
+    stats: list[BatchStats] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> pa.Table:
+    """Synthesise ``config.per_object`` grasps per object scale for one stored object.
+
+    Returns a GRASP_SCHEMA table (round 0, source ``synthesis``, filter fields null). Deterministic for a
+    given (object, config, seed) on a given machine. Per-batch diagnostics are appended to ``stats``;
+    ``progress(n)`` is called after every batch of n grasps.
+    """
+    from dga_engine.objects.store import ObjectStore
+    from dga_engine.physics.fields import GridField
+
+    config.validate()
+    with _torch_threads(config.threads):
+        return _synthesize(layout, object_id, config, seed, stats, progress)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads (0: unchanged), restoring the caller's setting after.
+
+    The batches are small: on a shared 2-core machine extra threads mostly wait on each other
+    (measured ~5x slower per step with 2 threads under load)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: int,
+                stats: list[BatchStats] | None, progress: Callable[[int], None] | None) -> pa.Table:
+    from dga_engine.objects.store import ObjectStore
+    from dga_engine.physics.fields import GridField
+
+    asset = ObjectStore(layout).load(object_id, with_parts=False)
+    hand = default_hand()
+    sdf = default_hand_sdf()
+    spheres = default_hand_spheres()
+    chash = config.config_hash()
+    tables = []
+    for si, scale in enumerate(config.object_scales):
+        mesh = asset.mesh.copy()
+        mesh.apply_scale(float(scale))
+        field = GridField.from_mesh(mesh, resolution=config.field_resolution)
+        centre = torch.as_tensor(mesh.bounds.mean(0), dtype=hand.lower.dtype)
+        energy = GraspEnergy(hand, spheres, field, centre, config)
+        dense = torch.as_tensor(asset.dense_points * float(scale), dtype=hand.lower.dtype)
+        ts, qs, js = [], [], []
+        n_batches = math.ceil(config.per_object / config.batch_size)
+        for bi in range(n_batches):
+            n = min(config.batch_size, config.per_object - bi * config.batch_size)
+            t0 = time.perf_counter()
+            s = _seed_for(seed, object_id, si, bi)
+            rng = np.random.default_rng(s)
+            gen = torch.Generator().manual_seed(s)
+            pose0 = initial_poses(hand, mesh, n, config, rng)
+            res = anneal(energy, pose0, config, gen, reinit=lambda m: initial_poses(hand, mesh, m, config, rng))
+            pose, diag = refine(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None) if (config.close_steps or config.cleanup_steps) else (res.pose, None)
+            with torch.no_grad():
+                ts.append(pose.t.double().numpy())
+                qs.append(matrix_to_quat(pose.matrix().double()).numpy())
+                js.append(hand.clamp_joints(pose.q).double().numpy())
+            if stats is not None:
+                stats.append(BatchStats(
+                    scale=float(scale), grasps=n, seconds=time.perf_counter() - t0, accept_rate=res.accept_rate,
+                    restarted=res.restarted, energy=float(res.energy.mean()),
+                    terms={k: float(v.mean()) for k, v in res.terms.items()},
+                    pen_mm=float(diag["pen_mm"].mean()) if diag else float("nan"),
+                    pen_mm_max=float(diag["pen_mm"].max()) if diag else float("nan"),
+                    close_mm=float(diag["close_mm"].mean()) if diag else float("nan"),
+                ))  # fmt: skip
+            if progress is not None:
+                progress(n)
+        count = sum(len(t) for t in ts)
+        tables.append(pose_table(
+            object_id, np.concatenate(ts), np.concatenate(qs), np.concatenate(js),
+            source=SOURCE,
+            source_record_id=[f"{chash}:seed={seed}:scale={scale:g}:{k}" for k in range(count)],
+            round_=0, generator=generator_tag(), generator_config_hash=chash, object_scale=float(scale),
+        ))  # fmt: skip
+    return pa.concat_tables(tables)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ObjectReport:
+    """One object's synthesis (and, when the filter ran, its verdict). Rates are fractions of candidates."""
+
+    object_id: str
+    key: str  # candidates file key and completion-record unit
+    candidates: int = 0
+    seconds: float = 0.0  # synthesis wall time (0 when skipped as already done)
+    skipped: bool = False  # already done by an earlier run (resume)
+    error: str | None = None  # why this object failed (the others go on)
+    accepted: int | None = None  # filter: grasps accepted (None when the filter did not run)
+    suc1: float | None = None
+    suc6: float | None = None
+    pen_mm: float | None = None  # mean max depth of hand points in the object over simulated grasps
+    div: float | None = None  # mean per-joint std (rad) over accepted grasps (the paper's Div)
+    reasons: dict[str, int] = field(default_factory=dict)  # reject reason -> count
+    stats: dict[str, Any] = field(default_factory=dict)  # synthesis diagnostics (energies, acceptance, restarts)
+
+
+@dataclass
+class SynthesisReport:
+    """What :func:`run_synthesis` did. ``objects`` in input order; totals over them."""
+
+    objects: list[ObjectReport]
+    config_hash: str
+    seed: int
+    candidates: int = 0  # candidates written (including resumed objects')
+    accepted: int | None = None  # accepted by the filter (None when it did not run)
+    seconds: float = 0.0  # synthesis wall time of this run
+    filter_seconds: float = 0.0
+    failed: int = 0
+
+    @property
+    def grasps_per_second(self) -> float:
+        made = sum(o.candidates for o in self.objects if not o.skipped)
+        return made / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def acceptance(self) -> float | None:
+        if self.accepted is None or not self.candidates:
+            return None
+        return self.accepted / self.candidates
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grasps_per_second"] = self.grasps_per_second
+        d["acceptance"] = self.acceptance
+        return d
+
+
+def unit_key(object_id: str, seed: int, config: SynthesisConfig) -> str:
+    """The candidates key (and completion unit) of one object in one run: object, seed and config."""
+    return safe_name(f"{object_id}-s{int(seed)}-{config.config_hash()[:8]}")
+
+
+def _summarise_stats(stats: list[BatchStats]) -> dict[str, Any]:
+    if not stats:
+        return {}
+    n = sum(s.grasps for s in stats)
+
+    def mean(get) -> float:
+        return float(sum(get(s) * s.grasps for s in stats) / n)
+
+    terms = {k: mean(lambda s, k=k: s.terms[k]) for k in stats[0].terms}
+    return {
+        "energy": mean(lambda s: s.energy), "terms": terms, "accept_rate": mean(lambda s: s.accept_rate),
+        "restarted": int(sum(s.restarted for s in stats)), "pen_mm": mean(lambda s: s.pen_mm),
+        "pen_mm_max": float(max(s.pen_mm_max for s in stats)), "close_mm": mean(lambda s: s.close_mm),
+    }  # fmt: skip
+
+
+def run_synthesis(
+    layout: Layout,
+    object_ids: Sequence[str],
+    config: SynthesisConfig = FAST,
+    seed: int = 0,
+    *,
+    dataset: str | None = None,
+    run_filter: bool = True,
+    filter_config: Any = None,
+    workers: int = 1,
+    backend: str = "mujoco",
+    resume: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> SynthesisReport:
+    """Synthesise candidates for ``object_ids`` and (unless ``run_filter`` is false) filter them.
+
+    Per object: :func:`synthesize_object`, then ``Dataset.write_candidates(table, "synthesis", key)``
+    with ``key = unit_key(...)``, then a completion record (stage ``synthesize``, that unit). With
+    ``resume``, objects whose record exists are skipped (their candidates are already written). An
+    object that fails is reported with its error; the others go on. The filter then runs on every
+    unfiltered ``synthesis`` candidate (``dga_engine.simulate.run_filter``), and each object's verdict is
+    read back from the dataset by grasp id. ``progress(n)`` is called as grasps are synthesised.
+    """
+    from dga_engine import runs
+    from dga_engine.dataset.store import Dataset
+    from dga_engine.layout import DEFAULT_DATASET
+
+    config.validate()
+    name = dataset or DEFAULT_DATASET
+    ds = Dataset(layout, name)
+    report = SynthesisReport(objects=[], config_hash=config.config_hash(), seed=int(seed))
+    t_all = time.perf_counter()
+    for oid in object_ids:
+        try:
+            key = unit_key(oid, seed, config)
+        except ValueError as exc:
+            report.objects.append(ObjectReport(object_id=str(oid), key="", error=str(exc)))
+            report.failed += 1
+            continue
+        item = ObjectReport(object_id=oid, key=key)
+        report.objects.append(item)
+        if resume and runs.is_done(layout, STAGE, key):
+            record = runs.read_record(layout, STAGE, key) or {}
+            item.skipped = True
+            item.candidates = int(record.get("stats", {}).get("candidates", 0))
+            item.stats = record.get("stats", {})
+            if progress is not None:
+                progress(item.candidates)
+            continue
+        t0 = time.perf_counter()
+        batch_stats: list[BatchStats] = []
+        try:
+            table = synthesize_object(layout, oid, config, seed, stats=batch_stats, progress=progress)
+            ds.write_candidates(table, SOURCE, key)
+        except Exception as exc:  # noqa: BLE001 - one bad object must not stop the batch
+            log.warning("synthesis failed for %s: %s", oid, exc)
+            item.error = f"{type(exc).__name__}: {exc}"
+            report.failed += 1
+            continue
+        item.candidates = table.num_rows
+        item.seconds = time.perf_counter() - t0
+        item.stats = {"candidates": item.candidates, "seconds": item.seconds, **_summarise_stats(batch_stats)}
+        runs.mark_done(layout, STAGE, key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
+                       seed=int(seed), generator=generator_tag())  # fmt: skip
+    report.seconds = time.perf_counter() - t_all
+    report.candidates = sum(o.candidates for o in report.objects)
+    if run_filter and report.candidates:
+        t0 = time.perf_counter()
+        _filter_and_collect(layout, ds, report, filter_config, workers, backend)
+        report.filter_seconds = time.perf_counter() - t0
+    return report
+
+
+def _filter_and_collect(layout: Layout, ds: Any, report: SynthesisReport, filter_config: Any, workers: int,
+                        backend: str) -> None:
+    """Run the filter stage on the synthesis candidates and read each object's verdict back by grasp id."""
+    import pyarrow.compute as pc
+
+    from dga_engine.simulate import run_filter
+    from dga_engine.simulate.metrics import summarise
+    from dga_engine.simulate.stage import unit_key as filter_key
+
+    run_filter(layout, source=SOURCE, backend=backend, workers=workers, dataset=ds.name, config=filter_config)
+    total = 0
+    for item in report.objects:
+        if item.error or not item.candidates:
+            continue
+        ids = ds.candidates(SOURCE, keys=[item.key]).column("grasp_id")
+        out_key = filter_key(SOURCE, item.key, item.object_id)
+        accepted = ds.read(object_ids=[item.object_id], sources=[SOURCE])
+        accepted = accepted.filter(pc.is_in(accepted.column("grasp_id"), value_set=ids))
+        rejected = ds.rejects(keys=[out_key]) if out_key in ds.reject_keys() else None
+        parts = [accepted.select(accepted.column_names)]
+        if rejected is not None and rejected.num_rows:
+            rejected = rejected.filter(pc.is_in(rejected.column("grasp_id"), value_set=ids))
+            parts.append(rejected.select(accepted.column_names))
+            item.reasons = {r: int(c) for r, c in zip(*np.unique(rejected.column("reason").to_pylist(), return_counts=True))}
+        both = pa.concat_tables(parts)
+        m = summarise(both) if both.num_rows else {}
+        item.accepted = accepted.num_rows
+        item.suc1, item.suc6, item.pen_mm, item.div = m.get("suc1"), m.get("suc6"), m.get("pen_mm"), m.get("div")
+        total += item.accepted
+    report.accepted = total
