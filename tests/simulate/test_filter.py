@@ -155,3 +155,12 @@ def test_input_without_grasp_columns_is_refused(layout):
 def test_empty_table(layout):
     out = filter_table(layout, GRASP_SCHEMA.empty_table())
     assert out.num_rows == 0 and out.schema.equals(FILTERED_SCHEMA, check_metadata=False)
+
+
+def test_diverging_simulation_is_a_sim_error(layout, box_object):
+    # Any object speed above 1 um/s counts as a blow-up here: the grasp is rejected, the batch goes on.
+    table = grasp_table([(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), ("obj-not-there", CAGE_T, CAGE_QUAT, CAGE_Q)])
+    r, missing = _rows(filter_table(layout, table, FilterConfig(max_object_speed=1e-6)))
+    assert r["reason"] == "sim_error" and "diverged" in r["detail"]
+    assert r["sim_backend"].startswith("mujoco-") and r["suc6"] is None
+    assert missing["reason"] == "object_missing"
