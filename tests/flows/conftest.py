@@ -6,10 +6,7 @@ import uuid
 
 import pytest
 
-from local_services import start_moto
-
-S3_KEY = "dga-test-key"
-S3_SECRET = "dga-test-secret"
+from local_services import S3_KEY, S3_SECRET, s3_env, start_moto
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +17,6 @@ def s3_endpoint(tmp_path_factory):
         yield endpoint
     finally:
         svc.stop()
-
-
-def s3_env(endpoint: str) -> dict[str, str]:
-    """What a worker sets to use an S3-compatible store: fsspec reads FSSPEC_S3_<ARG> as S3FileSystem(<arg>=...)."""
-    return {"FSSPEC_S3_ENDPOINT_URL": endpoint, "FSSPEC_S3_KEY": S3_KEY, "FSSPEC_S3_SECRET": S3_SECRET}
 
 
 @pytest.fixture

@@ -146,8 +146,18 @@ def base_env(**extra: str) -> dict[str, str]:
 # ---- the services ------------------------------------------------------------------------------------
 
 
+S3_KEY = "dga-test-key"
+S3_SECRET = "dga-test-secret"
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What a worker sets to use an S3-compatible store: fsspec reads FSSPEC_S3_<ARG> as S3FileSystem(<arg>=...)."""
+    return {"FSSPEC_S3_ENDPOINT_URL": endpoint, "FSSPEC_S3_KEY": S3_KEY, "FSSPEC_S3_SECRET": S3_SECRET}
+
+
 def start_moto(tmp: Path) -> tuple[Service, str]:
     """moto's S3 server; returns it and its endpoint URL."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     svc = Service("moto", [exe("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=base_env(), cwd=tmp, log_dir=tmp)
     endpoint = f"http://127.0.0.1:{port}"
@@ -185,11 +195,12 @@ def start_prefect_server(tmp: Path) -> tuple[Service, dict[str, str]]:
     return svc, env
 
 
-def start_ray_head(tmp: Path) -> tuple[Service, str, dict[str, str], Path]:
+def start_ray_head(tmp: Path, extra_env: Mapping[str, str] | None = None) -> tuple[Service, str, dict[str, str], Path]:
     """``ray start --head --block`` on a free port with one CPU and token authentication.
 
     Returns the service, its address, the environment a driver needs to connect (RAY_AUTH_MODE and
-    RAY_AUTH_TOKEN: the same token on every node and driver) and Ray's temp dir. HOME points into ``tmp``
+    RAY_AUTH_TOKEN: the same token on every node and driver) and Ray's temp dir. ``extra_env`` is the node's
+    own configuration, e.g. FSSPEC_S3_* when the storage root is on S3 (actors read the root themselves). HOME points into ``tmp``
     so the machine's ``~/.ray/auth_token`` plays no part. Never ``ray stop`` in a test: it stops every Ray
     on the machine; stop the returned service instead.
     """
@@ -197,7 +208,7 @@ def start_ray_head(tmp: Path) -> tuple[Service, str, dict[str, str], Path]:
     port = free_port()
     ray_tmp = Path("/tmp") / f"ray-dga-{os.getpid()}-{port}"  # short: Ray's socket paths must fit in 107 bytes
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env = base_env(RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp), **auth)
+    env = base_env(RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp), **auth, **dict(extra_env or {}))
     svc = Service("ray-head", [exe("ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
                                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
                                "--ray-client-server-port", str(free_port())],
