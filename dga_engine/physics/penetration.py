@@ -47,6 +47,7 @@ from dga_engine.hand.mjcf import PREFIX, ROOT_BODY, hand_model
 
 __all__ = [
     "ObjectCloud",
+    "ObjectParts",
     "HandCollision",
     "hand_collision",
     "hand_into_object_mm",
@@ -121,12 +122,53 @@ def _clouds(object_points, object_normals, batch: int, need_normals: bool) -> li
 # ---- hand into object ------------------------------------------------------------------------------
 
 
-def hand_into_object_depths(hand_points, object_points, object_normals=None, *, workers: int = 1) -> np.ndarray:
+class ObjectParts:
+    """An object's convex parts as half-space sets, for an exact inside test of the simulated geometry.
+
+    parts: the convex part meshes (object frame, metres, already scaled). A point is inside the object
+    when it is inside at least one part (all of that part's face planes have it on their inner side).
+    """
+
+    def __init__(self, parts, scale: float = 1.0) -> None:
+        planes, lo, hi = [], [], []
+        for part in parts:
+            hull = ConvexHull(np.asarray(part.vertices, dtype=np.float64) * float(scale))
+            planes.append(hull.equations)  # rows (nx, ny, nz, offset): n.p + offset <= 0 inside
+            lo.append(hull.points[hull.vertices].min(axis=0))
+            hi.append(hull.points[hull.vertices].max(axis=0))
+        if not planes:
+            raise ValueError("an object needs at least one convex part for the exact inside test")
+        self.planes = planes
+        self.lo = np.asarray(lo)
+        self.hi = np.asarray(hi)
+
+    @classmethod
+    def from_asset(cls, asset, scale: float = 1.0) -> "ObjectParts":
+        return cls(asset.parts, scale)
+
+    def contains(self, points: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
+        """(M,) bool: which points (M, 3) lie inside the union of the parts (boundary counts as outside)."""
+        inside = np.zeros(len(points), dtype=bool)
+        for planes, lo, hi in zip(self.planes, self.lo, self.hi):
+            cand = np.flatnonzero(~inside & np.all(points >= lo, axis=1) & np.all(points <= hi, axis=1))
+            if len(cand):
+                side = points[cand] @ planes[:, :3].T + planes[:, 3]
+                inside[cand[np.all(side < -tolerance, axis=1)]] = True
+        return inside
+
+
+def hand_into_object_depths(
+    hand_points, object_points, object_normals=None, *, parts: ObjectParts | None = None, workers: int = 1
+) -> np.ndarray:
     """Per-point penetration depth (B, Nh) in metres (0 outside) of hand points in the object.
 
     hand_points: (B, Nh, 3) or (Nh, 3), object frame, metres. object_points: an :class:`ObjectCloud`
     (preferred: its tree is reused), (No, 3) shared by the batch, or (B, No, 3) one cloud per grasp.
     object_normals: matching outward normals when plain points are given.
+    parts: when given, whether a point is inside is decided exactly by the object's convex parts (the
+    geometry the simulator uses) instead of the nearest sample's normal; the depth is still the distance
+    to the nearest surface sample. This removes the sign test's false alarms next to sharp edges, where
+    the nearest sample can lie on the adjacent face (a caging grasp of a box read 13 mm there).
     """
     hp = _np(hand_points, "hand_points")
     if hp.ndim == 2:
@@ -134,24 +176,31 @@ def hand_into_object_depths(hand_points, object_points, object_normals=None, *, 
     if hp.ndim != 3 or hp.shape[-1] != 3:
         raise ValueError(f"hand points must be (B, Nh, 3), got {hp.shape}")
     batch, nh, _ = hp.shape
-    clouds = _clouds(object_points, object_normals, batch, need_normals=True)
+    clouds = _clouds(object_points, object_normals, batch, need_normals=parts is None)
     out = np.zeros((batch, nh))
     groups = [(clouds[0], slice(None))] if len(clouds) == 1 else [(c, slice(b, b + 1)) for b, c in enumerate(clouds)]
     for cloud, sel in groups:
         q = hp[sel].reshape(-1, 3)
         dist, idx = cloud.tree.query(q, k=1, workers=workers)
-        inside = np.einsum("ij,ij->i", cloud.points[idx] - q, cloud.normals[idx]) > 0
+        if parts is None:
+            inside = np.einsum("ij,ij->i", cloud.points[idx] - q, cloud.normals[idx]) > 0
+        else:
+            inside = parts.contains(q)
         out[sel] = np.where(inside, dist, 0.0).reshape(-1, nh)
     return out
 
 
-def hand_into_object_mm(hand_points, object_points, object_normals=None, *, workers: int = 1) -> np.ndarray:
+def hand_into_object_mm(
+    hand_points, object_points, object_normals=None, *, parts: ObjectParts | None = None, workers: int = 1
+) -> np.ndarray:
     """Maximum depth (B,) in millimetres (>= 0) of hand surface points inside the object.
 
-    The reference DGA penetration measure (nearest object point + normal sign test); see the module
-    docstring for its limits. Arguments as :func:`hand_into_object_depths`.
+    Without ``parts``: the reference DGA measure (nearest object point + normal sign test); see the
+    module docstring for its limits. With ``parts``: the inside test is exact for the convex parts.
+    Arguments as :func:`hand_into_object_depths`.
     """
-    return hand_into_object_depths(hand_points, object_points, object_normals, workers=workers).max(axis=1) * 1000.0
+    depths = hand_into_object_depths(hand_points, object_points, object_normals, parts=parts, workers=workers)
+    return depths.max(axis=1) * 1000.0
 
 
 # ---- object into hand -------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ class FilterConfig:
     directions_required: int = 6  # passing directions needed for acceptance: 6 = Suc.6 (the paper's filter), 1 = Suc.1
     max_pen_hand_object_mm: float = 10.0  # reject when hand surface points reach deeper than this into the object (paper: 10 mm)
     max_pen_object_hand_mm: float = 1.0  # reject when object points reach deeper than this into the hand's collision geoms (paper: 1 mm)
+    # how a hand point is judged inside the object: "parts" = exactly, by the convex parts the simulator uses
+    # (no false alarms at sharp edges); "normal" = the reference's nearest-sample normal sign test
+    hand_object_inside: str = "parts"
     simulate_penetrating: bool = False  # also simulate grasps already rejected by penetration (evaluation: Suc.1/Suc.6 over every grasp); off = skip them (cheap)
 
     # ---- pose validity ----
@@ -85,6 +88,7 @@ class FilterConfig:
             (self.solref_timeconst > 0, "solref_timeconst must be > 0"),
             (self.kp > 0, "kp must be > 0"),
             (self.integrator in ("euler", "implicit", "implicitfast"), "integrator must be euler, implicit or implicitfast"),
+            (self.hand_object_inside in ("parts", "normal"), "hand_object_inside must be 'parts' or 'normal'"),
         ]
         for ok, msg in checks:
             if not ok:

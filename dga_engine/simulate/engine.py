@@ -174,18 +174,20 @@ def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
 _CLOUD: dict[tuple, Any] = {}
 
 
-def _cloud(root: str, asset, scale: float, dense: bool):
-    """The object's point cloud with its k-d tree, kept for the last (object, scale) of this process."""
-    from dga_engine.physics.penetration import ObjectCloud
+def _cloud(root: str, asset, scale: float, dense: bool, exact_parts: bool):
+    """The object's point cloud with its k-d tree (and its convex parts for the exact inside test),
+    kept for the last (object, scale) of this process."""
+    from dga_engine.physics.penetration import ObjectCloud, ObjectParts
 
-    key = (root, asset.object_id, float(scale), dense)
+    key = (root, asset.object_id, float(scale), dense, exact_parts)
     if key not in _CLOUD:
         _CLOUD.clear()
-        _CLOUD[key] = ObjectCloud.from_asset(asset, scale, dense=dense)
+        parts = ObjectParts.from_asset(asset, scale) if exact_parts else None
+        _CLOUD[key] = (ObjectCloud.from_asset(asset, scale, dense=dense), parts)
     return _CLOUD[key]
 
 
-def penetration_mm(hand, cloud, translation, rotation_m, joints) -> tuple[np.ndarray, np.ndarray]:
+def penetration_mm(hand, cloud, translation, rotation_m, joints, parts=None) -> tuple[np.ndarray, np.ndarray]:
     """Hand-into-object and object-into-hand maximum depths (n,), mm, at the grasp poses (one scale).
 
     Both are :mod:`dga_engine.physics.penetration`'s measures: hand surface points (HandModel, 64 per
@@ -198,7 +200,7 @@ def penetration_mm(hand, cloud, translation, rotation_m, joints) -> tuple[np.nda
 
     with torch.no_grad():
         fk = hand.forward_kinematics(torch.as_tensor(translation), torch.as_tensor(rotation_m), torch.as_tensor(joints))
-        ho = hand_into_object_mm(hand.surface_points(fk), cloud)
+        ho = hand_into_object_mm(hand.surface_points(fk), cloud, parts=parts)
         oh = object_into_hand_mm(cloud, fk, hand)
     return np.asarray(ho, dtype=np.float64), np.asarray(oh, dtype=np.float64)
 
@@ -250,8 +252,9 @@ def run_task(task: Task) -> TaskResult:
     t0 = time.process_time()
     for scale in np.unique(task.scale[valid]):
         idx = np.where(valid & (task.scale == scale))[0]
-        cloud = _cloud(task.root, asset, float(scale), config.dense_object_points)
-        ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx])
+        cloud, parts = _cloud(task.root, asset, float(scale), config.dense_object_points,
+                              config.hand_object_inside == "parts")
+        ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx], parts)
         res.pen_hand_object_mm[idx] = ho
         res.pen_object_hand_mm[idx] = oh
         for k, i in enumerate(idx):

@@ -192,3 +192,21 @@ def test_object_into_hand_validates_input(hand):
     # (B, No, 3) per grasp works and matches the shared cloud
     pts = np.random.default_rng(0).normal(size=(10, 3)) * 0.05 + np.array([0, 0, 0.3])
     np.testing.assert_allclose(object_into_hand_mm(np.stack([pts, pts]), fk), object_into_hand_mm(pts, fk))
+
+
+def test_exact_parts_inside_test_has_no_edge_false_alarm():
+    """Next to a sharp box edge the nearest sample can sit on the adjacent face, whose normal sign calls
+    an outside point inside; the convex-parts test does not, and still finds real penetration."""
+    from dga_engine.physics.penetration import ObjectCloud, ObjectParts, hand_into_object_mm
+
+    box = trimesh.creation.box(extents=[0.03, 0.03, 0.10])
+    # A sparse cloud where the sample nearest to the probe lies on the top face, just past the +x edge.
+    pts = np.array([[0.0149, 0.0, 0.05], [0.015, 0.0, -0.03], [-0.015, 0.0, 0.0], [0.0, 0.0, -0.05]])
+    nrm = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    cloud, parts = ObjectCloud(pts, nrm), ObjectParts([box])
+    outside = np.array([[[0.023, 0.0, 0.0495]]])  # 8 mm beyond the +x face, below the top face's plane
+    assert hand_into_object_mm(outside, cloud)[0] == pytest.approx(8.1, abs=0.1)  # the sign test's false alarm
+    assert hand_into_object_mm(outside, cloud, parts=parts)[0] == 0.0
+    inside = np.array([[[-0.011, 0.0, 0.0]]])  # 4 mm under the -x face
+    assert hand_into_object_mm(inside, cloud, parts=parts)[0] == pytest.approx(4.0, abs=1e-6)
+    assert parts.contains(np.array([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]])).tolist() == [True, False]
