@@ -91,7 +91,7 @@ def ingest_objects(layout: Layout, cfg: BuildConfig) -> list[str]:
 
         names = list(BUILTIN_NAMES) if cfg.n_objects is None else demo_subset(cfg.n_objects)
         report = ingest_builtin(layout, names=names, processes=max(1, cfg.workers))
-        ids = report.object_ids if hasattr(report, "object_ids") else report.ingested + report.skipped
+        ids = report.object_ids
         if report.quarantined:
             log.warning("quarantined %d built-in objects: %s", len(report.quarantined), report.quarantine)
         return sorted(ids)

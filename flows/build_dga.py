@@ -11,6 +11,7 @@ runs the DAG; the storage root's completion records decide what is already done,
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
@@ -51,6 +52,21 @@ def generate_task(root: str, cfg: BuildConfig, round_: int, object_ids: list[str
     return build.generate_candidates(Layout.at(root), cfg, round_, object_ids)
 
 
+def _deployment_safe_root(root: Optional[str]) -> Optional[str]:
+    """The root to use; refuses a relative one in a deployment run, whose worker runs each flow in a
+    temporary folder that is deleted afterwards (the dataset would be written there and lost)."""
+    from prefect.runtime import deployment
+
+    value = root or os.environ.get("DGA_ROOT")
+    if deployment.id and (value is None or ("://" not in value and not os.path.isabs(value))):
+        raise ValueError(
+            f"storage root {value or './storage (default)'!r} is relative, and this deployment run works in a "
+            "temporary folder that the worker deletes: pass an absolute path or a URL (root=/data/dga, "
+            "root=s3://bucket/prefix) or set DGA_ROOT in the worker's environment"
+        )
+    return value
+
+
 @flow(name="build-dga", log_prints=True)
 def build_dga(
     root: Optional[str] = None,
@@ -69,7 +85,8 @@ def build_dga(
 ) -> dict[str, Any]:
     """Build (or resume building) a DGA-style dataset under ``root``; returns the build summary."""
     logger = get_run_logger()
-    layout = Layout.at(root)
+    layout = Layout.at(_deployment_safe_root(root))
+    ray_address = ray_address or os.environ.get("DGA_RAY_ADDRESS") or None
     cfg = BuildConfig.for_profile(
         profile, objects=objects, n_objects=n_objects, sources=sources, rounds=rounds,
         seed_per_object=seed_per_object, generate_per_object=generate_per_object, backend=backend,

@@ -72,7 +72,7 @@ def generate(
     objects_per_batch: Optional[int] = typer.Option(None, "--objects-per-batch", min=1, help="Objects per unit of work (resume granularity)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed (default 0); each object's noise is seeded from it."),
     use_ray: bool = typer.Option(False, "--ray/--no-ray", help="Run batches on Ray actors (local Ray unless --ray-address)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address (implies --ray)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="DGA_RAY_ADDRESS", help="Ray cluster address (implies --ray); default $DGA_RAY_ADDRESS."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray actors (default: one per GPU, else 1)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
     as_json: bool = JSON_OPTION,
