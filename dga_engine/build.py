@@ -191,6 +191,6 @@ def summary(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[str
              "status": r.status, **{k: r.metrics.get(k) for k in ("suc1", "suc6", "pen_mm", "div")}}
             for r in rounds
         ],
-        "dataset": ds.root if hasattr(ds, "root") else layout.dataset(cfg.dataset),
+        "dataset": ds.path,
         "root": layout.root,
     }

@@ -102,6 +102,10 @@ def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JS
            no_checksums: bool = typer.Option(False, "--no-checksums", help="Skip the sha256 of each file (faster; sizes, footers and counts are still checked).")) -> None:
     """Check every shard against its manifest (checksum, schema, rows, row groups) and the summary; exit 1 on errors."""
     ds = _dataset(ctx, dataset)
+    from dga_engine import fs
+
+    if not fs.exists(ds.path):
+        raise fail(f"no dataset {dataset!r} under {layout(ctx).root}: check --root / $DGA_ROOT (nothing to verify)")
     if repair:
         done = _guard(ds.repair, min_age_s=min_age)
         console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
