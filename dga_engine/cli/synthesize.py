@@ -23,7 +23,7 @@ def synthesize(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Grasps optimised together (default: the preset's)."),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset whose candidates area (and, after filtering, shards) receive the grasps."),
     no_filter: bool = typer.Option(False, "--no-filter", help="Only write candidates; filter later with `dga-engine filter --source synthesis`."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Filter worker processes."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes: objects synthesised at once, and the filter's workers."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip objects synthesised by an earlier run with the same seed and config."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -63,7 +63,8 @@ class SynthesisConfig:
     w_close: float = 100.0  # weight of the pulling term (metres: sum over contacts, or mean over the pulled points)
     cleanup_steps: int = 60  # at most this many Adam steps remove object-into-hand penetration (0 = off)
     pen_target_mm: float = 0.5  # clean-up target: max depth of dense object points inside the hand (filter limit: 1 mm)
-    refine_lr: float = 0.005  # Adam learning rate for the joints (radians); rotation x0.5, translation x0.1 (metres)
+    refine_lr: float = 0.005  # Adam learning rate for the joints (radians)
+    refine_root_lr: float = 1.0  # the root's rates as a multiple of refine_lr: rotation x0.5, translation x0.1 (metres); small = fingers do the work
     # --- object sampling ---
     field_resolution: int = 64  # nodes per axis of the object's signed-distance grid (physics GridField.from_mesh)
     threads: int = 1  # torch intra-op threads while synthesising (1 suits small batches on shared cores; 0 = leave torch's setting)

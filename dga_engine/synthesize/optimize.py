@@ -200,7 +200,9 @@ def refine(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_point
         return loss, deepest
 
     for phase, steps in (("close", config.close_steps), ("cleanup", config.cleanup_steps)):
-        opt = torch.optim.Adam([{"params": [t], "lr": lr * 0.1}, {"params": [r6], "lr": lr * 0.5}, {"params": [q], "lr": lr}])
+        root = config.refine_root_lr
+        opt = torch.optim.Adam([{"params": [t], "lr": lr * root * 0.1}, {"params": [r6], "lr": lr * root * 0.5},
+                                {"params": [q], "lr": lr}])  # fmt: skip
         for k in range(steps):
             if k % _REFRESH == 0:
                 refresh()
@@ -212,6 +214,7 @@ def refine(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_point
             hpen = energy._erf(fk)
             spen = srf(hand.keypoints(fk), hand.keypoint_pair_mask, config.spen_margin).per_grasp
             loss = config.w_pen * (pen + spheres) + config.w_hpen * hpen + config.w_spen * spen
+            active = torch.ones_like(deepest, dtype=torch.bool)
             if phase == "close":
                 if contact_idx is not None:  # the annealed contacts onto the surface
                     d_c = energy.field.sdf(energy.contact_points(fk, contact_idx))
@@ -221,14 +224,17 @@ def refine(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_point
                     pulled = ((d_in.detach() < config.close_radius) & (d_in.detach() > 0)).to(d_in.dtype)
                     loss = loss + config.w_close * (d_in * pulled).sum(-1) / (pulled.sum(-1) + 1e-5)
             else:
+                # only grasps still too deep move; the others keep their pose exactly (no momentum drift)
                 active = deepest > target
                 if not bool(active.any()):
                     break
-                loss = loss * active.to(loss.dtype)
             opt.zero_grad()
-            loss.sum().backward()
+            (loss * active.to(loss.dtype)).sum().backward()
+            keep = [p.detach().clone() for p in (t, r6, q)]
             opt.step()
             with torch.no_grad():
+                for p, old in zip((t, r6, q), keep):
+                    p[~active] = old[~active]
                 q.copy_(hand.clamp_joints(q))
     refresh()
     with torch.no_grad():

@@ -228,6 +228,14 @@ def _summarise_stats(stats: list[BatchStats]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _synthesize_unit(root: str, object_id: str, config: SynthesisConfig, seed: int) -> tuple[pa.Table, list[BatchStats], float]:
+    """One object's synthesis (in this process or a worker): its table, batch diagnostics, wall seconds."""
+    t0 = time.perf_counter()
+    stats: list[BatchStats] = []
+    table = synthesize_object(Layout.at(root), object_id, config, seed, stats=stats)
+    return table, stats, time.perf_counter() - t0
+
+
 def run_synthesis(
     layout: Layout,
     object_ids: Sequence[str],
@@ -247,9 +255,11 @@ def run_synthesis(
     Per object: :func:`synthesize_object`, then ``Dataset.write_candidates(table, "synthesis", key)``
     with ``key = unit_key(...)``, then a completion record (stage ``synthesize``, that unit). With
     ``resume``, objects whose record exists are skipped (their candidates are already written). An
-    object that fails is reported with its error; the others go on. The filter then runs on every
-    unfiltered ``synthesis`` candidate (``dga_engine.simulate.run_filter``), and each object's verdict is
-    read back from the dataset by grasp id. ``progress(n)`` is called as grasps are synthesised.
+    object that fails is reported with its error; the others go on. ``workers`` > 1 synthesises that
+    many objects at once in worker processes (one torch thread each; the grasps do not depend on it)
+    and runs the filter with as many workers. The filter then runs on every unfiltered ``synthesis``
+    candidate (``dga_engine.simulate.run_filter``), and each object's verdict is read back from the
+    dataset by grasp id. ``progress(n)`` is called as grasps are synthesised.
     """
     from dga_engine import runs
     from dga_engine.dataset.store import Dataset
@@ -260,6 +270,7 @@ def run_synthesis(
     ds = Dataset(layout, name)
     report = SynthesisReport(objects=[], config_hash=config.config_hash(), seed=int(seed))
     t_all = time.perf_counter()
+    todo: list[ObjectReport] = []
     for oid in object_ids:
         try:
             key = unit_key(oid, seed, config)
@@ -277,21 +288,48 @@ def run_synthesis(
             if progress is not None:
                 progress(item.candidates)
             continue
-        t0 = time.perf_counter()
-        batch_stats: list[BatchStats] = []
-        try:
-            table = synthesize_object(layout, oid, config, seed, stats=batch_stats, progress=progress)
-            ds.write_candidates(table, SOURCE, key)
-        except Exception as exc:  # noqa: BLE001 - one bad object must not stop the batch
-            log.warning("synthesis failed for %s: %s", oid, exc)
-            item.error = f"{type(exc).__name__}: {exc}"
+        todo.append(item)
+
+    def finish(item: ObjectReport, outcome: tuple[pa.Table, list[BatchStats], float] | BaseException) -> None:
+        """Write one object's candidates, then its completion record (in this process)."""
+        if not isinstance(outcome, BaseException):
+            table, batch_stats, seconds = outcome
+            try:
+                ds.write_candidates(table, SOURCE, item.key)
+            except Exception as exc:  # noqa: BLE001 - reported per object
+                outcome = exc
+        if isinstance(outcome, BaseException):
+            log.warning("synthesis failed for %s: %s", item.object_id, outcome)
+            item.error = f"{type(outcome).__name__}: {outcome}"
             report.failed += 1
-            continue
-        item.candidates = table.num_rows
-        item.seconds = time.perf_counter() - t0
-        item.stats = {"candidates": item.candidates, "seconds": item.seconds, **_summarise_stats(batch_stats)}
-        runs.mark_done(layout, STAGE, key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
+            return
+        item.candidates, item.seconds = table.num_rows, seconds
+        item.stats = {"candidates": item.candidates, "seconds": seconds, **_summarise_stats(batch_stats)}
+        runs.mark_done(layout, STAGE, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
                        seed=int(seed), generator=generator_tag())  # fmt: skip
+        if progress is not None and workers > 1:
+            progress(item.candidates)
+
+    if workers <= 1 or len(todo) <= 1:
+        for item in todo:
+            t0 = time.perf_counter()
+            batch_stats: list[BatchStats] = []
+            try:
+                table = synthesize_object(layout, item.object_id, config, seed, stats=batch_stats, progress=progress)
+                outcome: Any = (table, batch_stats, time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - one bad object must not stop the batch
+                outcome = exc
+            finish(item, outcome)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch/OpenMP threads run
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(_synthesize_unit, layout.root, item.object_id, config, seed): item for item in todo}
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                finish(futures[fut], exc if exc is not None else fut.result())
     report.seconds = time.perf_counter() - t_all
     report.candidates = sum(o.candidates for o in report.objects)
     if run_filter and report.candidates:

@@ -90,3 +90,19 @@ def test_run_with_filter_reports_the_verdict(layout, box_object, tiny_config):
     d = report.to_dict()
     json.dumps(d)  # JSON-ready
     assert d["acceptance"] == pytest.approx(item.accepted / 4)
+
+
+def test_worker_processes_give_the_same_grasps(layout, object_store, box_object, tiny_config):
+    import trimesh
+
+    from dga_engine.objects.store import write_simple_object
+
+    cyl = write_simple_object(object_store, trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24), "cylinder")
+    ids = [box_object.object_id, cyl.object_id]
+    pooled = run_synthesis(layout, ids, tiny_config, seed=2, run_filter=False, workers=2)
+    assert pooled.failed == 0 and pooled.candidates == 8
+    ds = Dataset(layout)
+    together = ds.candidates("synthesis").sort_by("grasp_id")
+    alone = pa.concat_tables([synthesize_object(layout, oid, tiny_config, seed=2) for oid in ids]).sort_by("grasp_id")
+    for col in ("grasp_id", "translation", "rotation", "joints"):
+        assert together.column(col).equals(alone.column(col)), col
