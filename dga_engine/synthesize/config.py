@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GENERATOR_NAME = "synthesis"
 GENERATOR_VERSION = "0.1.0"
@@ -41,7 +41,7 @@ class SynthesisConfig:
     w_hpen: float = 100.0  # the paper's ERF: depth of the deepest hand surface point inside the object
     w_spen: float = 10.0  # self-penetration (the paper's SRF): sum of max(0, spen_margin - |k_i - k_j|) over non-adjacent keypoint pairs
     spen_margin: float = 0.02  # metres between keypoints (phalanx centres and tips) below which they repel (paper: 0.02)
-    w_spf: float = 0.0  # the paper's SPF (mean distance of palm-side points within spf_threshold), not in DexGraspNet: 0 = off
+    w_spf: float = 10.0  # the paper's SPF (mean distance of palm-side points within spf_threshold; not in DexGraspNet, 0 = off): enveloping grasps hold better (+8 points Suc.6 measured)
     spf_threshold: float = 0.02  # metres (paper: 0.02)
     w_joints: float = 1.0  # joint-limit violation, sum of radians outside [lower, upper]
     # --- annealing (MALA-like: preconditioned gradient step + Langevin noise, Metropolis accept per grasp) ---
@@ -64,7 +64,7 @@ class SynthesisConfig:
     cleanup_steps: int = 60  # at most this many Adam steps remove object-into-hand penetration (0 = off)
     pen_target_mm: float = 0.5  # clean-up target: max depth of dense object points inside the hand (filter limit: 1 mm)
     refine_lr: float = 0.005  # Adam learning rate for the joints (radians)
-    refine_root_lr: float = 1.0  # the root's rates as a multiple of refine_lr: rotation x0.5, translation x0.1 (metres); small = fingers do the work
+    refine_root_lr: float = 0.2  # the root's rates as a multiple of refine_lr: rotation x0.5, translation x0.1 (metres); small = fingers do the work
     # --- object sampling ---
     field_resolution: int = 64  # nodes per axis of the object's signed-distance grid (physics GridField.from_mesh)
     threads: int = 1  # torch intra-op threads while synthesising (1 suits small batches on shared cores; 0 = leave torch's setting)
@@ -103,5 +103,5 @@ class SynthesisConfig:
 
 DEFAULT = SynthesisConfig()
 # The demo build's preset: a useful number of accepted grasps per object within about a minute on 2 cores.
-FAST = SynthesisConfig(per_object=48, batch_size=48, n_iter=400)
+FAST = SynthesisConfig(per_object=48, batch_size=48, n_iter=600)
 PRESETS = {"default": DEFAULT, "fast": FAST}

@@ -135,11 +135,6 @@ class GraspEnergy:
         """(B, n, 3) positions of each grasp's chosen contact candidates."""
         return self._at(fk, self.hand.inner_link[contact_idx], self.hand.inner_local[contact_idx])
 
-    def sphere_depths(self, fk: HandFK) -> Tensor:
-        """(B, S) how deep the object reaches into each hand sphere (metres, >= 0)."""
-        d = self.field.sdf(self.spheres.centres(fk))
-        return (self.spheres.radius - d).clamp_min(0.0)
-
     def _sphere_penetration(self, fk: HandFK) -> Tensor:
         """(B,) sum of sphere depths. Only penetrating spheres carry value and gradient, so every sphere
         is tested without autograd and only those are recomputed with it (same value and gradient)."""

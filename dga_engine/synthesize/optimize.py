@@ -11,10 +11,10 @@ Each step (DexGraspNet's annealing optimiser, plus Langevin noise):
 4. at the ``restart_at`` fractions, grasps whose energy is above the batch's ``restart_quantile`` start
    again from a fresh initial pose (restarts).
 
-The refinement then closes the hand onto the surface and removes penetration with Adam: palm-side
-points within ``close_radius`` of the surface are pulled onto it while object points inside the hand
-(dense samples, exact geometry) and hand points inside the object are pushed out, with joint limits
-enforced by clamping after each step.
+The refinement (:func:`refine`) then optionally pulls the contacts onto the surface (``close_steps``,
+off by default: measured to lower the filter's acceptance) and cleans up penetration grasp by grasp:
+object points inside the hand (dense samples, exact collision geometry) are pushed out, mostly by the
+fingers, until the deepest is under ``pen_target_mm``, with joint limits enforced by clamping.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from scipy.spatial import cKDTree
 
 from dga_engine.hand.model import HandFK
 from dga_engine.hand.rotations import matrix_to_rot6d, rot6d_to_matrix
+from dga_engine.physics.objectives import srf
 from dga_engine.synthesize.config import SynthesisConfig
-from dga_engine.physics.objectives import erf, srf
 from dga_engine.synthesize.energy import TERMS, GraspEnergy, Pose
 from dga_engine.synthesize.hand_sdf import HandSDF, HandSpheres
 

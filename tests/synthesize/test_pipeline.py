@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from dga_engine import runs
 from dga_engine.dataset.schema import GRASP_SCHEMA, make_grasp_id, pose_arrays
