@@ -76,7 +76,7 @@ class IngestConfig:
     remesh_resolution: int = 40  # level-set cells along the longest side when repairing an open mesh
     max_solid_faces: int = 20_000  # stored meshes with more faces are decimated (or remeshed) to this
     coacd_max_faces: int = 2_000  # CoACD gets a decimated copy above this (its time grows with faces)
-    convex_ratio: float = 0.97  # volume / hull volume at or above this = convex: the hull is the single part
+    convex_ratio: float = 0.95  # volume / hull volume at or above this = convex: the hull is the single part (5% slack for remeshed bumps)
     coacd_threshold: float = 0.05  # CoACD concavity threshold (paper/peers' default)
     coacd_max_parts: int = 16  # cap on convex parts per object
     coacd_timeout_s: float = 300.0  # CoACD time limit per object; over it the object is quarantined

@@ -80,6 +80,7 @@ def test_open_meshes_are_repaired_to_watertight(layout, fast_config):
     holed = open_sphere(hole_faces=6)
     meta = ingest_mesh(layout, holed, label="ball with a hole", config=fast_config)
     assert meta.watertight and meta.extra["repair"] in ("fill-holes", "level-set remesh")
+    assert meta.decomposition["method"] == "convex-hull"  # the repaired ball is still convex: no CoACD
     stored = ObjectStore(layout).load(meta.object_id).mesh
     assert stored.is_watertight and stored.volume == pytest.approx(4 / 3 * np.pi * 0.04**3, rel=0.1)
     # an open tube (no caps): closed by the level-set remesh into a thin-walled solid
