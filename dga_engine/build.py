@@ -126,7 +126,8 @@ def seed_round(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 
     config = SynthesisConfig.preset(cfg.synthesis_preset).replace(per_object=cfg.seed_per_object)
-    report = run_synthesis(layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, run_filter=False)
+    report = run_synthesis(layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, run_filter=False,
+                           workers=max(1, cfg.workers))
     return {SEED_SOURCE: report.candidates}
 
 
@@ -140,10 +141,9 @@ def filter_source(layout: Layout, cfg: BuildConfig, source: str) -> dict[str, An
 
 def train_generator(layout: Layout, cfg: BuildConfig, round_: int) -> str:
     """Train (or resume training) the round's generator on every accepted grasp of earlier rounds."""
-    from dga_engine.generate import TrainConfig, train_round
+    from dga_engine.generate import preset, train_round
 
-    config = TrainConfig.preset(cfg.generator_preset)
-    return str(train_round(layout, round_, config, dataset=cfg.dataset, seed=cfg.seed))
+    return str(train_round(layout, round_, preset(cfg.generator_preset), dataset=cfg.dataset, seed=cfg.seed))
 
 
 def generate_candidates(layout: Layout, cfg: BuildConfig, round_: int, object_ids: list[str]) -> int:
