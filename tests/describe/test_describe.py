@@ -16,7 +16,7 @@ from dga_engine.describe import (
     description,
 )
 from dga_engine.describe import cache
-from conftest import answer_for  # noqa: E402  (tests/describe/conftest.py)
+from .conftest import answer_for  # noqa: E402  (tests/describe/conftest.py)
 
 
 def _config(llm, **kw) -> DescribeConfig:

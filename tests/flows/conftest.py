@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from local_services import S3_KEY, S3_SECRET, s3_env, start_moto
+from .local_services import S3_KEY, S3_SECRET, s3_env, start_moto
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from local_services import start_ray_head
+from .local_services import start_ray_head
 
 from dga_engine.build import BuildConfig, generate_candidates
 from dga_engine.dataset.schema import pose_table

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import trimesh
 
-from local_services import REPO, base_env, exe, run, s3_env
+from .local_services import REPO, base_env, exe, run, s3_env
 
 from dga_engine import fs, runs
 from dga_engine.dataset.schema import REJECT_SCHEMA, pose_arrays, pose_table

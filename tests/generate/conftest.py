@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 torch.set_num_threads(1)  # the tests share two cores; one thread avoids oversubscription stalls
 

@@ -14,7 +14,7 @@ from dga_engine.dataset.store import Dataset
 from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.stage import STAGE, generate
 from dga_engine.generate.train import train
-from helpers import grasp_table
+from .helpers import grasp_table
 
 
 @pytest.fixture

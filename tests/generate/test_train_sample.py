@@ -13,7 +13,7 @@ from dga_engine.generate.train import Trainer, TrainingDataChanged, train
 from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.physics.penetration import hand_into_object_mm
-from helpers import grasp_table
+from .helpers import grasp_table
 
 
 def _penetration_mm(samples, asset) -> np.ndarray:

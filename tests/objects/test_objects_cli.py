@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from objects_helpers import write_objaverse_mirror
+from .objects_helpers import write_objaverse_mirror
 from typer.testing import CliRunner
 
 from dga_engine.cli.main import app

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import trimesh
-from objects_helpers import open_sphere
+from .objects_helpers import open_sphere
 
 from dga_engine import fs
 from dga_engine.objects.builtin import builtin_mesh

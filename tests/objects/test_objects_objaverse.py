@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from objects_helpers import write_objaverse_mirror
+from .objects_helpers import write_objaverse_mirror
 
 from dga_engine.objects.ingest import quarantine_records
 from dga_engine.objects.objaverse_source import (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import builders
+from . import builders
 from dga_engine import runs
 from dga_engine.dataset.schema import pose_arrays
 from dga_engine.dataset.store import Dataset

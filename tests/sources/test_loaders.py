@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import builders
+from . import builders
 from dga_engine.sources.curate import CurateConfig, make_loader
 from dga_engine.sources.kinematics import engine_fingertips
 from dga_engine.sources.safeload import SourceFileError, UnsafeSourceFile

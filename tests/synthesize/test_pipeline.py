@@ -105,3 +105,10 @@ def test_worker_processes_give_the_same_grasps(layout, object_store, box_object,
     alone = pa.concat_tables([synthesize_object(layout, oid, tiny_config, seed=2) for oid in ids]).sort_by("grasp_id")
     for col in ("grasp_id", "translation", "rotation", "joints"):
         assert together.column(col).equals(alone.column(col)), col
+
+
+def test_a_failing_filter_keeps_the_candidates(layout, box_object, tiny_config):
+    report = run_synthesis(layout, [box_object.object_id], tiny_config, seed=0, backend="no-such-backend")
+    assert report.filter_error and "no-such-backend" in report.filter_error
+    assert report.accepted is None and report.candidates == 4
+    assert Dataset(layout).candidates("synthesis").num_rows == 4
