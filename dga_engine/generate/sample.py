@@ -64,9 +64,7 @@ class GraspSampler:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = checkpoint.model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = checkpoint.model.to(self.device).eval()  # guidance asks autograd for d/dx only
         self.normaliser = checkpoint.normaliser
         self.diffusion = Diffusion(checkpoint.config.diffusion, self.device)
         # the shared CPU hand; the physics terms make (and cache) their own copy for other devices
