@@ -45,6 +45,8 @@ def train(
     if threads:
         config.train.threads = threads
     total = epochs if epochs is not None else config.train.epochs
+    if ckpt.exists(lay, round_) and not restart:  # a resumed run only has the remaining epochs to go
+        total = max(0, total - int(ckpt.read_meta(lay, round_).get("epoch", 0)))
     with progress(f"train round {round_}", total=total, enabled=not as_json) as advance:
         try:
             result = run_train(lay, round_, config, epochs=epochs, restart=restart, device=device, on_epoch=lambda s: advance())
