@@ -14,7 +14,7 @@ from rich.table import Table
 
 from dga_engine.layout import Layout
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no hard wraps: messages stay greppable in logs
 T = TypeVar("T")
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (for scripts).")

@@ -2,15 +2,18 @@
 one CPU, no dashboard) on 127.0.0.1, and the build's generation step run against it.
 
 The generator runs on the cluster's actors, not in a Ray started in-process: the cluster's job table
-shows this process's driver, and its actor table the GeneratorWorker actors. The candidates must equal
+shows the driver process's job, and its actor table the GeneratorWorker actors. The candidates must equal
 what the in-process path writes for the same checkpoint (per-object seeds), so the Ray path is the same
 code path, only placed elsewhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +21,7 @@ import trimesh
 
 from .local_services import start_ray_head
 
-from dga_engine.build import BuildConfig, generate_candidates
+from dga_engine.build import BuildConfig
 from dga_engine.dataset.schema import pose_table
 from dga_engine.dataset.store import Dataset
 from dga_engine.generate.config import SampleConfig
@@ -27,17 +30,35 @@ from dga_engine.objects.store import ObjectStore, write_simple_object
 
 
 @pytest.fixture
-def ray_address(tmp_path, monkeypatch):
-    """The address of a Ray head started for the test; this process gets the cluster's auth token."""
+def ray_head(tmp_path):
+    """A Ray head started for the test: its address and the environment a driver needs (auth token)."""
     svc, address, auth, ray_tmp = start_ray_head(tmp_path / "ray")
     try:
-        for k, v in auth.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.delenv("RAY_ADDRESS", raising=False)
-        yield address
+        yield address, auth
     finally:
         svc.stop(timeout=5)  # Ray would drain for up to 30 s after SIGTERM; a test cluster needs no drain
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# The driver runs in its own process: Ray keeps the first auth token it sees for the life of a process,
+# and this cluster's token would break any later local Ray in the test session.
+_DRIVER = """
+import json, os, sys
+import ray
+from ray._private import state
+from dga_engine.build import BuildConfig, generate_candidates
+from dga_engine.layout import Layout
+root, address, ids = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+cfg = BuildConfig.for_profile("demo", generate_per_object=4, ray_address=address)
+n = generate_candidates(Layout.at(root), cfg, 1, ids)
+connected_after = ray.is_initialized()
+ray.init(address=address, include_dashboard=False, log_to_driver=False)
+jobs = [j for j in state.jobs() if j["DriverPid"] == os.getpid()]
+actors = [a.get("ActorClassName", "") for a in state.actors().values()]
+ray.shutdown()
+print(json.dumps({"n": n, "connected_after": connected_after, "driver_jobs_dead": [j["IsDead"] for j in jobs],
+                  "actors": actors}))
+"""
 
 
 def _micro_generator():
@@ -86,33 +107,27 @@ def trained_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_generation_runs_on_the_ray_cluster_at_the_address(trained_root, ray_address, tmp_path):
-    import ray
-
+def test_generation_runs_on_the_ray_cluster_at_the_address(trained_root, ray_head, tmp_path):
     from dga_engine.generate import stage
 
     layout, ids = trained_root
+    address, auth = ray_head
     local = Layout.at(tmp_path / "copy")
     shutil.copytree(layout.root, local.root)  # the same checkpoint and objects, for the in-process reference
 
     # The build's own generation step (dga_engine.build.generate_candidates, what the flow's generate task runs).
-    assert not ray.is_initialized()
-    cfg = BuildConfig.for_profile("demo", generate_per_object=4, ray_address=ray_address)
-    n = generate_candidates(layout, cfg, 1, ids)
-    assert n == 8
-    assert not ray.is_initialized()  # the step connected for its own run and disconnected
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(auth)
+    done = subprocess.run([sys.executable, "-c", _DRIVER, layout.root, address, ",".join(ids)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["n"] == 8
+    assert result["connected_after"] is False  # the step connected for its own run and disconnected
+    assert any(result["driver_jobs_dead"]), result  # the generation driver came and went
+    assert any("GeneratorWorker" in a for a in result["actors"]), result["actors"]
 
-    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
-    try:
-        from ray._private import state
-
-        jobs = [j for j in state.jobs() if j["DriverPid"] == os.getpid()]
-        assert any(j["IsDead"] for j in jobs), jobs  # the generation driver came and went
-        actors = state.actors().values()
-        assert any("GeneratorWorker" in a.get("ActorClassName", "") for a in actors), list(actors)
-    finally:
-        ray.shutdown()
-
+    cfg = BuildConfig.for_profile("demo", generate_per_object=4)
     sample = SampleConfig.preset(cfg.generator_preset)
     sample.seed = cfg.seed
     reference = stage.generate(local, 1, 4, ids, sample=sample, device="cpu")

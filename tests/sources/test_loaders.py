@@ -143,7 +143,7 @@ def test_unidexgrasp_bad_file_skipped_rest_loads(unidexgrasp_root):
     assert len(res.batches[0]) == len(good)
     skipped = dict(res.skipped_files)
     assert set(skipped) == {f"poses/core/{folder.name}/00007.npz", f"poses/core/{folder.name}/00008.npz"}
-    assert "refusing to unpickle builders.Truth" in skipped[f"poses/core/{folder.name}/00008.npz"]
+    assert "refusing to unpickle tests.sources.builders.Truth" in skipped[f"poses/core/{folder.name}/00008.npz"]
 
 
 def test_malicious_release_file_is_refused(tmp_path):

@@ -42,7 +42,7 @@ def test_numpy2_object_npy_loads(tmp_path):
 
 def test_numpy1_spelling_loads(tmp_path):
     """Files written by numpy 1 name numpy.core.multiarray; they load the same."""
-    from builders import save_object_npy
+    from .builders import save_object_npy
 
     path = tmp_path / "old.npy"
     save_object_npy(path, _grasp_array(), protocol=3, numpy1=True)
