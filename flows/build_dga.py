@@ -96,36 +96,45 @@ def build_dga(
     ledger.save_build(cfg.to_dict())
     logger.info("build-dga: profile %s, %d round(s), storage root %s", cfg.profile, cfg.rounds, layout.root)
 
+    logger.info("[round 0] ingest: starting (progress of each stage is logged as it finishes)")
     ledger.set_stage(0, "ingest", "running")
     object_ids = ingest_task(layout.root, cfg)
     ledger.set_stage(0, "ingest", "done", objects=object_ids)
+    logger.info("[round 0] ingest: %d objects ready", len(object_ids))
 
     ledger.set_stage(0, "describe", "running")
-    describe_task(layout.root, cfg, object_ids)
+    described = describe_task(layout.root, cfg, object_ids)
     ledger.set_stage(0, "describe", "done")
+    logger.info("[round 0] describe: %s", "disabled (no LLM endpoint)" if described.get("disabled")
+                else f"{described.get('requested', 0)} requested, {described.get('failed', 0)} failed")
 
     ledger.set_stage(0, "seed", "running")
     generated = seed_task(layout.root, cfg, object_ids)
     ledger.set_stage(0, "seed", "done", generated=int(sum(generated.values())))
+    logger.info("[round 0] seed candidates: %s", ", ".join(f"{k} {v}" for k, v in generated.items()))
 
     ledger.set_stage(0, "filter", "running")
     seed_sources = cfg.sources or [SEED_SOURCE]
     for source in seed_sources:
         filter_task(layout.root, cfg, source)
-    ledger.set_stage(0, "filter", "done", **build.round_outcome(layout, cfg, 0))
+    outcome = ledger.set_stage(0, "filter", "done", **build.round_outcome(layout, cfg, 0))
+    logger.info("[round 0] filter: %d accepted, %d rejected", outcome.accepted, outcome.rejected)
 
     for k in range(1, cfg.rounds + 1):
         ledger.set_stage(k, "train", "running", objects=object_ids)
         checkpoint = train_task(layout.root, cfg, k)
         ledger.set_stage(k, "train", "done", checkpoint=checkpoint)
+        logger.info("[round %d] train: checkpoint %s", k, checkpoint)
 
         ledger.set_stage(k, "generate", "running")
         n = generate_task(layout.root, cfg, k, object_ids)
         ledger.set_stage(k, "generate", "done", generated=n)
+        logger.info("[round %d] generate: %d candidates", k, n)
 
         ledger.set_stage(k, "filter", "running")
         filter_task(layout.root, cfg, GENERATOR_SOURCE)
-        ledger.set_stage(k, "filter", "done", **build.round_outcome(layout, cfg, k))
+        outcome = ledger.set_stage(k, "filter", "done", **build.round_outcome(layout, cfg, k))
+        logger.info("[round %d] filter: %d accepted, %d rejected", k, outcome.accepted, outcome.rejected)
 
     result = build.summary(layout, cfg, object_ids)
     logger.info("build-dga finished: %d objects, %d grasps", result["objects"], result["grasps"])
