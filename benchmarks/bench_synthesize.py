@@ -36,8 +36,10 @@ def _objects(layout, names: list[str], builtin: bool) -> list[str]:
     if builtin:
         from dga_engine.objects.ingest import ingest_builtin
 
-        ingest_builtin(layout, names)
-        return ObjectStore(layout).ids()
+        ingest_builtin(layout, names)  # already-ingested shapes are skipped
+        store = ObjectStore(layout)
+        by_name = {store.meta(i).source_id: i for i in store.ids() if store.meta(i).source == "builtin"}
+        return [by_name[n] for n in names]
     shapes = {
         "box": lambda: trimesh.creation.box(extents=[0.05, 0.05, 0.10]),
         "cylinder": lambda: trimesh.creation.cylinder(radius=0.03, height=0.08, sections=48),

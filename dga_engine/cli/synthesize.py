@@ -32,7 +32,7 @@ def synthesize(
     Metropolis accept/reject and restarts), then closed onto the surface and cleaned of penetration. The
     candidates go to the dataset (source 'synthesis'); unless --no-filter the physics filter then decides
     which are kept. Reports per object and overall: candidates, accepted, Suc.1/Suc.6, penetration, diversity,
-    grasps/s. Exit code 1 when an object failed or nothing was synthesised.
+    grasps/s. Exit code 1 when an object failed, nothing was synthesised or the filter failed.
     """
     from dga_engine.objects.store import ObjectStore
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
@@ -78,7 +78,9 @@ def synthesize(
         for o in report.objects:
             if o.error:
                 typer.echo(f"error {o.object_id}: {o.error}")
+        if report.filter_error:
+            typer.echo(f"filter failed: {report.filter_error}; the candidates are kept: dga-engine filter --source synthesis")
         if no_filter and report.candidates:
             typer.echo(f"next: dga-engine filter --source synthesis --dataset {dataset}")
-    if report.failed or report.candidates == 0:
+    if report.failed or report.candidates == 0 or report.filter_error:
         raise typer.Exit(1)

@@ -187,7 +187,8 @@ class SynthesisReport:
     accepted: int | None = None  # accepted by the filter (None when it did not run)
     seconds: float = 0.0  # synthesis wall time of this run
     filter_seconds: float = 0.0
-    failed: int = 0
+    failed: int = 0  # objects that could not be synthesised
+    filter_error: str | None = None  # why the filter did not finish (the candidates stay written for a later run)
 
     @property
     def grasps_per_second(self) -> float:
@@ -334,7 +335,11 @@ def run_synthesis(
     report.candidates = sum(o.candidates for o in report.objects)
     if run_filter and report.candidates:
         t0 = time.perf_counter()
-        _filter_and_collect(layout, ds, report, filter_config, workers, backend)
+        try:
+            _filter_and_collect(layout, ds, report, filter_config, workers, backend)
+        except Exception as exc:  # noqa: BLE001 - the candidates are safe; say why and let the caller decide
+            log.warning("filter failed after synthesis: %s", exc)
+            report.filter_error = f"{type(exc).__name__}: {exc}"
         report.filter_seconds = time.perf_counter() - t0
     return report
 
