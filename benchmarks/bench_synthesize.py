@@ -122,14 +122,15 @@ def main() -> None:
     ap.add_argument("--step-repeats", type=int, default=10)
     ap.add_argument("--skip-end-to-end", action="store_true")
     ap.add_argument("--root", default=None, help="storage root to use (default: a temporary folder)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's default is 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     from dga_engine.layout import Layout
     from dga_engine.synthesize import SynthesisConfig
 
-    torch.set_num_threads(1)
-    config = SynthesisConfig.preset(args.preset)
+    torch.set_num_threads(args.threads)
+    config = SynthesisConfig.preset(args.preset).replace(threads=args.threads)
     if args.iterations is not None:
         config = config.replace(n_iter=args.iterations)
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -139,7 +140,7 @@ def main() -> None:
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "load_average": os.getloadavg()},
-        "preset": args.preset, "n_iter": config.n_iter, "objects": names,
+        "preset": args.preset, "n_iter": config.n_iter, "objects": names, "threads": args.threads,
         "step_ms": step_cost(layout, ids[0], batch_sizes, config, args.step_repeats),
     }  # fmt: skip
     if not args.skip_end_to_end:
