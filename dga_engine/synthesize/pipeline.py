@@ -308,10 +308,11 @@ def run_synthesis(
         item.stats = {"candidates": item.candidates, "seconds": seconds, **_summarise_stats(batch_stats)}
         runs.mark_done(layout, STAGE, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
                        seed=int(seed), generator=generator_tag())  # fmt: skip
-        if progress is not None and workers > 1:
+        if progress is not None and pooled:  # in-process runs report per batch instead
             progress(item.candidates)
 
-    if workers <= 1 or len(todo) <= 1:
+    pooled = workers > 1 and len(todo) > 1
+    if not pooled:
         for item in todo:
             t0 = time.perf_counter()
             batch_stats: list[BatchStats] = []
