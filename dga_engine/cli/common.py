@@ -37,7 +37,8 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]]) -> None
         t.add_column(c)
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
-    Console().print(t)
+    # Piped output would otherwise be cut to 80 columns, truncating the figures.
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
 
 
 def _fmt(v: Any) -> str:
