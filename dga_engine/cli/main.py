@@ -43,27 +43,28 @@ def _main(
     ctx.obj = {"root": root}
 
 
-# Each concern registers its commands here, one line each.
-from dga_engine.cli import hand as _hand  # noqa: E402
-
-app.add_typer(_hand.app, name="hand")
-from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
-app.command("synthesize")(_synthesize)
-from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
-app.command("filter")(_filter)
-from dga_engine.cli import objects as _objects  # noqa: E402
-app.add_typer(_objects.ingest_app, name="ingest"); app.add_typer(_objects.objects_app, name="objects")
-from dga_engine.cli import generate as _generate  # noqa: E402
-_generate.register(app)  # train, generate
-from dga_engine.cli.curate import curate as _curate  # noqa: E402
-app.command("curate")(_curate)
-from dga_engine.cli import shards as _shards  # noqa: E402
-app.add_typer(_shards.app, name="shards")
-from dga_engine.cli.describe import describe as _describe  # noqa: E402
-app.command("describe")(_describe)
+# Commands in the order of the DAG they run: the whole build, then each stage, then the dataset and the hand.
 from dga_engine.cli import build as _build  # noqa: E402
+from dga_engine.cli import generate as _generate  # noqa: E402
+from dga_engine.cli import hand as _hand  # noqa: E402
+from dga_engine.cli import objects as _objects  # noqa: E402
+from dga_engine.cli import shards as _shards  # noqa: E402
+from dga_engine.cli.curate import curate as _curate  # noqa: E402
+from dga_engine.cli.describe import describe as _describe  # noqa: E402
+from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
+from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
+
 app.command("build")(_build.build)
 app.add_typer(_build.rounds_app, name="rounds")
+app.add_typer(_objects.ingest_app, name="ingest")
+app.add_typer(_objects.objects_app, name="objects")
+app.command("describe")(_describe)
+app.command("curate")(_curate)
+app.command("synthesize")(_synthesize)
+app.command("filter")(_filter)
+_generate.register(app)  # train, generate
+app.add_typer(_shards.app, name="shards")
+app.add_typer(_hand.app, name="hand")
 
 
 def main() -> None:
