@@ -77,7 +77,9 @@ def run_on_ray(
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            # address="local" starts a new local Ray even when RAY_ADDRESS points elsewhere in the environment
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False)
         started = True
     try:
         if not jobs:

@@ -80,12 +80,13 @@ def test_generate_without_checkpoint_says_what_to_do(layout, cube):
         generate(layout, 3, per_object=2, object_ids=[cube.object_id])
 
 
-def test_ray_actor_path_matches_in_process(layout, trained, cube, cylinder):
+def test_ray_actor_path_matches_in_process(layout, trained, cube, cylinder, monkeypatch):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # A local Ray is started by the stage itself, even with RAY_ADDRESS pointing at some other cluster.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     try:
         report = generate(layout, 1, per_object=4, object_ids=[cube.object_id, cylinder.object_id],
-                          objects_per_batch=1, use_ray=True, guidance=False)
+                          objects_per_batch=1, use_ray=True, workers=1, guidance=False)
     finally:
         ray.shutdown()
     assert report.backend == "ray" and report.batches_run == 2 and report.grasps_written == 8
