@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from dga_engine.synthesize.energy import GraspEnergy
 from dga_engine.synthesize.hand_sdf import default_hand_sdf, default_hand_spheres
 from dga_engine.synthesize.initialize import initial_poses
 from dga_engine.synthesize.optimize import anneal, refine
+from dga_engine.threads import torch_threads
 
 log = logging.getLogger(__name__)
 STAGE = "synthesize"
@@ -75,27 +75,9 @@ def synthesize_object(
     given (object, config, seed) on a given machine. Per-batch diagnostics are appended to ``stats``;
     ``progress(n)`` is called after every batch of n grasps.
     """
-    from dga_engine.objects.store import ObjectStore
-    from dga_engine.physics.fields import GridField
-
     config.validate()
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         return _synthesize(layout, object_id, config, seed, stats, progress)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run with ``n`` torch intra-op threads (0: unchanged), restoring the caller's setting after.
-
-    The batches are small: on a shared 2-core machine extra threads mostly wait on each other
-    (measured ~5x slower per step with 2 threads under load)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: int,
