@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, N_JOINTS, pose_arrays
+from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, pose_arrays
 from dga_engine.layout import Layout
 from dga_engine.simulate.config import FilterConfig
 
