@@ -31,7 +31,6 @@ import time
 import numpy as np
 import pyarrow as pa
 
-import dga_engine.hand  # noqa: F401  (info.json takes the pose conventions from it: pay its torch import before timing)
 from dga_engine.dataset.schema import GRASP_SCHEMA, make_grasp_id
 from dga_engine.dataset.store import Dataset
 from dga_engine.layout import Layout

@@ -12,7 +12,7 @@ from dga_engine.dataset.schema import GRASP_SCHEMA
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.metrics import diversity, format_table, summarise
 
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
+from .conftest import CAGE_QUAT, CAGE_T, grasp_table
 
 
 def _filtered(suc1, suc6, pen_ho, pen_oh, objects, joints):
