@@ -239,23 +239,20 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
                             "between writers); readers use the manifests; the next write or `shards verify --repair` rebuilds it")
 
     # Rejects and candidates: footers and schemas.
-    for key in ds.reject_keys():
-        rel = f"{REJECTS_DIR}/{key}.parquet"
+    def check_table(rel: str, schema: pa.Schema, name: str, what: str) -> None:
         try:
-            problem = _schema_problem(_footer(ds.p(rel)).schema_arrow, REJECT_SCHEMA)
+            problem = _schema_problem(_footer(ds.p(rel)).schema_arrow, schema)
         except (OSError, pa.ArrowException) as exc:
             problem = f"not a readable Parquet file ({exc})"
         if problem:
-            err(f"{REJECTS_DIR}/{key}", f"{rel}: {problem}; rewrite these rejects")
+            err(name, f"{rel}: {problem}; rewrite these {what}")
+
+    for key in ds.reject_keys():
+        check_table(f"{REJECTS_DIR}/{key}.parquet", REJECT_SCHEMA, f"{REJECTS_DIR}/{key}", "rejects")
     for source in ds.candidate_sources():
         for key in ds.candidate_keys(source):
-            rel = f"{CANDIDATES_DIR}/{source}/{key}.parquet"
-            try:
-                problem = _schema_problem(_footer(ds.p(rel)).schema_arrow, GRASP_SCHEMA)
-            except (OSError, pa.ArrowException) as exc:
-                problem = f"not a readable Parquet file ({exc})"
-            if problem:
-                err(f"{CANDIDATES_DIR}/{source}/{key}", f"{rel}: {problem}; rewrite these candidates")
+            check_table(f"{CANDIDATES_DIR}/{source}/{key}.parquet", GRASP_SCHEMA,
+                        f"{CANDIDATES_DIR}/{source}/{key}", "candidates")
 
     ok = not any(b["level"] == "error" for b in bad)
     return VerifyReport(ok=ok, shards=len(keys), rows=rows, bad=bad)
