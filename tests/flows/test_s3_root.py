@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import trimesh
 
+from ..dataset.conftest import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
 from .local_services import REPO, base_env, exe, run, s3_env
 
 from dga_engine import fs, runs
@@ -22,31 +23,6 @@ from dga_engine.dataset.store import Dataset
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
 from dga_engine.rounds import Ledger
-
-
-def _grasps(objects: dict[str, int], seed: int = 0, round_: int = 0) -> pa.Table:
-    """Accepted-looking grasps (filter fields filled) for {object_id: count}."""
-    ids = [o for o, n in objects.items() for _ in range(n)]
-    n = len(ids)
-    rng = np.random.default_rng(seed)
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 0] < 0] *= -1
-    t = pose_table(ids, rng.normal(scale=0.1, size=(n, 3)), q, rng.uniform(-0.3, 1.2, size=(n, 24)),
-                   source="synthesis", source_record_id=[f"s3-test:{seed}:{i}" for i in range(n)], round_=round_)
-    fill = {
-        "displacement": pa.FixedSizeListArray.from_arrays(pa.array(rng.uniform(0, 0.02, n * 6).astype(np.float32)), 6),
-        "suc1": pa.array(np.ones(n, bool)),
-        "suc6": pa.array(np.ones(n, bool)),
-        "pen_hand_object_mm": pa.array(rng.uniform(0, 5, n).astype(np.float32)),
-        "pen_object_hand_mm": pa.array(rng.uniform(0, 0.5, n).astype(np.float32)),
-        "contact_count": pa.array(rng.integers(2, 12, n).astype(np.int32)),
-        "sim_backend": pa.array(["mujoco"] * n),
-        "protocol_version": pa.array(["dga-1"] * n),
-    }
-    for name, arr in fill.items():
-        t = t.set_column(t.schema.get_field_index(name), t.schema.field(name), arr)
-    return t
 
 
 def test_failed_write_leaves_no_object(s3_root):
