@@ -28,7 +28,7 @@ from dga_engine.dataset.schema import SCHEMA_VERSION
 
 MANIFEST_VERSION = 1  # layout of manifests/<key>.json
 INFO_VERSION = 1  # layout of meta/info.json
-SUPPORTED_SCHEMA_VERSIONS = (1,)  # grasp-record schema versions this engine reads and writes
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)  # grasp-record schema versions this engine reads (it writes the newest)
 
 # Per-field descriptions written into meta/info.json, so the dataset documents itself.
 FIELD_DESCRIPTIONS: dict[str, str] = {
@@ -44,6 +44,12 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "generator": "name and version of the producer",
     "generator_config_hash": "hash of the producer's configuration",
     "created_at": "UTC time the grasp was produced",
+    "refined_from": "grasp_id of the candidate this pose was refined from (null: the pose was not moved)",
+    "refine_preset": "refine preset and version that processed the grasp (null: never refined)",
+    "refine_status": "unchanged | refined | failed (failed: the original pose was kept)",
+    "refine_joint_change": "radians; largest change of one joint made by the refine stage",
+    "refine_translation_change": "metres the refine stage moved the root",
+    "refine_rotation_change": "radians the refine stage turned the root",
     "displacement": "metres; object motion under the push along each of +x,-x,+y,-y,+z,-z",
     "suc1": "at least one push direction passed",
     "suc6": "all six push directions passed",

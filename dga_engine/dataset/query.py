@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from dga_engine import fs as fsio
-from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
+from dga_engine.dataset.schema import GRASP_SCHEMA, REFINE_FIELDS, REJECT_SCHEMA
 
 if TYPE_CHECKING:
     from dga_engine.dataset.store import Dataset
+
+
+# DuckDB types of the columns a file of an older schema may lack (the refine fields).
+_DUCKDB_TYPES = {f.type: {pa.string(): "VARCHAR", pa.float32(): "FLOAT"}[f.type] for f in REFINE_FIELDS}
 
 
 def _sql_list(paths: list[str]) -> str:
@@ -46,7 +50,12 @@ def connect(ds: "Dataset"):
     rejects = [norm(ds.p(REJECTS_FILE.format(key=k))) for k in ds.reject_keys()]
     for view, paths, schema in (("grasps", files, GRASP_SCHEMA), ("rejects", rejects, REJECT_SCHEMA)):
         if paths:
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_sql_list(paths)})")
+            # Files of schema v1 lack the refine columns: the view selects them as typed NULLs there.
+            con.execute(f"CREATE VIEW _{view}_files AS SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true)")
+            have = {row[0] for row in con.execute(f"DESCRIBE _{view}_files").fetchall()}
+            cols = [f'"{f.name}"' if f.name in have else f'CAST(NULL AS {_DUCKDB_TYPES[f.type]}) AS "{f.name}"'
+                    for f in schema]
+            con.execute(f"CREATE VIEW {view} AS SELECT {', '.join(cols)} FROM _{view}_files")
         else:  # an empty view with the right columns, so queries still bind
             con.register(f"_{view}_empty", schema.empty_table())
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}_empty")

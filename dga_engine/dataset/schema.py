@@ -1,8 +1,11 @@
 """The grasp record: a versioned Arrow schema, and helpers to build tables in it.
 
 One row is one grasp of one object. Pose fields follow :data:`dga_engine.conventions.POSE_CONVENTION`
-(forearm root frame in the object frame, metres, quaternion wxyz, 24 joints in radians). Filter
-fields are null until a grasp has been through the physics filter.
+(forearm root frame in the object frame, metres, quaternion wxyz, 24 joints in radians). Refine fields
+are null until a grasp has been through the refine stage, filter fields until the physics filter.
+
+Versions: v1 had no refine fields; v2 added them. Files written as v1 are read as v2 with null refine
+fields (:func:`upgrade`), so older datasets stay readable and can be rewritten in place.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 N_JOINTS = 24
 DIRECTIONS = ("+x", "-x", "+y", "-y", "+z", "-z")
 
@@ -36,6 +39,17 @@ POSE_FIELDS = [
     pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ]
 
+# Fields the refine stage fills in (dga_engine.refine): what it did to the pose, so nothing is hidden.
+REFINE_FIELDS = [
+    pa.field("refined_from", pa.string()),  # grasp_id of the candidate this pose was refined from (null: not moved)
+    pa.field("refine_preset", pa.string()),  # preset and version, e.g. "repair/1+<config hash>" (null: never refined)
+    pa.field("refine_status", pa.string()),  # unchanged | refined | failed (failed: the original pose is kept)
+    pa.field("refine_joint_change", _f32),  # radians, the largest |change| of one joint
+    pa.field("refine_translation_change", _f32),  # metres the root moved
+    pa.field("refine_rotation_change", _f32),  # radians the root turned (angle of R_new R_old^T)
+]
+REFINE_STATUSES = ("unchanged", "refined", "failed")
+
 # Fields the physics filter fills in.
 FILTER_FIELDS = [
     pa.field("displacement", pa.list_(_f32, 6)),  # metres, object motion per push direction (DIRECTIONS order)
@@ -50,8 +64,10 @@ FILTER_FIELDS = [
 
 REJECT_FIELDS = [pa.field("reason", pa.string(), nullable=False), pa.field("detail", pa.string())]
 
-GRASP_SCHEMA = pa.schema(POSE_FIELDS + FILTER_FIELDS, metadata={b"dga_schema_version": str(SCHEMA_VERSION).encode()})
-REJECT_SCHEMA = pa.schema(POSE_FIELDS + FILTER_FIELDS + REJECT_FIELDS, metadata={b"dga_schema_version": str(SCHEMA_VERSION).encode()})
+_META = {b"dga_schema_version": str(SCHEMA_VERSION).encode()}
+GRASP_SCHEMA = pa.schema(POSE_FIELDS + REFINE_FIELDS + FILTER_FIELDS, metadata=_META)
+REJECT_SCHEMA = pa.schema(POSE_FIELDS + REFINE_FIELDS + FILTER_FIELDS + REJECT_FIELDS, metadata=_META)
+_REFINE_NAMES = frozenset(f.name for f in REFINE_FIELDS)
 
 # Reasons a grasp is rejected, in the order the filter checks them.
 REJECT_REASONS = (
@@ -109,9 +125,30 @@ def pose_table(
         "generator_config_hash": [generator_config_hash] * n,
         "created_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
     }
-    for f in FILTER_FIELDS:
+    for f in REFINE_FIELDS + FILTER_FIELDS:
         cols[f.name] = pa.nulls(n, f.type)
     return pa.Table.from_pydict(cols, schema=GRASP_SCHEMA)
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """A v1 table (no refine fields) as v2: the refine columns are inserted as nulls where v2 has them.
+
+    Tables that already have every refine column, or that lack other columns too, are returned as they
+    are (the caller's schema check then names what is wrong).
+    """
+    missing = [f for f in REFINE_FIELDS if f.name not in table.column_names]
+    if not missing or len(missing) != len(REFINE_FIELDS):
+        return table
+    at = table.column_names.index("created_at") + 1 if "created_at" in table.column_names else table.num_columns
+    for k, f in enumerate(REFINE_FIELDS):
+        table = table.add_column(at + k, f, pa.nulls(table.num_rows, f.type))
+    return table
+
+
+def file_columns(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The columns to read from a file: ``wanted`` minus refine columns an older (v1) file lacks."""
+    have = set(available)
+    return [c for c in wanted if c in have or c not in _REFINE_NAMES]
 
 
 def pose_arrays(table: pa.Table) -> dict[str, np.ndarray]:

@@ -60,7 +60,15 @@ from dga_engine.dataset.manifest import (
     SUPPORTED_SCHEMA_VERSIONS,
 )
 from dga_engine.dataset.verify import VerifyReport
-from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_REASONS, REJECT_SCHEMA, SCHEMA_VERSION, pose_arrays
+from dga_engine.dataset.schema import (
+    GRASP_SCHEMA,
+    REJECT_REASONS,
+    REJECT_SCHEMA,
+    SCHEMA_VERSION,
+    file_columns,
+    pose_arrays,
+    upgrade,
+)
 from dga_engine.layout import DEFAULT_DATASET, Layout, safe_name
 
 log = logging.getLogger(__name__)
@@ -118,6 +126,7 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
     """``table`` with exactly ``schema`` (column order, types, metadata), or a ValueError saying what differs."""
     if not isinstance(table, pa.Table):
         raise TypeError(f"{what}: expected a pyarrow.Table, got {type(table).__name__}")
+    table = upgrade(table)  # a v1 table (no refine fields) gets them as nulls
     missing = [n for n in schema.names if n not in table.column_names]
     extra = [n for n in table.column_names if n not in schema.names]
     if missing or extra:
@@ -566,14 +575,15 @@ class Dataset:
                         groups = None
                     try:
                         with self._parquet(part.path) as pf:
-                            t = pf.read(columns=need) if groups is None else pf.read_row_groups(groups, columns=need)
+                            cols = file_columns(need, pf.schema_arrow.names)  # a v1 part has no refine columns
+                            t = pf.read(columns=cols) if groups is None else pf.read_row_groups(groups, columns=cols)
                     except FileNotFoundError:
                         raise
                     except (OSError, pa.ArrowException) as exc:
                         raise CorruptShardError(
                             f"part {part.name} of shard {m.key} ({self.p(part.path)}) cannot be read ({exc}); "
                             f"run `dga-engine shards verify`, then rewrite shard {m.key} or restore the file") from exc
-                    t = t.replace_schema_metadata(None).cast(read_schema)
+                    t = _fill_missing(t.replace_schema_metadata(None), read_schema)
                     if rset is not None:
                         t = t.filter(pc.is_in(t.column("round"), pa.array(sorted(rset), pa.int32())))
                     if sset is not None:
@@ -595,7 +605,8 @@ class Dataset:
         for m in self._manifests():
             for part in m.parts:
                 with self._parquet(part.path) as pf:
-                    yield pf.read(columns=cols)
+                    t = upgrade(pf.read(columns=None if cols is None else file_columns(cols, pf.schema_arrow.names)))
+                yield t if cols is None else _fill_missing(t, pa.schema([GRASP_SCHEMA.field(c) for c in cols]))
 
     def reject_keys(self) -> list[str]:
         return [n[: -len(".parquet")] for n in fsio.listdir(self.p(REJECTS_DIR))
@@ -666,6 +677,13 @@ def info_matches(info: DatasetInfo, manifests: list[ShardManifest]) -> bool:
     have = {(s["key"], s["write_id"], int(s["rows"])) for s in info.shards}
     want = {(m.key, m.write_id, m.rows) for m in manifests}
     return have == want
+
+
+def _fill_missing(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order; columns a v1 file lacks (refine fields) as nulls."""
+    n = table.num_rows
+    cols = [table.column(f.name) if f.name in table.column_names else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema.remove_metadata()).cast(schema)
 
 
 def _dumps(obj: Any) -> bytes:

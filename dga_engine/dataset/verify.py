@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from dga_engine import fs as fsio
 from dga_engine.dataset.manifest import SchemaVersionError
-from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
+from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA, upgrade
 from dga_engine.layout import UnsafeNameError, safe_name
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ def _footer(path: str) -> pq.ParquetFile:
 
 
 def _schema_problem(found: pa.Schema, want: pa.Schema) -> str | None:
+    found = upgrade(found.empty_table()).schema  # a v1 file (no refine fields) is fine
     if found.equals(want, check_metadata=False):
         return None
     diffs = []

@@ -393,6 +393,9 @@ FILTER_TYPES = {f.name: f.type for f in FILTER_FIELDS}
 
 def conform_input(table: pa.Table) -> pa.Table:
     """The input as GRASP_SCHEMA (extra columns dropped), or a ValueError naming what is missing."""
+    from dga_engine.dataset.schema import upgrade
+
+    table = upgrade(table)  # v1 tables (no refine fields) read as v2
     missing = [n for n in GRASP_SCHEMA.names if n not in table.column_names]
     if missing:
         raise ValueError(f"the grasp table lacks columns {missing}; build it with dga_engine.dataset.schema.pose_table")

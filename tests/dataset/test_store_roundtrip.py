@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
+from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA, SCHEMA_VERSION
 from dga_engine.dataset.store import CorruptShardError, Dataset, StoreConfig, to_numpy, to_torch
 
 
@@ -45,7 +45,7 @@ def test_round_trip_keeps_every_value_and_writes_manifest_and_info(dataset, gras
 
     # The manifest on disk is the same document; the summary lists it and carries the conventions.
     raw = json.loads(open(dataset.p("manifests/seed-0000.json")).read())
-    assert raw["parts"][0]["sha256"] == part.sha256 and raw["schema_version"] == 1
+    assert raw["parts"][0]["sha256"] == part.sha256 and raw["schema_version"] == SCHEMA_VERSION
     info = json.loads(open(dataset.p("meta/info.json")).read())
     from dga_engine.hand import POSE_CONVENTION
     from dga_engine.hand.mjcf import JOINT_NAMES
@@ -53,7 +53,7 @@ def test_round_trip_keeps_every_value_and_writes_manifest_and_info(dataset, gras
     assert info["conventions"] == json.loads(json.dumps(POSE_CONVENTION))
     assert info["conventions"]["joint_order"] == list(JOINT_NAMES)
     assert "wxyz" in info["conventions"]["rotation_encoding"]
-    assert info["rows"] == 15 and info["objects"] == 3 and info["schema_version"] == 1
+    assert info["rows"] == 15 and info["objects"] == 3 and info["schema_version"] == SCHEMA_VERSION
     assert [s["key"] for s in info["shards"]] == ["seed-0000"]
     assert {f["name"] for f in info["features"]} == set(GRASP_SCHEMA.names)
     ds_info = dataset.info()
@@ -276,3 +276,38 @@ def test_fsspec_root_round_trip(grasps):
     import fsspec
 
     fsspec.filesystem("memory").rm("/dga-store-test", recursive=True)
+
+
+def test_a_schema_v1_dataset_reads_verifies_and_queries_as_v2(layout, grasps):
+    """Shards written before the refine fields existed (schema v1) stay readable: the refine columns read as null."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from dga_engine.dataset.schema import REFINE_FIELDS
+
+    ds = Dataset(layout)
+    table = grasps({"apple": 3, "mug": 2})
+    m = ds.write_shard(table, "old")
+    ds.write_candidates(table.drop_columns([f.name for f in REFINE_FIELDS]), "synthesis", "old")
+    part = m.parts[0]
+    path = ds.p(part.path)
+    v1 = pq.read_table(path).drop_columns([f.name for f in REFINE_FIELDS])
+    with pq.ParquetWriter(path, v1.schema) as w:  # the v1 layout: one row group per object
+        for o in part.objects:
+            w.write_table(v1.slice(o.row_start, o.rows), row_group_size=o.rows)
+    raw = json.loads(open(ds.p("manifests/old.json")).read())
+    data = open(path, "rb").read()
+    raw["schema_version"] = 1
+    raw["parts"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    open(ds.p("manifests/old.json"), "w").write(json.dumps(raw))
+    ds.rebuild_info()
+
+    fresh = Dataset(layout)
+    back = fresh.read()
+    assert back.schema.equals(GRASP_SCHEMA, check_metadata=False) and back.num_rows == 5
+    assert back.column("refine_status").null_count == 5
+    assert fresh.read(columns=["grasp_id", "refined_from"]).column("refined_from").null_count == 5
+    assert fresh.candidates("synthesis").schema.equals(GRASP_SCHEMA, check_metadata=False)
+    assert fresh.verify().ok, fresh.verify().errors
+    assert fresh.query("SELECT count(*) AS n, count(refined_from) AS r FROM grasps").to_pylist() == [{"n": 5, "r": 0}]
