@@ -99,7 +99,7 @@ def main() -> None:
     pts, face = trimesh.sample.sample_surface(mesh, args.object_points, seed=0)
     nrm = mesh.face_normals[face]
     t0 = time.perf_counter()
-    grid = GridField.from_mesh(mesh)
+    grid = GridField.from_mesh(mesh, [mesh])
     build_mesh = (time.perf_counter() - t0) * 1000
     dense, dface = trimesh.sample.sample_surface(mesh, 10240, seed=1)
     t0 = time.perf_counter()

@@ -59,9 +59,10 @@ def step_cost(layout, object_id: str, batch_sizes: list[int], config, repeats: i
     from dga_engine.synthesize.initialize import initial_poses
     from dga_engine.synthesize.optimize import _evaluate
 
-    mesh = ObjectStore(layout).load(object_id, with_parts=False).mesh
+    asset = ObjectStore(layout).load(object_id)
+    mesh = asset.mesh
     hand = default_hand()
-    field = GridField.from_mesh(mesh, resolution=config.field_resolution)
+    field = GridField.from_asset(asset, resolution=config.field_resolution)
     energy = GraspEnergy(hand, default_hand_spheres(), field, torch.as_tensor(mesh.bounds.mean(0), dtype=torch.float32), config)
     out = {}
     for b in batch_sizes:

@@ -146,14 +146,21 @@ class ObjectParts:
     def from_asset(cls, asset, scale: float = 1.0) -> "ObjectParts":
         return cls(asset.parts, scale)
 
-    def contains(self, points: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
-        """(M,) bool: which points (M, 3) lie inside the union of the parts (boundary counts as outside)."""
+    def contains(self, points: np.ndarray, tolerance: float = 1e-6, max_elements: int = 1 << 22) -> np.ndarray:
+        """(M,) bool: which points (M, 3) lie inside the union of the parts (boundary counts as outside).
+
+        Points are tested against one part in chunks of at most ``max_elements`` point-plane products
+        (32 MB of float64), so memory stays bounded whatever M and the parts' face counts are.
+        """
+        points = np.asarray(points, dtype=np.float64)
         inside = np.zeros(len(points), dtype=bool)
         for planes, lo, hi in zip(self.planes, self.lo, self.hi):
             cand = np.flatnonzero(~inside & np.all(points >= lo, axis=1) & np.all(points <= hi, axis=1))
-            if len(cand):
-                side = points[cand] @ planes[:, :3].T + planes[:, 3]
-                inside[cand[np.all(side < -tolerance, axis=1)]] = True
+            chunk = max(1, max_elements // len(planes))
+            for c in (cand[i : i + chunk] for i in range(0, len(cand), chunk)):
+                side = points[c] @ planes[:, :3].T
+                side += planes[:, 3]
+                inside[c[(side < -tolerance).all(axis=1)]] = True
         return inside
 
 

@@ -85,7 +85,7 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
     from dga_engine.objects.store import ObjectStore
     from dga_engine.physics.fields import GridField
 
-    asset = ObjectStore(layout).load(object_id, with_parts=False)
+    asset = ObjectStore(layout).load(object_id)
     hand = default_hand()
     sdf = default_hand_sdf()
     spheres = default_hand_spheres()
@@ -94,7 +94,7 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
     for si, scale in enumerate(config.object_scales):
         mesh = asset.mesh.copy()
         mesh.apply_scale(float(scale))
-        field = GridField.from_mesh(mesh, resolution=config.field_resolution)
+        field = GridField.from_asset(asset, scale, resolution=config.field_resolution)
         centre = torch.as_tensor(mesh.bounds.mean(0), dtype=hand.lower.dtype)
         energy = GraspEnergy(hand, spheres, field, centre, config)
         dense = torch.as_tensor(asset.dense_points * float(scale), dtype=hand.lower.dtype)

@@ -19,7 +19,7 @@ BOX = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
 @pytest.fixture(scope="module")
 def box_energy():
     config = SynthesisConfig(batch_size=8, n_iter=40, field_resolution=32)
-    field = GridField.from_mesh(BOX, resolution=32)
+    field = GridField.from_mesh(BOX, [BOX], resolution=32)
     return GraspEnergy(default_hand(), HandSpheres(), field, torch.zeros(3), config), config
 
 
