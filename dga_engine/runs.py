@@ -26,6 +26,16 @@ def is_done(layout: Layout, stage: str, unit: str) -> bool:
     return fs.exists(_record_path(layout, stage, unit))
 
 
+def is_current(layout: Layout, stage: str, unit: str, **expected: Any) -> bool:
+    """Whether ``unit`` is done *and* its record has these field values (e.g. the input fingerprint and
+    the settings' version it was made with): a unit done from other input or settings is not done."""
+    try:
+        record = read_record(layout, stage, unit)
+    except (OSError, ValueError):  # a damaged record: redo the unit
+        return False
+    return isinstance(record, dict) and all(record.get(k) == v for k, v in expected.items())
+
+
 def read_record(layout: Layout, stage: str, unit: str) -> dict[str, Any] | None:
     path = _record_path(layout, stage, unit)
     return fs.read_json(path) if fs.exists(path) else None

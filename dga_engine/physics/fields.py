@@ -7,7 +7,8 @@ surface is ``|sdf|``. Gradients flow to the query points (never to the object).
 
 - :class:`ExactField` - the reference definition (DGA ``utils/handmodel.py``): the nearest object
   point and its normal; ``|sdf|`` is the distance to that point, the sign is negative when
-  ``(p_obj - p) . n_obj > 0``. The nearest-neighbour search runs without autograd in chunks (bounded
+  ``(p_obj - p) . n_obj > 0`` (or, given the object's convex parts, when the point is inside one: the
+  physics filter's definition). The nearest-neighbour search runs without autograd in chunks (bounded
   memory), and only the distance to the chosen point is recomputed with autograd, so the backward pass
   costs O(B N) instead of O(B N No). Exact but O(B N No) per call: this dominates guided sampling.
 - :class:`GridField` - a per-object signed-distance grid (default 64^3 over the bounding box padded by
@@ -101,6 +102,10 @@ class _DeviceCache:
 class ExactField(ObjectField):
     """Nearest object point + normal sign (the reference definition), exact.
 
+    With ``parts`` (an :class:`~dga_engine.physics.penetration.ObjectParts`), inside/outside is decided
+    by the object's convex parts instead of the nearest point's normal: the physics filter's own
+    hand-into-object measure (no false alarms next to sharp edges), made differentiable.
+
     points: (No, 3) shared by the whole batch, or (B, No, 3) one cloud per grasp; normals: outward unit
     normals of the same shape. search: how the nearest point is found - "kdtree" (scipy k-d trees, built
     once; much faster on CPU), "matmul" (chunked ``|o|^2 - 2 q.o`` products; the GPU path) or "auto"
@@ -108,7 +113,7 @@ class ExactField(ObjectField):
     memory at once by the matmul search.
     """
 
-    def __init__(self, points, normals, *, search: str = "auto", max_elements: int = 1 << 24) -> None:
+    def __init__(self, points, normals, *, search: str = "auto", max_elements: int = 1 << 24, parts=None) -> None:
         if search not in ("auto", "kdtree", "matmul"):
             raise ValueError(f"search must be 'auto', 'kdtree' or 'matmul', got {search!r}")
         pts, nrm = _as_tensor(points), _as_tensor(normals)
@@ -125,6 +130,9 @@ class ExactField(ObjectField):
         self.max_elements = int(max_elements)
         pts = pts - centre
         self.search = search
+        if parts is not None and self.per_grasp:
+            raise ValueError("parts (the exact inside test) need one object cloud shared by the batch")
+        self.parts = parts
         self._trees: list[cKDTree] | None = None
         self._cache = _DeviceCache(points=pts, normals=nrm, centre=centre, sq_norms=(pts * pts).sum(-1))
 
@@ -187,7 +195,11 @@ class ExactField(ObjectField):
             near, normal = t["points"][idx], t["normals"][idx]
         diff = near - (points - t["centre"])  # (B, N, 3), differentiable in the query points
         dist = torch.linalg.vector_norm(diff, dim=-1)
-        inside = (diff * normal).sum(-1) > 0
+        if self.parts is None:
+            inside = (diff * normal).sum(-1) > 0
+        else:
+            flat = points.detach().reshape(-1, 3).cpu().double().numpy()
+            inside = torch.from_numpy(self.parts.contains(flat).reshape(points.shape[:2])).to(points.device)
         return torch.where(inside, -dist, dist)
 
 

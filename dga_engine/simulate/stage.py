@@ -1,25 +1,29 @@
 """The ``filter`` stage: candidate grasps in, accepted shards and rejects out, resumable.
 
 Input: the candidates of one source (``Dataset(layout, dataset).candidates(source)``, one file per
-candidate key), or a Parquet file / folder of GRASP_SCHEMA rows (``path``; each file is a key named
-after its path inside the folder).
+candidate key), or with ``refined=True`` the same keys as the refine stage wrote them
+(``candidates/<source>+refined/``), or a Parquet file / folder of GRASP_SCHEMA rows (``path``; each file
+is a key named after its path inside the folder).
 
 Work is done in **units**: one (candidate key, object) pair. For each unit the stage writes
 
 - the accepted grasps as shard ``filter.<source>.<key>.<object>`` (``Dataset.write_shard``), and
 - the rejected ones as ``rejects/filter.<source>.<key>.<object>.parquet`` (``Dataset.write_rejects``),
 
-both idempotent per key, and only then marks the unit done (``runs.mark_done``, stage ``filter``, unit
-= the key plus the protocol hash). A rerun skips finished units; an interrupted run redoes only the
-units without a record, rewriting their outputs under the same keys - no duplicates. A changed
-``FilterConfig`` is a different protocol version, so every unit is filtered again (and its outputs
-replaced).
+both idempotent per key, and only then its completion record (stage ``filter``, unit = that key), which
+carries the protocol version and the fingerprint of the unit's input rows
+(:func:`dga_engine.units.table_fingerprint`). A unit is skipped only when its record matches both; any
+other run (a changed ``FilterConfig``, refined instead of raw poses, new candidates) filters it again
+and replaces its outputs under the same key. The record is removed before the outputs are rewritten, so
+a crash in between leaves the unit undone, never a record that vouches for other verdicts. Raw and
+refined poses of one grasp therefore never both sit in the dataset.
+
+A candidates file that cannot be read is skipped and listed in the summary (``skipped_files``); the
+rest of the run goes on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -34,9 +38,9 @@ from dga_engine.layout import DEFAULT_DATASET, Layout
 from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.engine import apply_results, conform_input, iter_results, make_tasks, merge_stats
 from dga_engine.simulate.metrics import summarise
+from dga_engine.units import join_key, table_fingerprint
 
 STAGE = "filter"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 
 @dataclass
@@ -45,7 +49,8 @@ class FilterSummary:
 
     total/accepted/rejected: grasps filtered by this call (skipped units not included).
     reasons: reject reason -> count. metrics: :func:`~dga_engine.simulate.metrics.summarise` of the
-    grasps filtered by this call. units_done/units_skipped: units filtered now / already done before.
+    grasps filtered by this call. units_done/units_skipped: units filtered now / already done before
+    (same protocol, same input).
     seconds: wall time; timings: summed worker seconds per phase (validate, load, penetration,
     scene, closing, push) and counters (steps, simulated).
     """
@@ -60,6 +65,8 @@ class FilterSummary:
     metrics: dict[str, Any] = field(default_factory=dict)
     units_done: int = 0
     units_skipped: int = 0
+    refined: bool = False  # the input was the refine stage's output
+    skipped_files: list[dict[str, str]] = field(default_factory=list)  # candidate files that could not be read
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -67,20 +74,9 @@ class FilterSummary:
         return asdict(self)
 
 
-def _key_part(name: str) -> str:
-    """A name made safe for a key; long or changed names get a short hash so they stay unique."""
-    clean = _UNSAFE.sub("_", name).strip("._-") or "x"
-    if clean != name or len(clean) > 60:
-        clean = f"{clean[:40]}+{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-    return clean
-
-
 def unit_key(source: str, key: str, object_id: str) -> str:
-    """The output key of a unit: ``filter.<source>.<key>.<object>`` (hashed when too long)."""
-    k = f"filter.{_key_part(source)}.{_key_part(key)}.{_key_part(object_id)}"
-    if len(k) > 180:
-        k = f"filter.{_key_part(source)[:40]}.{hashlib.sha256(k.encode()).hexdigest()[:32]}"
-    return k
+    """The output key (and completion unit) of a unit: ``filter.<source>.<key>.<object>`` (hashed when too long)."""
+    return join_key("filter", source, key, object_id)
 
 
 def _read_path(path: str) -> list[tuple[str, pa.Table]]:
@@ -127,9 +123,12 @@ def run_filter(
     dataset: str = DEFAULT_DATASET,
     config: FilterConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    refined: bool = False,
 ) -> FilterSummary:
     """Filter the candidates of ``source`` (or the Parquet rows at ``path``) into dataset ``dataset``.
 
+    refined: judge the refine stage's output for every candidate key (``dga-engine refine`` first;
+    keys it has not refined from their current candidates are an error naming the command).
     ``progress(done_rows, total_rows)`` is called as grasps finish (total counts only units not done).
     Returns a :class:`FilterSummary`; the written shards/rejects are the durable result.
     """
@@ -140,34 +139,30 @@ def run_filter(
     check_backend(backend)
     ds = Dataset(layout, dataset)
     proto = config.protocol_version
-    proto_tag = proto.split("+")[-1]
     started = time.perf_counter()
-    summary = FilterSummary(source=source, backend=backend, protocol_version=proto)
+    summary = FilterSummary(source=source, backend=backend, protocol_version=proto, refined=refined)
 
     if path is not None:
+        if refined:
+            raise ValueError("refined=True reads the refine stage's output; it cannot be combined with path")
         inputs = _read_path(path)
     else:
-        keys = ds.candidate_keys(source)
-        if not keys:
-            raise FileNotFoundError(
-                f"no candidates for source {source!r} in dataset {dataset!r} "
-                f"({layout.dataset(dataset)}/candidates/{source}/); run curate/synthesize/generate first, or pass --path"
-            )
-        inputs = [(k, ds.candidates(source, keys=[k])) for k in keys]
+        inputs = _candidate_inputs(layout, ds, source, dataset, refined, summary)
 
     # Units still to do, with their rows.
-    pending: list[tuple[str, str, str, pa.Table]] = []  # (unit output key, unit record name, object, rows)
+    pending: list[tuple[str, str, str, pa.Table]] = []  # (unit output key = record name, input fingerprint, object, rows)
     for key, table in inputs:
         if table.num_rows == 0:
             continue
         ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
         for oid in sorted(set(ids.tolist())):
             out_key = unit_key(source, key, oid)
-            unit = f"{out_key}.{proto_tag}"
-            if runs.is_done(layout, STAGE, unit):
+            rows = table.take(np.where(ids == oid)[0])
+            fingerprint = table_fingerprint(rows)
+            if runs.is_current(layout, STAGE, out_key, protocol_version=proto, input=fingerprint):
                 summary.units_skipped += 1
                 continue
-            pending.append((out_key, unit, oid, table.take(np.where(ids == oid)[0])))
+            pending.append((out_key, fingerprint, oid, rows))
 
     total_rows = sum(t.num_rows for *_, t in pending)
     done_rows = 0
@@ -190,15 +185,17 @@ def run_filter(
         if progress is not None:
             progress(done_rows, total_rows)
         if remaining[u] == 0:
-            out_key, unit, oid, table = pending[u]
+            out_key, fingerprint, oid, table = pending[u]
             filtered = apply_results(conform_input(table), collected.pop(u), config)
             accepted, rejected = _split(filtered)
+            runs.clear(layout, STAGE, out_key)  # from here until the new record, the unit is not done
             ds.write_shard(accepted, out_key)
             ds.write_rejects(rejected, out_key)
             reasons = _reason_counts(filtered)
-            runs.mark_done(layout, STAGE, unit, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
-                                                 "rejected": rejected.num_rows, "reasons": reasons},
-                           source=source, object_id=oid, key=out_key, protocol_version=proto, backend=backend)
+            runs.mark_done(layout, STAGE, out_key, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
+                                                    "rejected": rejected.num_rows, "reasons": reasons},
+                           source=source, object_id=oid, key=out_key, protocol_version=proto, backend=backend,
+                           input=fingerprint, refined=refined)  # fmt: skip
             summary.units_done += 1
             all_tables.append(filtered)
 
@@ -212,6 +209,40 @@ def run_filter(
     summary.timings = merge_stats(all_results)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _candidate_inputs(layout: Layout, ds, source: str, dataset: str, refined: bool,
+                      summary: FilterSummary) -> list[tuple[str, pa.Table]]:
+    """(key, rows) per candidate key of ``source`` - raw, or the refine stage's output of each key."""
+    from dga_engine.refine.stage import STAGE as REFINE_STAGE
+    from dga_engine.refine.stage import refined_source, unit_name
+
+    keys = ds.candidate_keys(source)
+    if not keys:
+        raise FileNotFoundError(
+            f"no candidates for source {source!r} in dataset {dataset!r} "
+            f"({layout.dataset(dataset)}/candidates/{source}/); run curate/synthesize/generate first, or pass --path"
+        )
+    inputs, stale = [], []
+    for key in keys:
+        try:
+            table = ds.candidates(source, keys=[key])
+            if refined:
+                record = runs.read_record(layout, REFINE_STAGE, unit_name(source, key)) or {}
+                if record.get("input") != table_fingerprint(table):
+                    stale.append(key)
+                    continue
+                table = ds.candidates(refined_source(source), keys=[key])
+        except Exception as exc:  # noqa: BLE001 - one damaged file must not end the run
+            summary.skipped_files.append({"key": key, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        inputs.append((key, table))
+    if stale:
+        raise FileNotFoundError(
+            f"{len(stale)} candidate file(s) of {source!r} are not refined from their current candidates "
+            f"(e.g. {stale[0]!r}): run `dga-engine refine --source {source}` first, or filter the raw poses with --no-refine"
+        )
+    return inputs
 
 
 def _reason_counts(table: pa.Table) -> dict[str, int]:

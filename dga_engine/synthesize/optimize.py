@@ -11,10 +11,13 @@ Each step (DexGraspNet's annealing optimiser, plus Langevin noise):
 4. at the ``restart_at`` fractions, grasps whose energy is above the batch's ``restart_quantile`` start
    again from a fresh initial pose (restarts).
 
-The refinement (:func:`refine`) then optionally pulls the contacts onto the surface (``close_steps``,
-off by default: measured to lower the filter's acceptance) and cleans up penetration grasp by grasp:
+The clean-up (:func:`clean_up`) then optionally pulls the contacts onto the surface (``close_steps``,
+off by default: measured to lower the filter's acceptance) and removes penetration grasp by grasp:
 object points inside the hand (dense samples, exact collision geometry) are pushed out, mostly by the
 fingers, until the deepest is under ``pen_target_mm``, with joint limits enforced by clamping.
+
+The anneal takes optional :class:`PoseBounds` (every proposal is projected back into them): the refine
+stage's ``polish`` preset (:mod:`dga_engine.refine`) runs it from a generated pose within bounds.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from dga_engine.hand.model import HandFK
-from dga_engine.hand.rotations import matrix_to_rot6d, rot6d_to_matrix
+from dga_engine.hand.rotations import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rot6d, rot6d_to_matrix
 from dga_engine.physics.objectives import srf
 from dga_engine.synthesize.config import SynthesisConfig
 from dga_engine.synthesize.energy import TERMS, GraspEnergy, Pose
@@ -49,6 +52,52 @@ class AnnealResult:
     history: list[float] = field(default_factory=list)  # batch-mean energy every 10 steps
     accept_rate: float = 0.0  # mean fraction of proposals accepted
     restarted: int = 0  # grasps re-initialised
+
+
+@dataclass
+class PoseBounds:
+    """How far each of B poses may move from where it started; :meth:`project` enforces it.
+
+    t0 (B, 3) and R0 (B, 3, 3): the starting root pose. q_lo, q_hi (B, 24): each joint's interval (its
+    limits intersected with its allowed change). max_translation (metres) and max_rotation (radians,
+    the angle of ``R R0^T``) bound the root.
+    """
+
+    t0: Tensor
+    R0: Tensor
+    q_lo: Tensor
+    q_hi: Tensor
+    max_translation: float
+    max_rotation: float
+
+    @classmethod
+    def around(cls, pose: Pose, lower: Tensor, upper: Tensor, max_joint_change: float, max_translation: float,
+               max_rotation: float) -> "PoseBounds":
+        """Bounds around ``pose``: joints within ``max_joint_change`` of it and inside [lower, upper]."""
+        q = pose.q.detach()
+        return cls(t0=pose.t.detach().clone(), R0=pose.matrix().detach(), q_lo=torch.maximum(q - max_joint_change, lower),
+                   q_hi=torch.minimum(q + max_joint_change, upper), max_translation=float(max_translation),
+                   max_rotation=float(max_rotation))  # fmt: skip
+
+    def feasible(self) -> Tensor:
+        """(B,) whether every joint interval is non-empty (a joint farther outside its limits than the
+        allowed change cannot be brought inside)."""
+        return (self.q_lo <= self.q_hi).all(-1)
+
+    def project(self, x: Tensor) -> Tensor:
+        """Flat poses (B, 33) moved to the nearest point within the bounds (the root's rotation along the
+        geodesic back toward R0); the 6D part comes back orthonormal."""
+        t, r6, q = x[:, :3], x[:, 3:9], x[:, 9:]
+        dt = t - self.t0
+        n = dt.norm(dim=-1, keepdim=True)
+        t = self.t0 + dt * (self.max_translation / n.clamp_min(1e-12)).clamp(max=1.0)
+        rel = rot6d_to_matrix(r6) @ self.R0.transpose(-1, -2)
+        aa = matrix_to_axis_angle(rel)
+        angle = aa.norm(dim=-1, keepdim=True)
+        aa = aa * (self.max_rotation / angle.clamp_min(1e-12)).clamp(max=1.0)
+        r6 = matrix_to_rot6d(axis_angle_to_matrix(aa) @ self.R0)
+        q = torch.minimum(torch.maximum(q, self.q_lo), self.q_hi)
+        return torch.cat([t, r6, q], dim=-1)
 
 
 def _evaluate(energy: GraspEnergy, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -73,10 +122,16 @@ def _schedule(start: float, end: float, k: int, n: int) -> float:
 
 
 def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.Generator,
-           reinit: Callable[[int], Pose] | None = None) -> AnnealResult:
-    """Minimise the energy of a batch of grasps starting at ``pose``; random draws from ``gen``."""
+           reinit: Callable[[int], Pose] | None = None, *, bounds: PoseBounds | None = None) -> AnnealResult:
+    """Minimise the energy of a batch of grasps starting at ``pose``; random draws from ``gen``.
+
+    bounds: every proposal is projected into them (no restarts then: a fresh pose would leave them).
+    """
     b = pose.t.shape[0]
     x = _orthonormal(pose.flat().detach())
+    if bounds is not None:
+        x = bounds.project(x)
+        reinit = None
     idx = energy.draw_contacts(b, gen)
     e, g, terms = _evaluate(energy, x, idx)
     v = torch.zeros(x.shape[1], dtype=x.dtype)
@@ -100,6 +155,8 @@ def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.
         v = config.rmsprop_mu * v + (1 - config.rmsprop_mu) * (g * g).mean(0)
         noise = torch.randn(x.shape, generator=gen, dtype=x.dtype) * (step * config.noise_scale * (temp / config.temperature) ** 0.5)
         x_new = x - step * g / (v.sqrt() + 1e-6) + noise
+        if bounds is not None:
+            x_new = bounds.project(x_new)
         switch = torch.rand(b, generator=gen) < config.switch_probability
         idx_new = energy.redraw_one(idx, torch.nonzero(switch).squeeze(1), gen)
         e_new, g_new, terms_new = _evaluate(energy, x_new, idx_new)
@@ -114,7 +171,8 @@ def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.
         terms = {kk: torch.where(accept, terms_new[kk], terms[kk]) for kk in TERMS}
         accepted += float(accept.float().mean())
         if (k + 1) % 10 == 0:
-            x = _orthonormal(x)
+            if bounds is None:  # projected poses are orthonormal already
+                x = _orthonormal(x)
             history.append(float(e.mean()))
     return AnnealResult(
         pose=Pose.unflat(x.detach()),
@@ -162,8 +220,8 @@ def near_object_points(fk: HandFK, points: Tensor, hand_sdf: HandSDF, spheres: H
     return index, mask
 
 
-def refine(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_points: Tensor,
-           hand_sdf: HandSDF, contact_idx: Tensor | None = None) -> tuple[Pose, dict[str, Tensor]]:
+def clean_up(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_points: Tensor,
+             hand_sdf: HandSDF, contact_idx: Tensor | None = None) -> tuple[Pose, dict[str, Tensor]]:
     """Close the hand onto the surface, then clean up penetration (Adam; joints clamped to their limits).
 
     Closing (``close_steps``): palm-side points within ``close_radius`` outside the surface are pulled

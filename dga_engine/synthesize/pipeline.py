@@ -27,7 +27,7 @@ from dga_engine.synthesize.config import FAST, GENERATOR_NAME, GENERATOR_VERSION
 from dga_engine.synthesize.energy import GraspEnergy
 from dga_engine.synthesize.hand_sdf import default_hand_sdf, default_hand_spheres
 from dga_engine.synthesize.initialize import initial_poses
-from dga_engine.synthesize.optimize import anneal, refine
+from dga_engine.synthesize.optimize import anneal, clean_up
 from dga_engine.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
             gen = torch.Generator().manual_seed(s)
             pose0 = initial_poses(hand, mesh, n, config, rng)
             res = anneal(energy, pose0, config, gen, reinit=lambda m: initial_poses(hand, mesh, m, config, rng))
-            pose, diag = refine(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None) if (config.close_steps or config.cleanup_steps) else (res.pose, None)
+            pose, diag = clean_up(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None) if (config.close_steps or config.cleanup_steps) else (res.pose, None)
             with torch.no_grad():
                 ts.append(pose.t.double().numpy())
                 qs.append(matrix_to_quat(pose.matrix().double()).numpy())

@@ -11,7 +11,7 @@ from dga_engine.synthesize import SynthesisConfig
 from dga_engine.synthesize.energy import TERMS, GraspEnergy, force_closure
 from dga_engine.synthesize.hand_sdf import HandSDF, HandSpheres
 from dga_engine.synthesize.initialize import initial_poses, palm_anchor
-from dga_engine.synthesize.optimize import anneal, refine
+from dga_engine.synthesize.optimize import anneal, clean_up
 
 BOX = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
 
@@ -109,7 +109,7 @@ def test_refinement_removes_object_into_hand_penetration(box_energy):
 
     before = depth(pose)
     assert (before > 0.002).all()
-    out, diag = refine(energy, pose, config.replace(cleanup_steps=60, close_steps=0, pen_target_mm=0.5), dense, sdf)
+    out, diag = clean_up(energy, pose, config.replace(cleanup_steps=60, close_steps=0, pen_target_mm=0.5), dense, sdf)
     after = depth(out)
     assert (after < 0.001).all(), after  # the filter's limit is 1 mm
     np.testing.assert_allclose(diag["pen_mm"].numpy(), after.numpy() * 1000, atol=1e-3)

@@ -1,0 +1,104 @@
+"""Near misses of valid grasps, built like the failures seen on real source releases.
+
+Tried on real DexGraspNet and UniDexGrasp files, the filter rejected validator-passed grasps because the
+engine's hand (the gymnasium-robotics MJCF) is a little fatter and differently limited than the hands the
+sources were optimised with: object points 1-4 mm inside its capsules and palm, and joints 0.05-0.3 rad
+past its limits (THJ1, FFJ2/MFJ2 slightly negative, FFJ3/LFJ3 spread). These helpers make such near misses
+from grasps that do pass, with the same measures the filter uses:
+
+- :func:`press` moves each grasp into its object until the deepest object point is ``depth_mm`` inside the
+  hand: either the root along the palm's normal (a palm that sits too deep) or every finger's flexion
+  joints together (fingers that wrap too tightly);
+- :func:`past_limits` pushes one joint that sits at (within 0.05 rad of) one of its limits past it.
+
+Used by the refine tests and ``benchmarks/bench_refine.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dga_engine.hand import default_hand
+from dga_engine.hand.mjcf import JOINT_NAMES
+from dga_engine.hand.rotations import quat_to_matrix
+from dga_engine.physics.penetration import ObjectCloud, object_into_hand_mm
+
+J = {n: i for i, n in enumerate(JOINT_NAMES)}
+FLEXION = [J[n] for n in ("FFJ2", "FFJ1", "MFJ2", "MFJ1", "RFJ2", "RFJ1", "LFJ2", "LFJ1", "THJ1")]
+# The joints the real releases overshoot, and which way (lower or upper limit).
+LIMIT_JOINTS = (("THJ1", "upper"), ("THJ1", "lower"), ("FFJ2", "lower"), ("MFJ2", "lower"), ("FFJ3", "lower"),
+                ("FFJ3", "upper"), ("LFJ3", "lower"), ("LFJ3", "upper"), ("THJ4", "upper"), ("RFJ2", "lower"))
+
+
+def matrices(quat: np.ndarray) -> np.ndarray:
+    return quat_to_matrix(torch.as_tensor(np.asarray(quat, dtype=np.float64))).numpy()
+
+
+def palm_normals(t: np.ndarray, R: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(n, 3) unit normals of the palm's palm side, in the object frame (toward a grasped object)."""
+    hand = default_hand()
+    palm = hand.link_names.index("palm")
+    local = hand.inner_normal[hand.inner_link == palm].mean(0).double().numpy()
+    with torch.no_grad():
+        fk = hand.forward_kinematics(torch.as_tensor(t).float(), torch.as_tensor(R).float(), torch.as_tensor(q).float())
+    n = fk.rot[:, palm].double().numpy() @ local
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
+def _depth(cloud: ObjectCloud, t, R, q) -> np.ndarray:
+    hand = default_hand()
+    with torch.no_grad():
+        fk = hand.forward_kinematics(torch.as_tensor(t).float(), torch.as_tensor(R).float(), torch.as_tensor(q).float())
+    return object_into_hand_mm(cloud, fk, hand)
+
+
+def press(cloud: ObjectCloud, t: np.ndarray, quat: np.ndarray, q: np.ndarray, depth_mm: np.ndarray, mode: np.ndarray,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grasps pressed into the object until object points reach ``depth_mm`` (n,) inside the hand.
+
+    mode (n,): "palm" moves the root along the palm normal, "fingers" adds one common angle to the
+    flexion joints. Bisection on the amount (25 halvings). Returns (t, q, achieved depth mm).
+    """
+    t, q = np.array(t, dtype=np.float64), np.array(q, dtype=np.float64)
+    R = matrices(quat)
+    normal = palm_normals(t, R, q)
+    lo, hi = np.zeros(len(t)), np.where(mode == "palm", 0.02, 0.6)  # metres / radians
+    direction = np.zeros((len(t), 24))
+    direction[:, FLEXION] = 1.0
+
+    def moved(amount):
+        tt = t + np.where((mode == "palm")[:, None], normal * amount[:, None], 0.0)
+        qq = q + np.where((mode == "fingers")[:, None], direction * amount[:, None], 0.0)
+        return tt, qq
+
+    for _ in range(25):
+        mid = (lo + hi) / 2
+        tt, qq = moved(mid)
+        deep = _depth(cloud, tt, R, qq) > depth_mm
+        hi = np.where(deep, mid, hi)
+        lo = np.where(deep, lo, mid)
+    tt, qq = moved(hi)
+    return tt, qq, _depth(cloud, tt, R, qq)
+
+
+def past_limits(q: np.ndarray, excess: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str | None]]:
+    """Each grasp with one joint that sits within 0.05 rad of a limit pushed ``excess`` (n,) rad past it.
+
+    Returns the joints and, per grasp, the joint moved (None where no listed joint sits at a limit).
+    """
+    hand = default_hand()
+    lower, upper = hand.lower.double().numpy(), hand.upper.double().numpy()
+    q = np.array(q, dtype=np.float64)
+    moved: list[str | None] = []
+    for i in range(len(q)):
+        options = [(n, side) for n, side in LIMIT_JOINTS
+                   if abs(q[i, J[n]] - (lower if side == "lower" else upper)[J[n]]) < 0.05]
+        if not options:
+            moved.append(None)
+            continue
+        name, side = options[rng.integers(len(options))]
+        k = J[name]
+        q[i, k] = lower[k] - excess[i] if side == "lower" else upper[k] + excess[i]
+        moved.append(name)
+    return q, moved
