@@ -134,3 +134,26 @@ def build_render_scene(mesh: trimesh.Trimesh, scale: float, parts: list[trimesh.
                         centre, radius)
     scene.tint_hand(None)
     return scene
+
+
+def hand_visual_meshes() -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The hand's visual meshes, each in its link's frame: (link index of HandModel, vertices (V,3), faces (F,3)).
+
+    For posing by the engine's own forward kinematics (:class:`dga_engine.hand.model.HandModel`): a mesh's
+    world vertices are ``rot[link] @ v + pos[link]``.
+    """
+    from dga_engine.hand.mjcf import ROOT_BODY, hand_model
+
+    m = hand_model()
+    root = m.body(ROOT_BODY).id
+    out = []
+    for g in range(m.ngeom):
+        if not m.geom(g).name.startswith(PREFIX + "V_") or m.geom_type[g] != mujoco.mjtGeom.mjGEOM_MESH:
+            continue
+        mid = m.geom_dataid[g]
+        v = m.mesh_vert[m.mesh_vertadr[mid]: m.mesh_vertadr[mid] + m.mesh_vertnum[mid]].astype(np.float64)
+        f = m.mesh_face[m.mesh_faceadr[mid]: m.mesh_faceadr[mid] + m.mesh_facenum[mid]].astype(np.int32)
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, m.geom_quat[g])
+        out.append((int(m.geom_bodyid[g]) - root, v @ rot.reshape(3, 3).T + m.geom_pos[g], f))
+    return out
