@@ -143,7 +143,8 @@ def _figures(ds: Dataset, stats: dict[str, Any], sample_rows: int) -> dict[str, 
                 if len(v):
                     ax.hist(v, bins=30, alpha=0.6, label=label, color=colour)
             ax.set_title(title)
-        axes[0].legend()
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend()
         out["metrics.png"] = _png(fig)
         plt.close(fig)
     return out
