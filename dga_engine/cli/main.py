@@ -51,8 +51,12 @@ from dga_engine.cli import objects as _objects  # noqa: E402
 from dga_engine.cli import shards as _shards  # noqa: E402
 from dga_engine.cli.curate import curate as _curate  # noqa: E402
 from dga_engine.cli.describe import describe as _describe  # noqa: E402
+from dga_engine.cli.export import export_command as _export  # noqa: E402
 from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
 from dga_engine.cli.refine import refine as _refine  # noqa: E402
+from dga_engine.cli.render import render_command as _render  # noqa: E402
+from dga_engine.cli.view import card_command as _card  # noqa: E402
+from dga_engine.cli.view import view_command as _view  # noqa: E402
 from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
 
 app.command("build")(_build.build)
@@ -66,6 +70,10 @@ app.command("refine")(_refine)
 app.command("filter")(_filter)
 _generate.register(app)  # train, generate
 app.add_typer(_shards.app, name="shards")
+app.command("render")(_render)
+app.command("view")(_view)
+app.command("card")(_card)
+app.command("export")(_export)
 app.add_typer(_hand.app, name="hand")
 
 

@@ -168,9 +168,10 @@ def _add_parts(spec: mujoco.MjSpec, parts: list[trimesh.Trimesh], scale: float, 
         geom.margin = config.object_margin
 
 
-def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> Scene:
-    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale``.
+def scene_spec(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> mujoco.MjSpec:
+    """The filter's scene for one object (its convex parts in the object frame, metres) at ``scale``, as an MjSpec.
 
+    Everything the filter sets is in the spec (so ``spec.to_xml()`` writes the scene the filter simulates).
     ``fixed_object``: the object is an immovable mocap body instead of a free one (for constructing
     grasps by closing the fingers on it, as the tests and the benchmark do); the filter never uses it.
     """
@@ -190,24 +191,28 @@ def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig
     opt.noslip_iterations = config.noslip_iterations
     flags = int(mujoco.mjtDisableBit.mjDSBL_GRAVITY) | int(mujoco.mjtDisableBit.mjDSBL_FRICTIONLOSS)
     opt.disableflags = flags
-    model = spec.compile()
-    _multiccd(model, config.multiccd)
+    _multiccd(opt, config.multiccd)
     # Every contact (hand-object and the hand's own pairs) gets the configured stiffness.
-    for solref, solimp in ((model.geom_solref, model.geom_solimp), (model.pair_solref, model.pair_solimp)):
-        solref[:, 0], solref[:, 1] = config.solref_timeconst, 1.0
-        solimp[:, 0] = solimp[:, 1] = config.solimp_d
-    return _index(model, config)
+    for item in (*spec.geoms, *spec.pairs):
+        item.solref = [config.solref_timeconst, 1.0]
+        item.solimp = [config.solimp_d, config.solimp_d, *list(item.solimp)[2:]]
+    return spec
 
 
-def _multiccd(model: mujoco.MjModel, on: bool) -> None:
+def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> Scene:
+    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale`` (see :func:`scene_spec`)."""
+    return _index(scene_spec(parts, scale, config, fixed_object).compile(), config)
+
+
+def _multiccd(opt, on: bool) -> None:
     # mujoco 4 has multi-point CCD on by default behind a disable flag; 3.x had an enable flag.
     dis = getattr(mujoco.mjtDisableBit, "mjDSBL_MULTICCD", None)
     if dis is not None:
-        model.opt.disableflags = (model.opt.disableflags | int(dis)) if not on else (model.opt.disableflags & ~int(dis))
+        opt.disableflags = (opt.disableflags | int(dis)) if not on else (opt.disableflags & ~int(dis))
         return
     en = getattr(mujoco.mjtEnableBit, "mjENBL_MULTICCD", None)
     if en is not None:
-        model.opt.enableflags = (model.opt.enableflags | int(en)) if on else (model.opt.enableflags & ~int(en))
+        opt.enableflags = (opt.enableflags | int(en)) if on else (opt.enableflags & ~int(en))
 
 
 def _index(model: mujoco.MjModel, config: FilterConfig) -> Scene:
