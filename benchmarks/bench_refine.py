@@ -126,7 +126,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-object", type=int, default=32)
     ap.add_argument("--objects", type=int, default=10)
+    ap.add_argument("--skip-polish", action="store_true", help="leave out the polish vs synthesis comparison")
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--refine-config", type=str, default="{}", help="JSON of RefineConfig fields over the repair preset")
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from dga_engine.dataset.store import Dataset
@@ -161,7 +163,7 @@ def main() -> None:
     report["filter_cpu_ms_per_grasp"] = 1000 * filter_cpu / cand.num_rows
 
     # repair + filter
-    config = RefineConfig.preset("repair")
+    config = RefineConfig.preset("repair").replace(**json.loads(args.refine_config))
     r = run_refine(layout, "nearmiss", config)
     report["refine"] = {"statuses": r.statuses, "cpu_ms_per_grasp": 1000 * r.cpu_seconds / max(1, r.total),
                         "max_joint_change": r.max_joint_change, "max_translation_change_mm": 1000 * r.max_translation_change,
@@ -179,7 +181,8 @@ def main() -> None:
                                         and moved["refine_rotation_change"] <= config.max_rotation_change + 1e-5)
 
     # polish vs one seed-synthesis batch of the same size, on one object
-    report["polish_vs_synthesis"] = polish_vs_synthesis(layout, cand)
+    if not args.skip_polish:
+        report["polish_vs_synthesis"] = polish_vs_synthesis(layout, cand)
     print(json.dumps(report, indent=1, default=float))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))

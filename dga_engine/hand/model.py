@@ -221,6 +221,14 @@ class HandModel(torch.nn.Module):
             jpos.append(m.jnt_pos[joint_ids[k]] if k >= 0 else np.zeros(3))
         self._parents = parents
         self._joint_index = joint_index
+        moves = np.zeros((len(bodies), len(JOINT_NAMES)), dtype=bool)  # joint k moves link i
+        for i in range(len(bodies)):
+            a = i
+            while a >= 0:
+                if joint_index[a] >= 0:
+                    moves[i, joint_index[a]] = True
+                a = parents[a]
+        self.joint_link = [joint_index.index(k) for k in range(len(JOINT_NAMES))]  # the link each joint turns
 
         def buf(name: str, value: np.ndarray, dt: torch.dtype = dtype) -> None:
             self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=dt), persistent=False)
@@ -240,6 +248,7 @@ class HandModel(torch.nn.Module):
             buf(f"{name}_local", ps.local)
             buf(f"{name}_normal", ps.normal)
         buf("keypoint_pair_mask", pair_mask, torch.bool)
+        buf("joint_moves_link", moves, torch.bool)  # (L, 24): which joints move each link (point Jacobians)
         self.surface_group = LinkGroupedPoints(surface.link, surface.local, dtype)
         self.surface_normal_group = LinkGroupedPoints(surface.link, surface.normal, dtype)
         self.inner_group = LinkGroupedPoints(inner.link, inner.local, dtype)
@@ -299,6 +308,19 @@ class HandModel(torch.nn.Module):
             rots.append(r)
             poss.append(p)
         return HandFK(rot=torch.stack(rots, 1), pos=torch.stack(poss, 1))
+
+    def joint_axes(self, fk: HandFK) -> tuple[Tensor, Tensor]:
+        """World axes (B, 24, 3) and a world point on each (B, 24, 3) of the 24 joints at these poses.
+
+        A point p on link i then moves with joint k as ``axis_k x (p - origin_k)`` when
+        ``joint_moves_link[i, k]`` (the columns of its Jacobian; the root adds I and ``-[p - t]_x``).
+        """
+        links = self.joint_link
+        rot, pos = fk.rot[:, links], fk.pos[:, links]  # (B, 24, 3, 3), (B, 24, 3)
+        jp = self.joint_pos[links]  # (24, 3) in each link's frame
+        axes = (rot @ self.axis_by_joint.unsqueeze(-1)).squeeze(-1)
+        origins = pos + (rot @ jp.unsqueeze(-1)).squeeze(-1)
+        return axes, origins
 
     def surface_points(self, fk: HandFK) -> Tensor:
         """(B, Ns, 3) surface points in the object frame (Ns = links with geometry x points per link)."""

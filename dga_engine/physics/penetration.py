@@ -154,6 +154,11 @@ class ObjectParts:
         """
         points = np.asarray(points, dtype=np.float64)
         inside = np.zeros(len(points), dtype=bool)
+        near = np.flatnonzero(np.all(points >= self.lo.min(axis=0), axis=1) & np.all(points <= self.hi.max(axis=0), axis=1))
+        if len(near) < len(points):  # most hand points are nowhere near the object: test only the others
+            if len(near):
+                inside[near] = self.contains(points[near], tolerance, max_elements)
+            return inside
         for planes, lo, hi in zip(self.planes, self.lo, self.hi):
             cand = np.flatnonzero(~inside & np.all(points >= lo, axis=1) & np.all(points <= hi, axis=1))
             chunk = max(1, max_elements // len(planes))
@@ -188,12 +193,16 @@ def hand_into_object_depths(
     groups = [(clouds[0], slice(None))] if len(clouds) == 1 else [(c, slice(b, b + 1)) for b, c in enumerate(clouds)]
     for cloud, sel in groups:
         q = hp[sel].reshape(-1, 3)
-        dist, idx = cloud.tree.query(q, k=1, workers=workers)
         if parts is None:
+            dist, idx = cloud.tree.query(q, k=1, workers=workers)
             inside = np.einsum("ij,ij->i", cloud.points[idx] - q, cloud.normals[idx]) > 0
-        else:
-            inside = parts.contains(q)
-        out[sel] = np.where(inside, dist, 0.0).reshape(-1, nh)
+            out[sel] = np.where(inside, dist, 0.0).reshape(-1, nh)
+        else:  # only points inside a part have a depth: look up just those
+            depth = np.zeros(len(q))
+            inside = np.flatnonzero(parts.contains(q))
+            if len(inside):
+                depth[inside] = cloud.tree.query(q[inside], k=1, workers=workers)[0]
+            out[sel] = depth.reshape(-1, nh)
     return out
 
 

@@ -47,6 +47,7 @@ class RefineConfig:
     keep_contacts: bool = True  # hand points that started within contact_radius of the surface ...
     contact_radius: float = 0.003  # ... are the grasp's contacts
     contact_slack: float = 0.001  # ... and may end at most this far outside the surface (or outside where they began)
+    contact_weight: float = 0.1  # a contact's gap against a penetration's depth (1): penetration first, then the contacts
     # ---- polish only: the synthesis energy annealed from the given pose before the clean-up ----
     anneal_steps: int = 0  # 0 = no anneal (repair)
     anneal_step_size: float = 0.002  # first step (m for the translation; seed synthesis starts at 0.005 from far away)
@@ -65,7 +66,8 @@ class RefineConfig:
             (self.iterations >= 0 and self.anneal_steps >= 0, "iterations and anneal_steps must be >= 0"),
             (self.damping > 0, "damping must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.contact_radius >= 0 and self.contact_slack >= 0, "contact settings must be >= 0"),
+            (self.contact_radius >= 0 and self.contact_slack >= 0 and self.contact_weight >= 0,
+             "contact settings must be >= 0"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:

@@ -24,6 +24,7 @@ B grasps about B x 1024 near object points and B x 1216 hand points: tens of MB 
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -129,7 +130,8 @@ class ObjectRefiner:
             status=[STATUS_UNCHANGED] * n, joint_change=np.zeros(n, np.float32), translation_change=np.zeros(n, np.float32),
             rotation_change=np.zeros(n, np.float32), pen_object_hand_mm=np.full((n, 2), np.nan, np.float32),
             pen_hand_object_mm=np.full((n, 2), np.nan, np.float32), detail=[None] * n,
-            stats={"grasps": n, "checked": 0, "optimised": 0, "refined": 0, "failed": 0},
+            stats={"grasps": n, "checked": 0, "optimised": 0, "refined": 0, "failed": 0, "check_cpu_s": 0.0,
+                   "optimise_cpu_s": 0.0, "recheck_cpu_s": 0.0},
         )  # fmt: skip
         valid = np.array([why is None for why in invalid])
         if not valid.any():
@@ -137,7 +139,9 @@ class ObjectRefiner:
         idx = np.flatnonzero(valid)
         R = np.zeros((n, 3, 3))
         R[idx] = quat_to_matrix(torch.as_tensor(quat[idx] / np.linalg.norm(quat[idx], axis=1, keepdims=True))).numpy()
+        c0 = time.process_time()
         oh, ho = self.measure(t[idx], R[idx], q[idx])
+        out.stats["check_cpu_s"] = time.process_time() - c0
         out.pen_object_hand_mm[idx, 0], out.pen_hand_object_mm[idx, 0] = oh, ho
         excess = self._joint_excess(q[idx]).max(axis=1)
         out.stats["checked"] = len(idx)
@@ -163,6 +167,7 @@ class ObjectRefiner:
                                    cfg.max_rotation_change)  # fmt: skip
         feasible = bounds.feasible().numpy()
         out.stats["optimised"] += len(rows)
+        c0 = time.process_time()
         with torch_threads(cfg.threads):
             pose = pose0
             if cfg.anneal_steps:
@@ -171,12 +176,17 @@ class ObjectRefiner:
                                      temperature_final=min(FAST.temperature_final, cfg.anneal_temperature))  # fmt: skip
                 energy = GraspEnergy(hand, self.spheres, self.grid(), self.centre, synth)
                 pose = anneal(energy, pose, synth, torch.Generator().manual_seed(seed), bounds=bounds).pose
-            pose = Pose.unflat(self.solver()(pose.flat(), bounds, keep_contacts=cfg.keep_contacts))
+            deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
+            pose = Pose.unflat(self.solver()(pose.flat(), bounds, keep_contacts=cfg.keep_contacts,
+                                             deep=None if cfg.anneal_steps else deep))
         with torch.no_grad():
             t1 = pose.t.double().numpy()
             R1 = pose.matrix().double().numpy()
             q1 = pose.q.double().numpy()
+        c1 = time.process_time()
         oh, ho = self.measure(t1, R1, q1)
+        out.stats["optimise_cpu_s"] += c1 - c0
+        out.stats["recheck_cpu_s"] += time.process_time() - c1
         out.pen_object_hand_mm[rows, 1], out.pen_hand_object_mm[rows, 1] = oh, ho
         dq = np.abs(q1 - q[rows]).max(axis=1)
         dt = np.linalg.norm(t1 - t[rows], axis=1)
@@ -212,7 +222,8 @@ class ObjectRefiner:
         return LeastSquaresRepair(
             self.hand, self.hand_sdf, self.spheres, self.cloud.points, normals, self.parts.contains,
             object_target=cfg.pen_object_hand_target_mm / 1000, hand_target=cfg.pen_hand_object_target_mm / 1000,
-            contact_radius=cfg.contact_radius, contact_slack=cfg.contact_slack, damping=cfg.damping,
+            contact_radius=cfg.contact_radius, contact_slack=cfg.contact_slack, contact_weight=cfg.contact_weight,
+            damping=cfg.damping,
             iterations=cfg.iterations,
         )  # fmt: skip
 

@@ -90,6 +90,8 @@ class HandSDF(torch.nn.Module):
         buf("plane_n", p[:, 1:4])
         buf("plane_d", p[:, 4])
         self.plane_links = sorted(set(int(x) for x in p[:, 0]))
+        # the link of each per_geom column (capsules, boxes, then one per convex-mesh link)
+        buf("geom_link", np.concatenate([c[:, 0], b[:, 0], np.asarray(self.plane_links, dtype=float)]), torch.long)
 
     def per_geom(self, fk: HandFK, points: Tensor) -> Tensor:
         """(B, N, G) signed distances to each collision geom (capsules, boxes, then convex meshes).
@@ -125,6 +127,43 @@ class HandSDF(torch.nn.Module):
     def forward(self, fk: HandFK, points: Tensor) -> Tensor:
         return self.per_geom(fk, points).min(dim=-1).values
 
+    @property
+    def n_geoms(self) -> int:
+        """Columns of :meth:`per_geom`: capsules, boxes, then one per convex-mesh link."""
+        return len(self.cap_r) + len(self.box_half) + len(self.plane_links)
+
+    def pairs(self, fk: HandFK, points: Tensor, geom: Tensor) -> Tensor:
+        """(B, K) signed distance of each point (B, K, 3) to one geom, ``geom`` (B, K) indexing the columns
+        of :meth:`per_geom`: the same values at 1/G of the cost, for points already matched to a geom."""
+        nc, nb = len(self.cap_r), len(self.box_half)
+        out = torch.zeros(points.shape[:2], dtype=points.dtype, device=points.device)
+        rows, cols = (geom < nc).nonzero(as_tuple=True)
+        if len(rows):  # capsules: distance to the axis segment minus the radius
+            g = geom[rows, cols]
+            rot, pos = fk.rot[rows, self.cap_link[g]], fk.pos[rows, self.cap_link[g]]
+            a = (rot @ self.cap_a[g].unsqueeze(-1)).squeeze(-1) + pos
+            ab = (rot @ (self.cap_b[g] - self.cap_a[g]).unsqueeze(-1)).squeeze(-1)
+            ax = points[rows, cols] - a
+            t = ((ax * ab).sum(-1) / (ab * ab).sum(-1)).clamp(0.0, 1.0)
+            out = out.index_put((rows, cols), (ax - t.unsqueeze(-1) * ab).norm(dim=-1) - self.cap_r[g])
+        rows, cols = ((geom >= nc) & (geom < nc + nb)).nonzero(as_tuple=True)
+        if len(rows):  # boxes
+            g = geom[rows, cols] - nc
+            link = self.box_link[g]
+            rot = fk.rot[rows, link] @ self.box_rot[g]
+            centre = (fk.rot[rows, link] @ self.box_pos[g].unsqueeze(-1)).squeeze(-1) + fk.pos[rows, link]
+            local = ((points[rows, cols] - centre).unsqueeze(-2) @ rot).squeeze(-2)
+            q = local.abs() - self.box_half[g]
+            out = out.index_put((rows, cols), q.clamp_min(0.0).norm(dim=-1) + q.max(dim=-1).values.clamp_max(0.0))
+        for j, link in enumerate(self.plane_links):  # convex meshes: max over face planes
+            rows, cols = (geom == nc + nb + j).nonzero(as_tuple=True)
+            if len(rows):
+                sel = self.plane_link == link
+                n = fk.rot[rows, link] @ self.plane_n[sel].T  # (M, 3, F)
+                d = self.plane_d[sel] + (fk.pos[rows, link].unsqueeze(1) @ n).squeeze(1)
+                out = out.index_put((rows, cols), ((points[rows, cols].unsqueeze(1) @ n).squeeze(1) - d).max(-1).values)
+        return out
+
 
 @functools.lru_cache(maxsize=4)
 def default_hand_sdf(device: str = "cpu") -> HandSDF:
@@ -132,10 +171,11 @@ def default_hand_sdf(device: str = "cpu") -> HandSDF:
 
 
 @functools.lru_cache(maxsize=4)
-def _sphere_set(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spheres whose union approximates the capsules and boxes: (link (S,), centre (S, 3), radius (S,))."""
+def _sphere_set(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Spheres whose union approximates the capsules and boxes: (link (S,), centre (S, 3), radius (S,),
+    from_box (S,) bool)."""
     g = _geoms()
-    links, centres, radii = [], [], []
+    links, centres, radii, boxes = [], [], [], []
     for row in g["capsules"]:
         a, b, r = row[1:4], row[4:7], row[7]
         k = int(np.ceil(np.linalg.norm(b - a) / spacing)) + 1
@@ -143,6 +183,7 @@ def _sphere_set(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         centres.append(a + s * (b - a))
         links.append(np.full(k, int(row[0])))
         radii.append(np.full(k, r))
+        boxes.append(np.zeros(k, dtype=bool))
     for row in g["boxes"]:
         pos, rot, half = row[1:4], row[4:13].reshape(3, 3), row[13:16]
         thin = int(np.argmin(half))
@@ -156,7 +197,8 @@ def _sphere_set(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         centres.append(grid @ rot.T + pos)
         links.append(np.full(len(grid), int(row[0])))
         radii.append(np.full(len(grid), r))
-    return np.concatenate(links), np.concatenate(centres), np.concatenate(radii)
+        boxes.append(np.ones(len(grid), dtype=bool))
+    return np.concatenate(links), np.concatenate(centres), np.concatenate(radii), np.concatenate(boxes)
 
 
 class HandSpheres(torch.nn.Module):
@@ -172,7 +214,8 @@ class HandSpheres(torch.nn.Module):
 
     def __init__(self, spacing: float = 0.004, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        link, centre, radius = _sphere_set(spacing)
+        link, centre, radius, from_box = _sphere_set(spacing)
+        self.register_buffer("from_box", torch.as_tensor(from_box), persistent=False)  # box spheres round its edges
         self.register_buffer("link", torch.as_tensor(link, dtype=torch.long), persistent=False)
         self.register_buffer("local", torch.as_tensor(centre, dtype=dtype), persistent=False)
         self.register_buffer("radius", torch.as_tensor(radius, dtype=dtype), persistent=False)

@@ -84,6 +84,11 @@ class PoseBounds:
         allowed change cannot be brought inside)."""
         return (self.q_lo <= self.q_hi).all(-1)
 
+    def take(self, rows: Tensor) -> "PoseBounds":
+        """The bounds of a subset of the poses."""
+        return PoseBounds(self.t0[rows], self.R0[rows], self.q_lo[rows], self.q_hi[rows], self.max_translation,
+                          self.max_rotation)
+
     def project(self, x: Tensor) -> Tensor:
         """Flat poses (B, 33) moved to the nearest point within the bounds (the root's rotation along the
         geodesic back toward R0); the 6D part comes back orthonormal."""
@@ -186,38 +191,58 @@ def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.
 
 
 def near_object_points(fk: HandFK, points: Tensor, hand_sdf: HandSDF, spheres: HandSpheres, reach: float,
-                       cap: int, tree=None) -> tuple[Tensor, Tensor]:
+                       cap: int, tree=None, with_geom: bool = False) -> tuple[Tensor, ...]:
     """Per grasp, the object points closer than ``reach`` to the hand's collision geometry.
 
     Candidates come from a k-d tree of ``points`` (N, 3) around the hand's swept spheres (grown by
-    ``reach`` plus the few millimetres by which the spheres round the boxes' edges); their exact signed
-    distance to the hand is then computed without autograd. Returns indices (B, K) into ``points`` and
-    a mask (B, K) of valid entries, K <= cap (the closest are kept when more qualify).
+    ``reach`` plus the few millimetres by which the spheres round the boxes' edges, half a millimetre for
+    the capsules' spheres), all grasps in one sparse distance query; the ``2 cap`` closest to the spheres
+    get their exact signed distance to the hand (without autograd). Returns indices (B, K) into
+    ``points`` and a mask (B, K) of valid entries, K <= cap (the closest are kept when more qualify);
+    with ``with_geom`` also the nearest hand geom of each (B, K) (a column of :meth:`HandSDF.per_geom`).
     """
+    n = points.shape[0]
     tree = tree if tree is not None else cKDTree(points.detach().double().numpy())
     with torch.no_grad():
         centres = spheres.centres(fk).double().numpy()
-    radii = spheres.radius.double().numpy() + reach + _SPHERE_SLACK
-    rows = []
-    for b in range(centres.shape[0]):
-        hits = tree.query_ball_point(centres[b], radii)
-        idx = np.unique(np.concatenate([np.asarray(h, dtype=np.int64) for h in hits]))
-        if len(idx):
-            with torch.no_grad():
-                one = HandFK(rot=fk.rot[b : b + 1], pos=fk.pos[b : b + 1])
-                sd = hand_sdf(one, points[torch.as_tensor(idx)].unsqueeze(0))[0].numpy()
-            keep = sd < reach
-            idx, sd = idx[keep], sd[keep]
-            if len(idx) > cap:
-                idx = idx[np.argsort(sd, kind="stable")[:cap]]
-        rows.append(idx)
-    k = max(1, max(len(r) for r in rows))
-    index = torch.zeros(len(rows), k, dtype=torch.long)
-    mask = torch.zeros(len(rows), k, dtype=torch.bool)
-    for b, r in enumerate(rows):
-        index[b, : len(r)] = torch.as_tensor(r)
-        mask[b, : len(r)] = True
-    return index, mask
+    b, s = centres.shape[:2]
+    radius = spheres.radius.double().numpy()
+    # capsule spheres leave at most ~0.2 mm between centres; box spheres round the box's edges
+    query = radius + reach + np.where(spheres.from_box.numpy(), _SPHERE_SLACK, 0.0005)
+    pairs = tree.sparse_distance_matrix(cKDTree(centres.reshape(-1, 3)), float(query.max()), output_type="ndarray")
+    sphere = pairs["j"] % s
+    keep = pairs["v"] < query[sphere]
+    key = (pairs["j"][keep] // s) * n + pairs["i"][keep]  # (grasp, point)
+    est = pairs["v"][keep] - radius[sphere[keep]]  # distance to the nearest sphere's surface
+    order = np.lexsort((est, key))
+    key, est = key[order], est[order]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    key, est = key[first], est[first]  # per (grasp, point): its smallest estimate
+    grasp, point = key // n, key % n
+    order = np.lexsort((est, grasp))  # by grasp, closest first
+    grasp, point = grasp[order], point[order]
+    start = np.searchsorted(grasp, np.arange(b))
+    rank = np.arange(len(grasp)) - start[grasp]
+    keep = rank < 2 * cap
+    grasp, point, rank = grasp[keep], point[keep], rank[keep]
+    width = max(1, int(rank.max()) + 1 if len(rank) else 1)
+    index = torch.zeros((b, width), dtype=torch.long)
+    valid = torch.zeros((b, width), dtype=torch.bool)
+    index[grasp, rank] = torch.from_numpy(point)
+    valid[grasp, rank] = True
+    sd = torch.full((b, width), float("inf"), dtype=points.dtype)
+    geom = torch.zeros((b, width), dtype=torch.long)
+    step = max(1, (1 << 22) // (width * 64))  # bounds (grasps x candidates x geoms) in memory
+    with torch.no_grad():
+        for g0 in range(0, b, step):
+            sl = slice(g0, g0 + step)
+            part = HandFK(rot=fk.rot[sl], pos=fk.pos[sl])
+            sd[sl], geom[sl] = hand_sdf.per_geom(part, points[index[sl]]).min(dim=-1)
+    sd = torch.where(valid & (sd < reach), sd, torch.full_like(sd, float("inf")))
+    k = max(1, min(cap, int(torch.isfinite(sd).sum(-1).max())))
+    order = sd.topk(k, dim=-1, largest=False).indices  # the closest first
+    out = (torch.gather(index, 1, order), torch.isfinite(torch.gather(sd, 1, order)))
+    return out + (torch.gather(geom, 1, order),) if with_geom else out
 
 
 def clean_up(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, dense_points: Tensor,
