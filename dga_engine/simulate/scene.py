@@ -12,7 +12,11 @@ Changes to the gymnasium-robotics MJCF, all made here with :class:`mujoco.MjSpec
 - visual meshes are deleted (they never collide), and the two 1 mm placeholder boxes of the thumb base
   and hub, which collide by accident of their default class, stop colliding;
 - joint friction loss is removed (it adds 24 constraints per step and the servos hold the joints);
-- gravity is off, the hand base is fixed (it has no joint to the world).
+- gravity is off, the hand base is fixed (it has no joint to the world);
+- the object's free joint gets the configured velocity damping (PhysX-style rates
+  ``object_linear_damping`` / ``object_angular_damping`` in 1/s, as MuJoCo dof damping = rate x the
+  dof's inertia ``dof_M0``: the mass for the three translations, the body's inertia about its frame
+  axes for the rotations; integrated implicitly by the implicit integrators).
 """
 
 from __future__ import annotations
@@ -196,7 +200,12 @@ def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig
     for solref, solimp in ((model.geom_solref, model.geom_solimp), (model.pair_solref, model.pair_solimp)):
         solref[:, 0], solref[:, 1] = config.solref_timeconst, 1.0
         solimp[:, 0] = solimp[:, 1] = config.solimp_d
-    return _index(model, config)
+    scene = _index(model, config)
+    if scene.obj_dof >= 0:
+        a = scene.obj_dof
+        model.dof_damping[a : a + 3] = config.object_linear_damping * model.dof_M0[a : a + 3]
+        model.dof_damping[a + 3 : a + 6] = config.object_angular_damping * model.dof_M0[a + 3 : a + 6]
+    return scene
 
 
 def _multiccd(model: mujoco.MjModel, on: bool) -> None:
