@@ -96,6 +96,10 @@ class FilterConfig:
     # ---- hand servos (one position servo per joint replaces the tendons and actuators) ----
     kp: float = 2.0  # N m / rad stiffness of every joint servo; squeeze torque = kp x close_step = 0.2 N m per joint
     dampratio: float = 1.0  # damping of every servo as a fraction of critical damping (MuJoCo dampratio)
+    # N m s/rad of every servo instead of dampratio (0 = use dampratio). The reference's PD drives have
+    # damping = stiffness (400 / 400): a free joint closes on its target with a 1 s time constant, so
+    # fingers approach the object slowly instead of striking it; kv = kp x 1 s reproduces that
+    kv: float = 0.0
     force_limit: float = 1.0  # N m, each servo's torque limit (0 = unlimited)
     self_collision: bool = True  # keep the MJCF's finger-finger and finger-thumb contact pairs
 
@@ -126,6 +130,7 @@ class FilterConfig:
             (self.timestep > 0, "timestep must be > 0"),
             (self.solref_timeconst > 0, "solref_timeconst must be > 0"),
             (self.kp > 0, "kp must be > 0"),
+            (self.kv >= 0, "kv must be >= 0"),
             (self.integrator in ("euler", "implicit", "implicitfast"), "integrator must be euler, implicit or implicitfast"),
             (self.hand_object_inside in ("parts", "normal"), "hand_object_inside must be 'parts' or 'normal'"),
             (self.protocol in PRESETS, f"protocol must be one of {', '.join(PRESETS)}"),
@@ -200,7 +205,7 @@ class FilterConfig:
 # Fields added after protocol version 1 and their defaults (see protocol_version).
 _ADDED_DEFAULTS = {f.name: f.default for f in fields(FilterConfig) if f.name in (
     "protocol", "forearm_points", "object_linear_damping", "object_angular_damping", "push_volume", "push_point",
-    "displacement", "squeeze", "squeeze_lr", "squeeze_normal_offset")}
+    "displacement", "squeeze", "squeeze_lr", "squeeze_normal_offset", "kv")}
 
 # DGA's evaluator (4DVLab/DexGrasp-Anything: envs/tasks/grasp_test_force_shadowhand.py, grasp_test_force.yaml,
 # scripts/grasp_gen_ur/test.py). What the engine cannot reproduce is listed in docs/filter.md.

@@ -39,7 +39,7 @@ from dga_engine.simulate.backends import BackendUnavailable
 from dga_engine.simulate.closing import squeeze_targets
 from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.mujoco_backend import SimResult, SimulationError, push_directions, quiet_warnings, touching_geoms
-from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, object_pose
+from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, hand_settings, object_pose
 
 PYTHON_ENV = "DGA_ISAACGYM_PYTHON"
 INSTALL = (
@@ -71,7 +71,7 @@ def require_isaacgym() -> str:
 
 def hand_mjcf(config: FilterConfig) -> str:
     """The filter scene's hand as MJCF for Isaac Gym's importer (no actuators; absolute mesh paths)."""
-    spec = _hand_spec_for((config.kp, config.dampratio, config.force_limit, config.self_collision)).copy()
+    spec = _hand_spec_for(hand_settings(config)).copy()
     for a in list(spec.actuators):
         spec.delete(a)
     return spec.to_xml()
