@@ -109,13 +109,13 @@ def object_pose(translation: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarr
 
 def hand_settings(config: FilterConfig) -> tuple:
     """The settings that shape the scene's hand (the key of its cached spec)."""
-    return (config.kp, config.dampratio, config.kv, config.force_limit, config.self_collision)
+    return (config.kp, config.dampratio, config.force_limit, config.self_collision)
 
 
 @functools.lru_cache(maxsize=4)
 def _hand_spec_for(settings: tuple) -> mujoco.MjSpec:
     """The hand part of the scene for the hand-related settings (cached; callers copy it)."""
-    kp, dampratio, kv, force_limit, self_collision = settings
+    kp, dampratio, force_limit, self_collision = settings
     spec = hand_spec()
     for a in list(spec.actuators):
         spec.delete(a)
@@ -142,10 +142,7 @@ def _hand_spec_for(settings: tuple) -> mujoco.MjSpec:
         act.name = "servo:" + name
         act.target = PREFIX + name
         act.trntype = mujoco.mjtTrn.mjTRN_JOINT
-        if kv > 0:
-            act.set_to_position(kp=kp, kv=kv)
-        else:
-            act.set_to_position(kp=kp, dampratio=dampratio)
+        act.set_to_position(kp=kp, dampratio=dampratio)
         if force_limit > 0:
             act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
             act.forcerange = [-force_limit, force_limit]
