@@ -26,7 +26,9 @@ What it does, all in a temporary storage root:
    Suc.6 / Suc.1 over all grasps and over the closed ("validated") grasps alone, the reference's Pen and
    Div beside ours, acceptance, CPU seconds per grasp, and how the presets' Suc.6 decisions on the closed
    grasps agree. ``--objects`` adds the 5 x 5 x 10 cm box and an 8 cm capsule to the torus (Div is per
-   object, then averaged).
+   object, then averaged). ``--ablate`` then runs ``dga-reference`` with one of its settings changed at
+   a time (toward ``dga-engine``, or away from an engine-specific choice) and prints each variant's
+   Suc.6 on the closed grasps: where the two presets' figures differ, and why.
 
 The machine may be shared: the script prints the load average, and CPU time beside wall time; compare
 figures only within one run.
@@ -250,6 +252,35 @@ def protocols(layout, table, closed: np.ndarray, names: list[str]) -> dict:
     return out
 
 
+# dga-reference with one thing changed: (label, FilterConfig changes)
+ABLATIONS = [
+    ("our squeeze (jacobian, 0.1 rad per finger, 0.2 s)", {"squeeze": "jacobian", "close_time": 0.2}),
+    ("true normals in the Adam squeeze", {"squeeze_normal_offset": False}),
+    ("the literal 1 N m squeeze (kp 2 x 0.5 rad)", {"kp": 2.0}),
+    ("closing at 1/60 s", {"close_substeps": 1}),
+    ("pushes each from the closed state", {"sequential": False}),
+    ("maximum displacement", {"displacement": "max"}),
+    ("force at the centre of mass, by the parts' volume", {"push_point": "com", "push_volume": "parts"}),
+    ("no object damping", {"object_linear_damping": 0.0, "object_angular_damping": 0.0}),
+    ("no damping, 0.4 s pushes", {"object_linear_damping": 0.0, "object_angular_damping": 0.0, "push_time": 0.4}),
+    ("0.01 s steps", {"timestep": 0.01}),
+]
+
+
+def ablate(layout, table, closed: np.ndarray) -> list[dict]:
+    """Suc.6 on the closed grasps of dga-reference with each of ABLATIONS, and their agreement with it."""
+    sub = table.filter(pa.array(closed))
+    base = FilterConfig.preset("dga-reference").with_(simulate_penetrating=True)
+    out, ref = [], None
+    for label, changes in [("dga-reference", {})] + ABLATIONS:
+        filtered, _ = filter_table_stats(layout, sub, base.with_(**changes))
+        s6 = np.array([bool(x) for x in filtered.column("suc6").to_pylist()])
+        ref = s6 if ref is None else ref
+        out.append({"variant": label, "changes": changes, "suc6_closed": float(s6.mean()),
+                    "same_as_dga_reference": float((s6 == ref).mean())})
+    return out
+
+
 def print_protocols(res: dict) -> None:
     """The side-by-side table of the presets (figures for docs/filter.md)."""
     names = [k for k in res if k != "agreement_closed"]
@@ -293,6 +324,7 @@ def main() -> None:
                     help="also evaluate this preset on the same grasps (repeatable); see 7. above")
     ap.add_argument("--objects", action="store_true", help="add a box and a capsule to the torus (protocol comparison)")
     ap.add_argument("--throughput", type=int, default=1, help="0 = skip the throughput sections 3-6")
+    ap.add_argument("--ablate", action="store_true", help="dga-reference with one setting changed at a time (see 7.)")
     args = ap.parse_args()
 
     import torch
@@ -319,7 +351,7 @@ def main() -> None:
         closed = np.r_[np.ones(n_real, dtype=bool), np.zeros(k, dtype=bool)]
         print(f"object: {meta.n_parts} convex parts, {1000 * meta.volume * cfg.density:.0f} g; "
               f"{table.num_rows} candidate grasps ({k} pushed 8 mm into the palm); load {os.getloadavg()}")
-        if args.objects and args.protocol:
+        if args.objects and (args.protocol or args.ablate):
             tables = [table]
             for oid, xmesh, xparts in extra_objects():
                 write_simple_object(ObjectStore(layout), xmesh, oid, parts=xparts, object_id=oid)
@@ -408,6 +440,8 @@ def main() -> None:
                 }
         if args.protocol:
             report["protocols"] = protocols(layout, protocol_table, closed, list(dict.fromkeys(args.protocol)))
+        if args.ablate:
+            report["ablations"] = ablate(layout, protocol_table, closed)
     report["load_average_end"] = os.getloadavg()
 
     if "filter" in report:
@@ -441,6 +475,9 @@ def main() -> None:
                   f"Suc.6 rates {json.dumps({k2: round(v, 3) for k2, v in x['suc6_rate'].items()})}")
     if "protocols" in report:
         print_protocols(report["protocols"])
+    for a in report.get("ablations", []):
+        print(f"  {a['variant']:<52s} Suc.6 closed {100 * a['suc6_closed']:5.1f}%  same as dga-reference "
+              f"{100 * a['same_as_dga_reference']:5.1f}%")
     print(f"load average start {report['load_average_start']} end {report['load_average_end']}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float))

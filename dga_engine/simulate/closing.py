@@ -16,8 +16,9 @@ finger joint with a non-zero gradient moves by exactly ``lr`` = 0.5 rad in the s
 ``sum_i n_i . dp_i/dq`` and the others stay; the 0.2 target distance never matters (the gradient of
 ``|p - (p + 0.2 n)|`` is the unit normal). The reference's normals are transformed as points (its
 ``get_surface_points_and_normals`` multiplies ``(n, 1)`` by the link's homogeneous matrix), so each
-"normal" is the outward normal plus the link's origin relative to the hand root (~0.1-0.45 m for the
-finger links); ``squeeze_normal_offset`` reproduces that, off gives the true normals.
+"normal" is the outward normal plus the link's origin in the hand's root frame (~0.1-0.45 m for the
+finger links); ``squeeze_normal_offset`` reproduces that (with our link origins and the DGA hand's root,
+:data:`DGA_ROOT_OFFSET`), off gives the true normals.
 
 ``jacobian`` (:func:`squeeze_targets`, the default) - with MuJoCo's own geometry and Jacobians
 (deterministic, ~0.1 ms per grasp):
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
     from dga_engine.physics.penetration import ObjectCloud
 
 ADAM_EPS = 1e-8  # torch.optim.Adam's default eps
+# Our forearm frame's origin in the DGA hand's root frame (sr_grasp_description: palms coincide at the zero
+# pose; dga_engine.sources.kinematics.PoseConverter's root_offset, which a test checks this against).
+# The reference's offset "normals" add each link's origin in that root frame.
+DGA_ROOT_OFFSET = (0.0, -0.010, -0.043)
 N_WRIST = 2  # WRJ1, WRJ0 lead JOINT_NAMES; the reference steps only the finger joints after them
 
 
@@ -145,7 +150,9 @@ def adam_sign_targets(hand: "HandModel", cloud: "ObjectCloud", translation: np.n
         with torch.no_grad():
             normals = hand.surface_normals(fk)
             if config.squeeze_normal_offset:
-                normals = normals + (fk.pos[:, hand.surface_link] - t[:, None])
+                root = torch.as_tensor(DGA_ROOT_OFFSET, dtype=dtype)
+                offset = fk.pos[:, hand.surface_link] - t[:, None] + (r @ root)[:, None]
+                normals = normals + offset
             dist, _ = cloud.tree.query(points.detach().reshape(-1, 3).numpy(), k=1)
             near = torch.as_tensor(dist.reshape(points.shape[:2]) < config.close_margin)
             unit = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12) * near[..., None]

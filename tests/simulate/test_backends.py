@@ -77,6 +77,8 @@ def reference_adam_step(hand, cloud, t, r, q, lr, margin, offset):
     normals of hand points within ``margin`` of the object samples, loss = summed distances, one step."""
     import torch
 
+    from dga_engine.sources.kinematics import PoseConverter
+
     t, r = torch.as_tensor(t[None]), torch.as_tensor(r[None])
     q0 = torch.as_tensor(q[None])
     fingers = q0[:, 2:].clone().requires_grad_(True)
@@ -84,8 +86,9 @@ def reference_adam_step(hand, cloud, t, r, q, lr, margin, offset):
     fk = hand.forward_kinematics(t, r, torch.cat([q0[:, :2], fingers], dim=1))
     p = hand.surface_points(fk)
     n = hand.surface_normals(fk)
-    if offset:
-        n = n + (fk.pos[:, hand.surface_link] - t[:, None])
+    if offset:  # link origins in the DGA hand's root frame, rotated into the object frame
+        root = torch.as_tensor(PoseConverter.for_model("sr_grasp_description").root_offset[:3, 3])
+        n = n + (fk.pos[:, hand.surface_link] - t[:, None]) + (r @ root)[:, None]
     dist, _ = cloud.tree.query(p.detach().reshape(-1, 3).numpy())
     mask = torch.as_tensor(dist < margin, dtype=p.dtype).reshape(1, -1, 1)
     target = (p + 0.2 * mask * n).detach()
@@ -114,6 +117,12 @@ def test_adam_sign_squeeze_is_the_reference_step(offset):
     assert moved.any() and np.allclose(np.abs(step[moved]), cfg.squeeze_lr, atol=1e-4)
     expected = reference_adam_step(hand, cloud, t, r, q, cfg.squeeze_lr, cfg.close_margin, offset)
     np.testing.assert_allclose(targets[0], expected, atol=1e-6)
+    # the constant the engine uses is the converter's (the DGA root frame is not rotated against ours)
+    from dga_engine.simulate.closing import DGA_ROOT_OFFSET
+    from dga_engine.sources.kinematics import PoseConverter
+
+    off = PoseConverter.for_model("sr_grasp_description").root_offset
+    assert np.allclose(off[:3, :3], np.eye(3), atol=1e-6) and np.allclose(off[:3, 3], DGA_ROOT_OFFSET, atol=1e-4)
     # a hand far from the object is not squeezed
     far, n_far = adam_sign_targets(hand, cloud, np.array([[0.0, 0.0, 0.8]]), np.eye(3)[None], q[None], cfg)
     assert n_far[0] == 0 and np.allclose(far[0], q)
