@@ -32,7 +32,7 @@ class FilterConfig:
     protocol: str = "dga-engine"  # the preset these settings start from (names the protocol_version)
 
     # ---- decision (the paper's dataset filter) ----
-    max_displacement: float = 0.02  # a push direction passes when the object's centre of mass stays closer than this to where the push started
+    max_displacement: float = 0.02  # a push direction passes when the object frame's origin stays closer than this to where the push started (as the reference's actor position)
     directions_required: int = 6  # passing directions needed for acceptance: 6 = Suc.6 (the paper's filter), 1 = Suc.1
     max_pen_hand_object_mm: float = 10.0  # reject when hand surface points reach deeper than this into the object (paper: 10 mm)
     max_pen_object_hand_mm: float = 1.0  # reject when object points reach deeper than this into the hand's collision geoms (paper: 1 mm)
@@ -94,7 +94,7 @@ class FilterConfig:
     squeeze_wrist: bool = False  # False: the wrist joints hold the grasp pose (the reference steps the finger joints only)
 
     # ---- hand servos (one position servo per joint replaces the tendons and actuators) ----
-    kp: float = 2.0  # N m / rad stiffness of every joint servo; squeeze torque = kp x close_step = 0.2 N m per joint
+    kp: float = 2.0  # N m / rad stiffness of every joint servo; squeeze torque = kp x close_step (jacobian) or kp x squeeze_lr (adam-sign), capped by force_limit
     dampratio: float = 1.0  # damping of every servo as a fraction of critical damping (MuJoCo dampratio)
     force_limit: float = 1.0  # N m, each servo's torque limit (0 = unlimited)
     self_collision: bool = True  # keep the MJCF's finger-finger and finger-thumb contact pairs
