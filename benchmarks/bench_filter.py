@@ -18,9 +18,9 @@ What it does, all in a temporary storage root:
    grasp, every grasp simulated before penetration is checked, no early stop, MuJoCo's default solver
    effort: 100 iterations, tolerance 1e-8, multi-point CCD on) - and whether each measure changed any
    decision (early stop and penetration-first cannot; solver effort and multi-point CCD are measured);
-6. agreement of the decisions with a fine reference (timestep 0.002 s, stiffer contacts, 10 noslip
-   iterations, 100 Newton iterations) on the first ``--reference`` grasps, next to the reference's own
-   sensitivity (the same reference at 0.001 s);
+6. agreement of the decisions with a fine MuJoCo run (the "fine reference", not DGA's: timestep 0.002 s,
+   stiffer contacts, 10 noslip iterations, 100 Newton iterations) on the first ``--reference`` grasps,
+   next to that run's own sensitivity (the same at 0.001 s);
 7. with ``--protocol NAME`` (repeatable: ``dga-engine``, ``dga-reference``): each named preset on the
    same candidates, every valid grasp simulated (``simulate_penetrating``, as the paper's evaluation):
    Suc.6 / Suc.1 over all grasps and over the closed ("validated") grasps alone, the reference's Pen and
@@ -433,7 +433,7 @@ def main() -> None:
                     "grasps": nr,
                     "suc6_rate": {"shipped": float(shipped.all(1).mean()), "reference": float(ref.all(1).mean()),
                                   "reference_dt_0.001": float(ref2.all(1).mean()),
-                                  "shipped_with_reference_push_0.83s": float(ref_long.all(1).mean())},
+                                  "shipped_with_0.83s_push_undamped": float(ref_long.all(1).mean())},
                     "suc6_agreement_shipped_vs_reference": float((shipped.all(1) == ref.all(1)).mean()),
                     "suc6_agreement_reference_vs_reference_dt_0.001": float((ref2.all(1) == ref.all(1)).mean()),
                     "direction_agreement_shipped_vs_reference": float((shipped == ref).mean()),
@@ -470,7 +470,7 @@ def main() -> None:
                   f"by construction)")
         if "reference" in report:
             x = report["reference"]
-            print(f"fine reference on {x['grasps']} grasps: Suc.6 agreement {100 * x['suc6_agreement_shipped_vs_reference']:.0f}% "
+            print(f"fine MuJoCo reference on {x['grasps']} grasps: Suc.6 agreement {100 * x['suc6_agreement_shipped_vs_reference']:.0f}% "
                   f"(reference vs itself at dt 0.001: {100 * x['suc6_agreement_reference_vs_reference_dt_0.001']:.0f}%); "
                   f"Suc.6 rates {json.dumps({k2: round(v, 3) for k2, v in x['suc6_rate'].items()})}")
     if "protocols" in report:
