@@ -25,7 +25,9 @@ def filter_command(
     backend: str = typer.Option("mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (mujoco backend); results do not depend on it."),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset that receives accepted shards and rejects."),
-    config_file: Optional[str] = typer.Option(None, "--config", help="JSON file of FilterConfig fields overriding the defaults."),
+    protocol: str = typer.Option("dga-engine", "--protocol", help="Preset: dga-engine (default, tuned for MuJoCo) | "
+                                 "dga-reference (DGA's Isaac Gym evaluator emulated; see docs/filter.md)."),
+    config_file: Optional[str] = typer.Option(None, "--config", help="JSON file of FilterConfig fields overriding the preset's."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put a source's grasps through the physics filter and into the dataset: for a source dataset, curate
@@ -45,7 +47,10 @@ def filter_command(
     from dga_engine.sources.curate import SOURCES
 
     try:
-        config = FilterConfig()
+        config = FilterConfig.preset(protocol)
+    except ValueError as exc:
+        raise fail(f"bad --protocol: {exc}")
+    try:
         if config_file:
             with open(config_file) as fh:
                 config = FilterConfig.from_dict({**config.to_dict(), **json.load(fh)})
@@ -89,8 +94,9 @@ def filter_command(
             "accepted": summary.accepted,
             "rejected": summary.rejected,
             "reasons": summary.reasons,
-            "metrics": {"suc1": m.get("suc1"), "suc6": m.get("suc6"), "pen_mm": m.get("pen_mm"), "div": m.get("div"),
-                        "object_success": m.get("object_success"), "n_simulated": m.get("n_simulated")},
+            "metrics": {k: m.get(k) for k in ("suc1", "suc6", "pen_mm", "pen_succ_mm", "pen_hand_object_mm",
+                                              "pen_object_hand_mm", "pen_object_hand_sum_mm", "div", "div_ddof1",
+                                              "object_success", "n_simulated")},
             "units_done": summary.units_done,
             "units_skipped": summary.units_skipped,
             "skipped_files": summary.skipped_files,

@@ -16,6 +16,8 @@ Point sets, all fixed in the link frames and chosen once, deterministically, fro
 - **surface points** (external penetration, ERF): on every link that has collision geometry, a dense
   area-uniform sample of the geoms' surfaces (seeded), minus points buried inside another geom of the
   same link, thinned by farthest-point sampling to ``surface_points_per_link`` evenly spread points;
+  :attr:`HandModel.erf_index` selects the subset the reference uses for ERF and the Pen metric (every
+  link but the forearm: DGA's ``get_surface_points`` skips it), without changing the full set's order;
 - **inner points** (surface pulling, SPF): the subset of a denser surface sample whose outward normal
   faces the palm side (the direction the finger or thumb closes toward), on the 15 phalanges and the
   palm, thinned by farthest-point sampling;
@@ -249,6 +251,7 @@ class HandModel(torch.nn.Module):
             buf(f"{name}_normal", ps.normal)
         buf("keypoint_pair_mask", pair_mask, torch.bool)
         buf("joint_moves_link", moves, torch.bool)  # (L, 24): which joints move each link (point Jacobians)
+        buf("erf_index", np.flatnonzero(surface.link != index[root]), torch.long)
         self.surface_group = LinkGroupedPoints(surface.link, surface.local, dtype)
         self.surface_normal_group = LinkGroupedPoints(surface.link, surface.normal, dtype)
         self.inner_group = LinkGroupedPoints(inner.link, inner.local, dtype)
@@ -326,6 +329,10 @@ class HandModel(torch.nn.Module):
         """(B, Ns, 3) surface points in the object frame (Ns = links with geometry x points per link)."""
         return fk.place(self.surface_group)
 
+    def erf_points(self, fk: HandFK) -> Tensor:
+        """(B, Ne, 3) the reference's ERF / Pen points: the surface points of every link but the forearm."""
+        return self.surface_points(fk).index_select(1, self.erf_index)
+
     def surface_normals(self, fk: HandFK) -> Tensor:
         """(B, Ns, 3) outward unit normals at the surface points."""
         return fk.place(self.surface_normal_group, translate=False)
@@ -356,6 +363,7 @@ class HandModel(torch.nn.Module):
             "point_sets": {
                 "surface": int(self.surface_link.numel()),
                 "surface_per_link": self.surface_points_per_link,
+                "erf": int(self.erf_index.numel()),
                 "inner": int(self.inner_link.numel()),
                 "keypoints": int(self.keypoint_link.numel()),
                 "keypoint_pairs": int(self.keypoint_pair_mask.triu(1).sum()),

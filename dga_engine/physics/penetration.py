@@ -2,20 +2,32 @@
 
 Two complementary measures, as in the paper's Appendix C (the dataset filter combines both):
 
-**Hand into object** (:func:`hand_into_object_mm`) - the reference method of the DGA evaluation and of
-the ERF term: every hand surface point (``HandModel.surface_points``, 64 per collision link) takes its
-nearest object point; the hand point is *inside* when ``(p_obj - p_hand) . n_obj > 0`` and its depth is
-the distance to that nearest point. The grasp's value is the maximum depth (0 when nothing is inside).
-A :class:`scipy.spatial.cKDTree` over the object's dense points (10240) is built once per object and
-reused for every grasp (the prototype measured ~2 ms per grasp against ~5.5 ms for torch ``cdist``).
+**Hand into object** (:func:`hand_into_object_mm`) - every hand surface point takes its nearest object
+point and its depth is the distance to that point when it is *inside*; the grasp's value is the maximum
+depth (0 when nothing is inside). Inside is decided in one of two ways:
 
-Limits of the nearest-point sign test, all inherited from the reference definition:
+- the **normal sign test** (``parts=None``): inside when ``(p_obj - p_hand) . n_obj > 0``, the test of the
+  reference's ERF term and Pen metric;
+- the **convex parts** (``parts=ObjectParts``): inside when the point lies in one of the object's convex
+  parts, the geometry the simulator uses. The filter uses this by default (``FilterConfig.hand_object_inside``),
+  because the sign test raises false alarms next to sharp edges (below).
+
+A :class:`scipy.spatial.cKDTree` over the object's points is built once per object and reused for every
+grasp (the prototype measured ~2 ms per grasp against ~5.5 ms for torch ``cdist``).
+
+**The reference's Pen metric** (:func:`dga_pen_mm`) is this measure with the sign test, on the hand's
+:meth:`~dga_engine.hand.model.HandModel.erf_points` (every link but the forearm) against the first
+:data:`DGA_PEN_POINTS` (4096) of the object's dense points, as DGA's ``scripts/grasp_gen_ur/test.py``
+computes it (``compute_collision`` on ``object_pcds_nors[:4096]``); its mean over grasps is Pen.
+
+Limits of the nearest-point measure:
 
 - the depth is the distance to the nearest *sample*, not to the surface: outside-to-inside it can be
   off by up to about half the sample spacing (~0.5 mm for 10240 points on a 10 cm object);
-- the sign comes from one normal: near sharp concave edges, thin walls and at points deeper than the
-  object's local thickness, the nearest sample can belong to the "wrong" face, so a deep point can be
-  called outside (underestimate) or a point in a concave pocket inside (overestimate);
+- with the sign test, the sign comes from one normal: near sharp concave edges, thin walls and at points
+  deeper than the object's local thickness, the nearest sample can belong to the "wrong" face, so a deep
+  point can be called outside (underestimate) or a point just outside an edge inside (overestimate: a
+  caging grasp of a box read 13 mm there); the parts test has neither error for the simulated geometry;
 - only the hand's *sampled* surface points are tested, so an object edge slipping between samples is
   missed (the second measure covers that).
 
@@ -25,7 +37,12 @@ boxes (palm, little-finger metacarpal) and the forearm's convex mesh. Object poi
 geom's frame and the signed distance is evaluated exactly - analytically for capsules and boxes and by
 the face planes of the convex hull for the forearm (exact for points inside a convex body). Far geoms are
 skipped with bounding-sphere tests and a k-d tree ball query. This replaces the reference's palm SDF
-and cylinder approximation of the phalanges with the simulated geometry itself. Limits: a point inside
+and cylinder approximation of the phalanges with the simulated geometry itself. The grasp's value is
+the deepest point; the filter's "object into hand below 1 mm" limits it over the 10240 dense points. That
+is not DexGraspNet's E_pen (the "[41]" criterion), which *sums* the depths of ~2000 object samples and
+keeps grasps whose sum is below 1 mm - a stricter test, since a sum is never below its largest term:
+:func:`object_into_hand_sum_mm` computes that sum (the filter records it over the 2048 standard points
+as ``pen_object_hand_sum_mm``). Limits: a point inside
 two overlapping geoms of the hand counts the larger of its two depths, which can be less than its
 depth in their union; only the sampled object points are tested, so a thin object feature between
 samples can be missed (use the dense points).
@@ -52,8 +69,12 @@ __all__ = [
     "hand_collision",
     "hand_into_object_mm",
     "hand_into_object_depths",
+    "DGA_PEN_POINTS",
+    "dga_pen_cloud",
+    "dga_pen_mm",
     "object_into_hand_mm",
     "object_into_hand_depths_mm",
+    "object_into_hand_sum_mm",
 ]
 
 
@@ -211,12 +232,27 @@ def hand_into_object_mm(
 ) -> np.ndarray:
     """Maximum depth (B,) in millimetres (>= 0) of hand surface points inside the object.
 
-    Without ``parts``: the reference DGA measure (nearest object point + normal sign test); see the
-    module docstring for its limits. With ``parts``: the inside test is exact for the convex parts.
+    Without ``parts``: the normal sign test of the reference's ERF and Pen; see the module docstring for
+    its limits. With ``parts``: the inside test is exact for the convex parts.
     Arguments as :func:`hand_into_object_depths`.
     """
     depths = hand_into_object_depths(hand_points, object_points, object_normals, parts=parts, workers=workers)
     return depths.max(axis=1) * 1000.0
+
+
+DGA_PEN_POINTS = 4096  # object points of the reference's Pen: the first 4096 of its 10240 (random) samples
+
+
+def dga_pen_cloud(dense_points, dense_normals, scale: float = 1.0) -> ObjectCloud:
+    """The reference Pen's object cloud: the first 4096 dense points (a uniform random subset) and normals."""
+    pts = np.asarray(dense_points, dtype=np.float64)[:DGA_PEN_POINTS] * float(scale)
+    return ObjectCloud(pts, np.asarray(dense_normals)[:DGA_PEN_POINTS])
+
+
+def dga_pen_mm(hand, fk, cloud: ObjectCloud) -> np.ndarray:
+    """The reference's per-grasp Pen (B,) in mm: maximum sign-test depth of ``hand.erf_points(fk)`` in
+    ``cloud`` (:func:`dga_pen_cloud`). The metric Pen is its mean over grasps."""
+    return hand_into_object_mm(hand.erf_points(fk), cloud)
 
 
 # ---- object into hand -------------------------------------------------------------------------------
@@ -337,15 +373,9 @@ def _link_poses(fk) -> tuple[np.ndarray, np.ndarray]:
     return rot, pos
 
 
-def object_into_hand_depths_mm(object_points, fk, hand=None) -> np.ndarray:
-    """Per-geom maximum depth (B, G) in millimetres of object points inside each hand collision geom.
-
-    object_points: an :class:`ObjectCloud`, (No, 3) shared by the batch, or (B, No, 3) per grasp;
-    object frame, metres (apply the grasp's object scale first).
-    fk: ``HandFK`` from ``HandModel.forward_kinematics`` (or a ``(rot, pos)`` pair of link poses).
-    hand: the HandModel that produced ``fk`` (checked against the MJCF's links); optional.
-    Column g is the geom ``hand_collision().names[g]``.
-    """
+def _geom_hits(object_points, fk, hand):
+    """Per grasp and hand geom near the object: (b, g, object point indices (M,), their signed
+    distances (M,) in metres to geom g, negative inside), for the object's points in g's bounding sphere."""
     geoms = hand_collision()
     link_rot, link_pos = _link_poses(fk)
     batch, n_links = link_pos.shape[:2]
@@ -355,7 +385,6 @@ def object_into_hand_depths_mm(object_points, fk, hand=None) -> np.ndarray:
         raise ValueError(f"fk has {n_links} links; the ShadowHand's collision geoms need {geoms.link.max() + 1}")
     clouds = _clouds(object_points, None, batch, need_normals=False)
     grot, gpos = geoms.geom_poses(link_rot, link_pos)
-    out = np.zeros((batch, len(geoms.names)))
     for b in range(batch):
         cloud = clouds[0] if len(clouds) == 1 else clouds[b]
         # Culling: geoms whose bounding sphere misses the object's are skipped; for the others a k-d
@@ -367,9 +396,27 @@ def object_into_hand_depths_mm(object_points, fk, hand=None) -> np.ndarray:
         for g, idx in zip(hit, cloud.tree.query_ball_point(gpos[b, hit], geoms.radius[hit], return_sorted=False)):
             if not idx:
                 continue
-            local = (cloud.points[np.asarray(idx)] - gpos[b, g]) @ grot[b, g]  # R^T (p - c), row-vector form
-            sd = geoms.signed_distance(g, local)
-            out[b, g] = max(0.0, -float(sd.min()))
+            idx = np.asarray(idx)
+            local = (cloud.points[idx] - gpos[b, g]) @ grot[b, g]  # R^T (p - c), row-vector form
+            yield b, g, idx, geoms.signed_distance(g, local)
+
+
+def _batch_size(fk) -> int:
+    return _link_poses(fk)[1].shape[0]
+
+
+def object_into_hand_depths_mm(object_points, fk, hand=None) -> np.ndarray:
+    """Per-geom maximum depth (B, G) in millimetres of object points inside each hand collision geom.
+
+    object_points: an :class:`ObjectCloud`, (No, 3) shared by the batch, or (B, No, 3) per grasp;
+    object frame, metres (apply the grasp's object scale first).
+    fk: ``HandFK`` from ``HandModel.forward_kinematics`` (or a ``(rot, pos)`` pair of link poses).
+    hand: the HandModel that produced ``fk`` (checked against the MJCF's links); optional.
+    Column g is the geom ``hand_collision().names[g]``.
+    """
+    out = np.zeros((_batch_size(fk), len(hand_collision().names)))
+    for b, g, _, sd in _geom_hits(object_points, fk, hand):
+        out[b, g] = max(0.0, -float(sd.min()))
     return out * 1000.0
 
 
@@ -379,3 +426,21 @@ def object_into_hand_mm(object_points, fk, hand=None) -> np.ndarray:
     Arguments as :func:`object_into_hand_depths_mm`; see the module docstring for the method.
     """
     return object_into_hand_depths_mm(object_points, fk, hand).max(axis=1)
+
+
+def object_into_hand_sum_mm(object_points, fk, hand=None) -> np.ndarray:
+    """Sum (B,) over object points of their depth (mm) inside the hand: DexGraspNet's E_pen style ([41]).
+
+    A point's depth is its largest depth over the hand's collision geoms (0 outside). DexGraspNet sums
+    the depths of ~2000 object surface samples inside its hand meshes and keeps grasps whose sum is
+    below 1 mm; pass the object's 2048 standard points for the same count. Arguments as
+    :func:`object_into_hand_depths_mm`.
+    """
+    batch = _batch_size(fk)
+    deepest: list[dict[int, float]] = [{} for _ in range(batch)]
+    for b, _, idx, sd in _geom_hits(object_points, fk, hand):
+        inside = sd < 0
+        for i, d in zip(idx[inside].tolist(), (-sd[inside]).tolist()):
+            if d > deepest[b].get(i, 0.0):
+                deepest[b][i] = d
+    return np.array([sum(d.values()) for d in deepest]) * 1000.0

@@ -95,11 +95,13 @@ class ObjectRefiner:
 
     def measure(self, t: np.ndarray, R: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Object-into-hand and hand-into-object maximum depths (n,), mm: the filter's own measures."""
-        from dga_engine.simulate.engine import penetration_mm
+        from dga_engine.simulate.engine import limit_depths_mm
 
-        hand_parts = self.parts if self.filter_config.hand_object_inside == "parts" else None
-        ho, oh = penetration_mm(self.hand, self.cloud, t.astype(np.float32), R.astype(np.float32),
-                                q.astype(np.float32), hand_parts)  # fmt: skip
+        parts = self.parts if self.filter_config.hand_object_inside == "parts" else None
+        with torch.no_grad():
+            fk = self.hand.forward_kinematics(torch.as_tensor(t, dtype=torch.float32), torch.as_tensor(R, dtype=torch.float32),
+                                              torch.as_tensor(q, dtype=torch.float32))  # fmt: skip
+            ho, oh = limit_depths_mm(self.hand, fk, self.cloud, parts, self.filter_config)
         return oh, ho
 
     def _joint_excess(self, q: np.ndarray) -> np.ndarray:

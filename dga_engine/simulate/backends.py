@@ -35,10 +35,14 @@ class Backend(Protocol):
     def simulate(
         self, key: str, parts: Sequence[trimesh.Trimesh], scale: float,
         translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray,
+        targets: np.ndarray | None = None, volume: float | None = None,
     ) -> list[SimResult | BaseException]:
         """Push-test N grasps of one object (key identifies object+scale for scene reuse).
 
         translation (N, 3), rotation (N, 3, 3), joints (N, 24): root poses in the object frame.
+        targets (N, 24): squeeze targets computed by the caller (``squeeze="adam-sign"``), or None for
+        the backend's own :func:`~dga_engine.simulate.closing.squeeze_targets`. volume: m^3 that scales
+        the push force (``push_volume="mesh"``), or None for the parts' volume.
         """
         ...
 

@@ -10,7 +10,8 @@ the grasp's ``reason``; null = accepted):
 3. ``penetration_object_hand`` / ``penetration_hand_object``: at the grasp pose, object points deeper
    than ``max_pen_object_hand_mm`` inside the hand's collision geoms, or hand surface points deeper than
    ``max_pen_hand_object_mm`` inside the object (:mod:`dga_engine.physics.penetration`; both are
-   recorded for every valid grasp). Such grasps are not simulated unless ``simulate_penetrating``;
+   recorded for every valid grasp, with the reference's Pen ``pen_dga_mm`` and DexGraspNet's summed
+   ``pen_object_hand_sum_mm`` beside them). Such grasps are not simulated unless ``simulate_penetrating``;
 4. ``unstable``: fewer than ``directions_required`` of the six pushes passed;
 5. ``sim_error``: the simulator diverged or raised (``detail`` says how).
 
@@ -44,10 +45,13 @@ TASK_ROWS = 32  # grasps per task (one object): small enough to spread one objec
 # that results never depend on the worker count (a worker keeps the object, its point cloud and scene
 # between consecutive tasks of the same object, so small tasks cost little)
 
-# The filter's output: GRASP_SCHEMA (filter fields filled) plus the decision.
+# The filter's output: GRASP_SCHEMA (filter fields filled) plus the decision and the reference metrics
+# that GRASP_SCHEMA has no field for (they do not reach the dataset's shards).
 RESULT_FIELDS = [
     pa.field("reason", pa.string()),  # null = accepted; else one of REJECT_REASONS
     pa.field("detail", pa.string()),  # human-readable why (which joint, which depth, which direction)
+    pa.field("pen_dga_mm", pa.float32()),  # the reference's per-grasp Pen (penetration.dga_pen_mm); null = not computed
+    pa.field("pen_object_hand_sum_mm", pa.float32()),  # DexGraspNet-style sum of object-point depths in the hand, 2048 points
 ]
 FILTERED_SCHEMA = pa.schema(list(GRASP_SCHEMA) + RESULT_FIELDS, metadata=GRASP_SCHEMA.metadata)
 
@@ -79,6 +83,8 @@ class TaskResult:
     suc6: np.ndarray
     pen_hand_object_mm: np.ndarray  # (n,) NaN where not computed
     pen_object_hand_mm: np.ndarray
+    pen_dga_mm: np.ndarray
+    pen_object_hand_sum_mm: np.ndarray
     contact_count: np.ndarray  # (n,) int32, -1 = not simulated
     attempted: np.ndarray  # (n,) bool: the backend ran (or tried to run) this grasp
     reason: list[str | None]
@@ -171,38 +177,79 @@ def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
     ], axis=1).reshape(-1, 3, 3)  # fmt: skip
 
 
-_CLOUD: dict[tuple, Any] = {}
+@dataclass
+class ObjectGeometry:
+    """What the penetration measures and the reference squeeze need of one object at one scale.
+
+    cloud: points for the filter's own measures (dense or standard, per the config); parts: the convex
+    parts for the exact inside test (None with the sign test); pen_cloud: the reference Pen's first 4096
+    dense points; points: the 2048 standard points (the squeeze's object samples and the summed depth);
+    push_volume: m^3 that scales the push force (None: the backend uses the parts' volume).
+    """
+
+    cloud: Any
+    parts: Any
+    pen_cloud: Any
+    points: Any
+    push_volume: float | None
 
 
-def _cloud(root: str, asset, scale: float, dense: bool, exact_parts: bool):
-    """The object's point cloud with its k-d tree (and its convex parts for the exact inside test),
-    kept for the last (object, scale) of this process."""
-    from dga_engine.physics.penetration import ObjectCloud, ObjectParts
-
-    key = (root, asset.object_id, float(scale), dense, exact_parts)
-    if key not in _CLOUD:
-        _CLOUD.clear()
-        parts = ObjectParts.from_asset(asset, scale) if exact_parts else None
-        _CLOUD[key] = (ObjectCloud.from_asset(asset, scale, dense=dense), parts)
-    return _CLOUD[key]
+_GEOMETRY: dict[tuple, ObjectGeometry] = {}
 
 
-def penetration_mm(hand, cloud, translation, rotation_m, joints, parts=None) -> tuple[np.ndarray, np.ndarray]:
-    """Hand-into-object and object-into-hand maximum depths (n,), mm, at the grasp poses (one scale).
+def object_geometry(root: str, asset, scale: float, config: FilterConfig) -> ObjectGeometry:
+    """The object's point clouds (with their k-d trees) and parts at ``scale``, kept for the last
+    (object, scale, settings) of this process."""
+    from dga_engine.physics.penetration import ObjectCloud, ObjectParts, dga_pen_cloud
 
-    Both are :mod:`dga_engine.physics.penetration`'s measures: hand surface points (HandModel, 64 per
-    collision link) against the object's points and normals, and the object's points against the
-    hand's collision geoms, with the object scaled by the grasp's scale.
+    dense, exact = config.dense_object_points, config.hand_object_inside == "parts"
+    key = (root, asset.object_id, float(scale), dense, exact, config.push_volume)
+    if key not in _GEOMETRY:
+        _GEOMETRY.clear()
+        mesh_volume = config.push_volume == "mesh" and asset.meta.watertight and asset.meta.volume > 0
+        cloud = ObjectCloud.from_asset(asset, scale, dense=dense)
+        _GEOMETRY[key] = ObjectGeometry(
+            cloud=cloud,
+            parts=ObjectParts.from_asset(asset, scale) if exact else None,
+            pen_cloud=dga_pen_cloud(asset.dense_points, asset.dense_normals, scale),
+            points=ObjectCloud.from_asset(asset, scale, dense=False) if dense else cloud,
+            push_volume=float(asset.meta.volume) * float(scale) ** 3 if mesh_volume else None,
+        )
+    return _GEOMETRY[key]
+
+
+def limit_depths_mm(hand, fk, cloud, parts, config: FilterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The two depths the filter's limits judge (n,) in mm: hand points inside the object (the hand surface
+    points, without the forearm unless ``forearm_points``; inside by ``parts`` when given) and the object's
+    points inside the hand's collision geoms. The refine stage measures with this too."""
+    from dga_engine.physics.penetration import hand_into_object_mm, object_into_hand_mm
+
+    points = hand.surface_points(fk) if config.forearm_points else hand.erf_points(fk)
+    return hand_into_object_mm(points, cloud, parts=parts), object_into_hand_mm(cloud, fk, hand)
+
+
+def penetration_mm(hand, geometry: ObjectGeometry, translation, rotation_m, joints,
+                   config: FilterConfig) -> dict[str, np.ndarray]:
+    """Per-grasp depths (n,) in mm at the grasp poses (one scale), keyed by their column names.
+
+    ``pen_hand_object_mm`` / ``pen_object_hand_mm``: the filter's limits (:mod:`dga_engine.physics.penetration`):
+    hand surface points (64 per collision link; without the forearm unless ``forearm_points``) inside
+    the object, and the object's points inside the hand's collision geoms. ``pen_dga_mm``: the
+    reference's Pen; ``pen_object_hand_sum_mm``: the summed depth of the 2048 standard points.
     """
     import torch
 
-    from dga_engine.physics.penetration import hand_into_object_mm, object_into_hand_mm
+    from dga_engine.physics.penetration import dga_pen_mm, object_into_hand_sum_mm
 
     with torch.no_grad():
         fk = hand.forward_kinematics(torch.as_tensor(translation), torch.as_tensor(rotation_m), torch.as_tensor(joints))
-        ho = hand_into_object_mm(hand.surface_points(fk), cloud, parts=parts)
-        oh = object_into_hand_mm(cloud, fk, hand)
-    return np.asarray(ho, dtype=np.float64), np.asarray(oh, dtype=np.float64)
+        ho, oh = limit_depths_mm(hand, fk, geometry.cloud, geometry.parts, config)
+        return {
+            "pen_hand_object_mm": ho,
+            "pen_object_hand_mm": oh,
+            "pen_dga_mm": dga_pen_mm(hand, fk, geometry.pen_cloud),
+            "pen_object_hand_sum_mm": object_into_hand_sum_mm(geometry.points, fk, hand),
+        }
 
 
 def run_task(task: Task) -> TaskResult:
@@ -215,6 +262,7 @@ def run_task(task: Task) -> TaskResult:
         displacement=np.full((n, 6), np.nan, dtype=np.float32),
         suc1=np.full(n, -1, dtype=np.int8), suc6=np.full(n, -1, dtype=np.int8),
         pen_hand_object_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_mm=np.full(n, np.nan, dtype=np.float32),
+        pen_dga_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_sum_mm=np.full(n, np.nan, dtype=np.float32),
         contact_count=np.full(n, -1, dtype=np.int32), attempted=np.zeros(n, dtype=bool),
         reason=[None] * n, detail=[None] * n, sim_backend="", stats=stats,
         tag=task.tag,
@@ -252,11 +300,11 @@ def run_task(task: Task) -> TaskResult:
     t0 = time.process_time()
     for scale in np.unique(task.scale[valid]):
         idx = np.where(valid & (task.scale == scale))[0]
-        cloud, parts = _cloud(task.root, asset, float(scale), config.dense_object_points,
-                              config.hand_object_inside == "parts")
-        ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx], parts)
-        res.pen_hand_object_mm[idx] = ho
-        res.pen_object_hand_mm[idx] = oh
+        geometry = object_geometry(task.root, asset, float(scale), config)
+        depths = penetration_mm(hand, geometry, task.translation[idx], rot_m[idx], task.joints[idx], config)
+        for name, values in depths.items():
+            getattr(res, name)[idx] = values
+        ho, oh = depths["pen_hand_object_mm"], depths["pen_object_hand_mm"]
         for k, i in enumerate(idx):
             if oh[k] > config.max_pen_object_hand_mm:
                 res.reason[i] = "penetration_object_hand"
@@ -274,9 +322,15 @@ def run_task(task: Task) -> TaskResult:
     before = dict(backend.stats)
     for scale in np.unique(task.scale[simulate]):
         idx = np.where(simulate & (task.scale == scale))[0]
+        geometry = object_geometry(task.root, asset, float(scale), config)
+        targets = None
+        if config.squeeze == "adam-sign":
+            from dga_engine.simulate.closing import adam_sign_targets
+
+            targets, _ = adam_sign_targets(hand, geometry.points, task.translation[idx], rot_m[idx], task.joints[idx], config)
         outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
                                     task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
-                                    task.joints[idx].astype(np.float64))
+                                    task.joints[idx].astype(np.float64), targets=targets, volume=geometry.push_volume)
         for i, out in zip(idx, outcomes):
             if isinstance(out, BaseException):
                 if res.reason[i] is None:
@@ -354,6 +408,8 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
     suc6 = np.full(n, -1, dtype=np.int8)
     ho = np.full(n, np.nan, dtype=np.float32)
     oh = np.full(n, np.nan, dtype=np.float32)
+    dga = np.full(n, np.nan, dtype=np.float32)
+    oh_sum = np.full(n, np.nan, dtype=np.float32)
     cc = np.full(n, -1, dtype=np.int32)
     backend = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
@@ -362,6 +418,7 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
     for r in results:
         disp[r.rows], suc1[r.rows], suc6[r.rows] = r.displacement, r.suc1, r.suc6
         ho[r.rows], oh[r.rows], cc[r.rows] = r.pen_hand_object_mm, r.pen_object_hand_mm, r.contact_count
+        dga[r.rows], oh_sum[r.rows] = r.pen_dga_mm, r.pen_object_hand_sum_mm
         backend[r.rows[r.attempted]] = r.sim_backend
         reason[r.rows] = np.asarray(r.reason + [None], dtype=object)[:-1]
         detail[r.rows] = np.asarray(r.detail + [None], dtype=object)[:-1]
@@ -385,6 +442,8 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
         out = out.set_column(out.schema.get_field_index(name), GRASP_SCHEMA.field(name), arr)
     out = out.append_column(RESULT_FIELDS[0], pa.array(reason.tolist(), pa.string()))
     out = out.append_column(RESULT_FIELDS[1], pa.array(detail.tolist(), pa.string()))
+    out = out.append_column(RESULT_FIELDS[2], pa.array(dga, pa.float32(), mask=np.isnan(dga)))
+    out = out.append_column(RESULT_FIELDS[3], pa.array(oh_sum, pa.float32(), mask=np.isnan(oh_sum)))
     return out.cast(FILTERED_SCHEMA)
 
 

@@ -17,7 +17,11 @@ Because dga-engine needs Python >= 3.11, the Isaac Gym half lives in a standalon
 Settings map as follows: dt = ``timestep / close_substeps`` for the whole run (Isaac Gym's step is
 fixed per simulation; push steps are scaled so the push lasts ``push_time``), PD stiffness ``kp``,
 damping ``2 dampratio sqrt(kp * 0.001)`` (the finger joints' armature), effort ``force_limit``,
-friction and density as configured, TGS with 8 position / 0 velocity iterations.
+friction, density and object damping as configured (PhysX's own rigid-body damping), the push force
+at the centre of mass or the body origin (``push_point``), the displacement's maximum or end value,
+TGS with 8 position / 0 velocity iterations. Squeeze targets come from the engine (``adam-sign``) or
+from MuJoCo here (``jacobian``). The ``dga-reference`` preset's MuJoCo-specific numbers (kp, closing
+substeps) are used as they are: this backend runs the preset, not DGA's script.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from dga_engine.simulate.backends import BackendUnavailable
 from dga_engine.simulate.closing import squeeze_targets
 from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.mujoco_backend import SimResult, SimulationError, push_directions, quiet_warnings, touching_geoms
-from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, object_pose
+from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, hand_settings, object_pose
 
 PYTHON_ENV = "DGA_ISAACGYM_PYTHON"
 INSTALL = (
@@ -71,7 +75,7 @@ def require_isaacgym() -> str:
 
 def hand_mjcf(config: FilterConfig) -> str:
     """The filter scene's hand as MJCF for Isaac Gym's importer (no actuators; absolute mesh paths)."""
-    spec = _hand_spec_for((config.kp, config.dampratio, config.force_limit, config.self_collision)).copy()
+    spec = _hand_spec_for(hand_settings(config)).copy()
     for a in list(spec.actuators):
         spec.delete(a)
     return spec.to_xml()
@@ -102,17 +106,22 @@ class IsaacGymBackend:
         self.name = "isaacgym-preview4"
         self.stats: dict[str, float] = {"scene": 0.0, "closing": 0.0, "push": 0.0, "steps": 0, "scenes": 0}
 
-    def write_job(self, folder: Path, scene: Scene, parts, scale, translation, rotation, joints) -> None:
+    def write_job(self, folder: Path, scene: Scene, parts, scale, translation, rotation, joints, targets=None,
+                  volume=None) -> None:
         """Everything the worker needs, in ``folder`` (see isaacgym_worker's docstring)."""
         cfg = self.config
         n = len(translation)
+        given = targets
         targets = np.zeros((n, 24))
         pos = np.zeros((n, 3))
         quat_xyzw = np.zeros((n, 4))
         with quiet_warnings():
             for i in range(n):
-                d = scene.reset(translation[i], rotation[i], joints[i])
-                targets[i], _ = squeeze_targets(scene, d, joints[i], cfg)
+                if given is None:
+                    d = scene.reset(translation[i], rotation[i], joints[i])
+                    targets[i], _ = squeeze_targets(scene, d, joints[i], cfg)
+                else:
+                    targets[i] = given[i]
                 p, q = object_pose(translation[i], rotation[i])
                 pos[i], quat_xyzw[i] = p, np.r_[q[1:], q[0]]
         (folder / "hand.xml").write_text(hand_mjcf(cfg))
@@ -124,7 +133,9 @@ class IsaacGymBackend:
         job = {
             "hand_file": "hand.xml", "object_file": "object.urdf", "device": self.device,
             "dt": dt, "close_steps": cfg.close_steps, "push_steps": int(round(cfg.push_time / dt)),
-            "sequential": cfg.sequential, "force": cfg.push_force_per_volume * scene.volume,
+            "sequential": cfg.sequential, "force": cfg.push_force_per_volume * (scene.volume if volume is None else volume),
+            "push_point": cfg.push_point, "displacement": cfg.displacement,
+            "linear_damping": cfg.object_linear_damping, "angular_damping": cfg.object_angular_damping,
             "density": cfg.density, "friction": cfg.friction, "kp": cfg.kp,
             "kd": 2.0 * cfg.dampratio * float(np.sqrt(cfg.kp * 0.001)), "force_limit": cfg.force_limit,
             "position_iterations": 8, "velocity_iterations": 0,
@@ -144,14 +155,15 @@ class IsaacGymBackend:
         if proc.returncode != 0:
             raise RuntimeError(f"Isaac Gym worker failed ({self.runner}): {proc.stderr.strip()[-2000:]}")
 
-    def simulate(self, key, parts, scale, translation, rotation, joints) -> list[SimResult | BaseException]:
+    def simulate(self, key, parts, scale, translation, rotation, joints, targets=None,
+                 volume=None) -> list[SimResult | BaseException]:
         t0 = time.perf_counter()
         scene = build_scene(list(parts), scale, self.config)
         self.stats["scene"] += time.perf_counter() - t0
         self.stats["scenes"] += 1
         with tempfile.TemporaryDirectory(prefix="dga-isaacgym-") as tmp:
             folder = Path(tmp)
-            self.write_job(folder, scene, parts, scale, translation, rotation, joints)
+            self.write_job(folder, scene, parts, scale, translation, rotation, joints, targets, volume)
             t1 = time.perf_counter()
             self._run(folder)
             self.stats["push"] += time.perf_counter() - t1

@@ -17,11 +17,14 @@ Output: ``result.npz`` with displacement (N,6) metres, closed_qpos (N,24) joint 
 closed_obj (N,7) object pose after closing (pos, quat xyzw), error (N,) bool.
 
 Protocol (as the MuJoCo backend): one env per grasp; the hand actor fixed at the origin with PD DOF
-targets; the object actor free at the inverse root pose; gravity off; closing ``close_steps`` with the
-targets; then per direction a constant force ``force`` N on the object (``apply_rigid_body_force_tensors``,
-re-applied every step) for ``push_steps``, from the closed state (restored through the state tensors)
-or, with ``sequential``, one after the other; displacement = max distance of the object root from the
-start of the push.
+targets; the object actor free at the inverse root pose with ``linear_damping`` / ``angular_damping``
+(PhysX's own rigid-body damping, as the reference); gravity off; closing ``close_steps`` with the
+targets; then per direction a constant force ``force`` N on the object, re-applied every step, at its
+centre of mass (``apply_rigid_body_force_tensors``) or, with ``push_point`` "origin", at the body's
+position (``apply_rigid_body_force_at_pos_tensors``, as the reference), for ``push_steps``, from the
+closed state (restored through the state tensors) or, with ``sequential``, one after the other;
+displacement = distance of the object root from the start of the push, its maximum over the push
+(``displacement`` "max") or at its end ("end", as the reference).
 """
 
 import json
@@ -75,6 +78,8 @@ def run_job(job_dir):
     oo.override_inertia = True
     oo.vhacd_enabled = False  # the parts are already convex
     oo.disable_gravity = True
+    oo.linear_damping = float(job.get("linear_damping", 0.0))
+    oo.angular_damping = float(job.get("angular_damping", 0.0))
     obj_asset = gym.load_asset(sim, job_dir, job["object_file"], oo)
 
     dof_names = list(gym.get_asset_dof_names(hand_asset))
@@ -125,9 +130,18 @@ def run_job(job_dir):
     gym.set_actor_root_state_tensor(sim, gymtorch.unwrap_tensor(root))
     gym.set_dof_position_target_tensor(sim, gymtorch.unwrap_tensor(tgt.contiguous()))
 
+    bodies = gymtorch.wrap_tensor(gym.acquire_rigid_body_state_tensor(sim))  # (n * bodies_per_env, 13)
+    at_origin = job.get("push_point", "com") == "origin"
+
     def step(forces=None):
         if forces is not None:
-            gym.apply_rigid_body_force_tensors(sim, gymtorch.unwrap_tensor(forces), None, gymapi.ENV_SPACE)
+            if at_origin:
+                gym.refresh_rigid_body_state_tensor(sim)
+                where = bodies[:, 0:3].contiguous()
+                gym.apply_rigid_body_force_at_pos_tensors(sim, gymtorch.unwrap_tensor(forces), gymtorch.unwrap_tensor(where),
+                                                          gymapi.ENV_SPACE)
+            else:
+                gym.apply_rigid_body_force_tensors(sim, gymtorch.unwrap_tensor(forces), None, gymapi.ENV_SPACE)
         gym.simulate(sim)
         gym.fetch_results(sim, True)
         gym.refresh_actor_root_state_tensor(sim)
@@ -155,7 +169,8 @@ def run_job(job_dir):
         for _ in range(int(job["push_steps"])):
             step(forces)
             best = torch.maximum(best, (root[:, 1, 0:3] - start).norm(dim=1))
-        disp[:, k] = best
+        end = (root[:, 1, 0:3] - start).norm(dim=1)
+        disp[:, k] = end if job.get("displacement", "max") == "end" else best
     error |= ~torch.isfinite(disp).all(dim=1)
 
     np.savez(

@@ -1,17 +1,27 @@
 """The paper's evaluation metrics over filtered grasps: Suc.1, Suc.6, Pen, Div, object success.
 
 Input: any table with GRASP_SCHEMA's filter fields (the output of ``filter_table``, accepted shards,
-rejects, or their concatenation); the ``reason`` column is optional.
+rejects, or their concatenation); the ``reason``, ``pen_dga_mm`` and ``pen_object_hand_sum_mm``
+columns are optional (``filter_table`` writes them; the dataset's shards do not keep them).
+
+Pen and Div are computed as DGA's evaluation script computes them (``scripts/grasp_gen_ur/test.py``);
+our own measures are reported beside them under their own names:
 
 - ``suc1`` / ``suc6``: fraction of *simulated* grasps (non-null ``suc6``) that held in at least one / all
   six push directions. Grasps rejected before simulation (invalid pose, missing object, and - unless
   ``simulate_penetrating`` - penetration) are not in the denominator; ``n_simulated`` says how many are.
   With ``simulate_penetrating=True`` every valid grasp is simulated, which is the paper's evaluation.
-- ``pen_mm``: mean over grasps of the per-grasp maximum depth of hand points inside the object (the
-  paper's Pen, ``pen_hand_object_mm``); ``pen_object_hand_mm`` is reported beside it.
-- ``div``: diversity as in the reference code: per object, the standard deviation (ddof=1) of each of
-  the 24 joint angles over that object's Suc.6 grasps; averaged over joints, then over objects that
-  have at least two such grasps (radians).
+- ``pen_mm`` (the reference's Pen): mean over grasps of ``pen_dga_mm``, the per-grasp maximum
+  sign-test depth of the hand's surface points without the forearm against the first 4096 object
+  points (:func:`dga_engine.physics.penetration.dga_pen_mm`); None when the table has no such column.
+  ``pen_succ_mm``: the same mean over the Suc.6 grasps only (the script logs both).
+- ``pen_hand_object_mm`` (ours): mean of the filter's hand-into-object depth (its ``hand_object_inside``
+  test, dense points); ``pen_object_hand_mm`` (ours): mean of the object-into-hand maximum depth;
+  ``pen_object_hand_sum_mm``: mean of DexGraspNet's summed object-point depth (2048 points).
+- ``div`` (the reference's Div): per object, the standard deviation (``np.var``, ddof 0) of each of the
+  24 joint angles over that object's Suc.6 grasps - an object with one success counts 0, one with none
+  is left out; averaged over objects, then over joints (radians).
+  ``div_ddof1`` (ours until now): the same with ddof 1, over objects with at least two successes.
 - ``object_success``: fraction of objects with at least one Suc.6 grasp, among the objects that have
   at least one simulated grasp.
 - ``accepted_rate``: fraction of all rows with a null ``reason`` (only when the column is present).
@@ -27,7 +37,7 @@ import pyarrow as pa
 
 from dga_engine.dataset.schema import N_JOINTS
 
-METRIC_KEYS = ("suc1", "suc6", "pen_mm", "div", "object_success")
+METRIC_KEYS = ("suc1", "suc6", "pen_mm", "div", "object_success")  # the paper's, in its tables' order
 
 
 def _bool(table: pa.Table, name: str) -> np.ndarray:
@@ -52,7 +62,18 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def diversity(joints: np.ndarray, object_ids: np.ndarray, ok: np.ndarray) -> float | None:
-    """Mean per-joint std (ddof=1, radians) over each object's successful grasps, averaged over objects."""
+    """The reference's Div (radians): per object with a success, the per-joint std (ddof 0) of its
+    successful grasps (0 for a single one), averaged over those objects, then over joints.
+
+    joints (N, 24), object_ids (N,), ok (N,) bool: which grasps succeeded (Suc.6).
+    """
+    per_object = [np.sqrt(joints[ok & (object_ids == oid)].var(axis=0)) for oid in np.unique(object_ids[ok])]
+    return float(np.stack(per_object).mean(axis=0).mean()) if per_object else None
+
+
+def diversity_ddof1(joints: np.ndarray, object_ids: np.ndarray, ok: np.ndarray) -> float | None:
+    """Mean per-joint std (ddof=1, radians) over each object's successful grasps, averaged over the
+    objects with at least two (the engine's Div before it followed the reference; kept for comparison)."""
     per_object = []
     for oid in np.unique(object_ids[ok]):
         q = joints[ok & (object_ids == oid)]
@@ -74,14 +95,20 @@ def summarise(table: pa.Table) -> dict[str, Any]:
     objects = sorted(set(ids.tolist()))
     evaluated = set(ids[simulated].tolist())
     succeeded = set(ids[ok].tolist())
+    dga = _float(table, "pen_dga_mm") if "pen_dga_mm" in table.column_names else None
+    oh_sum = _float(table, "pen_object_hand_sum_mm") if "pen_object_hand_sum_mm" in table.column_names else None
     out: dict[str, Any] = {
         "grasps": n,
         "n_simulated": int(simulated.sum()),
         "suc1": _mean(suc1),
         "suc6": _mean(suc6),
-        "pen_mm": _mean(ho),
+        "pen_mm": None if dga is None else _mean(dga),
+        "pen_succ_mm": None if dga is None else _mean(dga[ok]),
+        "pen_hand_object_mm": _mean(ho),
         "pen_object_hand_mm": _mean(oh),
+        "pen_object_hand_sum_mm": None if oh_sum is None else _mean(oh_sum),
         "div": diversity(joints, ids, ok),
+        "div_ddof1": diversity_ddof1(joints, ids, ok),
         "objects": len(objects),
         "object_success": (len(succeeded) / len(evaluated)) if evaluated else None,
     }
@@ -107,9 +134,12 @@ def rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("simulated", str(metrics.get("n_simulated", 0))),
         ("Suc.1", pct(metrics.get("suc1"))),
         ("Suc.6", pct(metrics.get("suc6"))),
-        ("Pen (hand into object)", num(metrics.get("pen_mm"), "mm")),
-        ("object into hand", num(metrics.get("pen_object_hand_mm"), "mm")),
-        ("Div", num(metrics.get("div"), "rad")),
+        ("Pen (reference)", num(metrics.get("pen_mm"), "mm")),
+        ("hand into object (filter)", num(metrics.get("pen_hand_object_mm"), "mm")),
+        ("object into hand (filter)", num(metrics.get("pen_object_hand_mm"), "mm")),
+        ("object into hand, summed", num(metrics.get("pen_object_hand_sum_mm"), "mm")),
+        ("Div (reference)", num(metrics.get("div"), "rad")),
+        ("Div (ddof 1)", num(metrics.get("div_ddof1"), "rad")),
         ("objects", str(metrics.get("objects", 0))),
         ("object success", pct(metrics.get("object_success"))),
     ]

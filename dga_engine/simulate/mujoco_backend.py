@@ -4,16 +4,19 @@ Per grasp (all from :class:`~dga_engine.simulate.config.FilterConfig`):
 
 1. reset the scene to the grasp (hand joints and servo targets at the grasp's joints, object at the
    inverse root pose, velocities zero);
-2. closing: compute squeeze targets (:mod:`dga_engine.simulate.closing`), step ``close_time``;
-   the state reached is the *closed state*; ``contact_count`` = hand collision geoms touching the
-   object there;
+2. closing: squeeze targets (:mod:`dga_engine.simulate.closing`: computed here with ``squeeze="jacobian"``,
+   or given by the caller - the engine computes ``adam-sign`` targets with the hand model), step
+   ``close_time``; the state reached is the *closed state*; ``contact_count`` = hand collision geoms
+   touching the object there;
 3. push: for each of +x, -x, +y, -y, +z, -z of the object frame (rotated into the hand frame), apply
-   ``push_force_per_volume x volume`` newtons at the object's centre of mass for ``push_time``,
-   starting from a copy of the closed state (or, if ``sequential``, from where the previous push
-   ended, without reset, as the reference does). The direction's displacement is the largest distance
-   of the object frame's origin (the reference tracks the object actor's root position) from where
-   that push started, over the states after each step; it passes when that stays below
-   ``max_displacement``. With ``early_stop`` a push ends as soon as the limit is reached (the maximum
+   ``push_force_per_volume x volume`` newtons for ``push_time`` - at the object's centre of mass, or
+   (``push_point="origin"``, as the reference) at its frame origin, i.e. plus the torque of that offset,
+   updated every step - starting from a copy of the closed state (or, if ``sequential``, from where
+   the previous push ended, without reset, as the reference does). The direction's displacement is the
+   distance of the object frame's origin (the reference tracks the object actor's root position) from
+   where that push started: its largest value over the states after each step (``displacement="max"``)
+   or its value at the end (``"end"``, the reference); it passes below ``max_displacement``. With
+   ``early_stop`` (and "max", not sequential) a push ends as soon as the limit is reached (the maximum
    cannot go back below it, so no outcome changes; the recorded value is then the one at the stop).
 """
 
@@ -59,8 +62,8 @@ class SimulationError(RuntimeError):
 class SimResult:
     """One grasp's push test.
 
-    displacement: (6,) metres, DIRECTIONS order (the maximum over the push; at least
-    max_displacement when that push was stopped early).
+    displacement: (6,) metres, DIRECTIONS order (the maximum over the push, at least max_displacement
+    when that push was stopped early; or its end value with ``displacement="end"``).
     passed: (6,) bool. contact_count: hand collision geoms touching the object after closing.
     steps: simulation steps taken; timings: CPU seconds spent in closing and pushes.
     """
@@ -119,13 +122,19 @@ class MujocoSimulator:
             speed = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
             raise SimulationError(f"simulation diverged (object speed {speed:.3g} m/s at t={d.time:.3f} s)")
 
-    def run(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray) -> SimResult:
-        """Close, then push six ways. rotation: (3, 3) root orientation; joints (24,)."""
+    def run(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray, targets: np.ndarray | None = None,
+            volume: float | None = None) -> SimResult:
+        """Close, then push six ways. rotation: (3, 3) root orientation; joints (24,).
+
+        targets (24,): squeeze targets (None: :func:`squeeze_targets`); volume: m^3 that scales the
+        push force (None: the parts' volume).
+        """
         cfg, sc, m = self.config, self.scene, self.scene.model
         t0 = time.process_time()
         d = sc.reset(translation, rotation, joints, self._closed)
-        targets, _ = squeeze_targets(sc, d, joints, cfg)
-        mujoco.mj_forward(m, d)  # squeeze_targets overwrote the contact list with its margin query
+        if targets is None:
+            targets, _ = squeeze_targets(sc, d, joints, cfg)
+            mujoco.mj_forward(m, d)  # squeeze_targets overwrote the contact list with its margin query
         steps = 0
         ramp = max(1, int(round(cfg.close_ramp * cfg.close_steps)))
         start = np.asarray(joints, dtype=np.float64)
@@ -145,9 +154,11 @@ class MujocoSimulator:
         t1 = time.process_time()
 
         dirs = push_directions(rotation)
-        force = cfg.push_force_per_volume * sc.volume
+        force = cfg.push_force_per_volume * (sc.volume if volume is None else volume)
         limit2 = cfg.max_displacement**2
-        early = cfg.early_stop
+        early = cfg.stops_early
+        track_max = cfg.displacement == "max"
+        at_origin = cfg.push_point == "origin"
         disp = np.zeros(6)
         body, a = sc.obj_body, sc.obj_qpos
         w = self._work
@@ -158,20 +169,31 @@ class MujocoSimulator:
                 mujoco.mj_copyData(w, m, d)
             qpos = w.qpos
             x0, y0, z0 = float(qpos[a]), float(qpos[a + 1]), float(qpos[a + 2])
-            w.xfrc_applied[body, :3] = force * dirs[k]
+            f = force * dirs[k]
+            w.xfrc_applied[body, :3] = f
             best = 0.0
             step = mujoco.mj_step
-            for _ in range(cfg.push_steps):  # scalar arithmetic: this loop runs ~240 times per grasp
-                step(m, w)
-                steps += 1
+            if track_max or at_origin:
+                for _ in range(cfg.push_steps):  # scalar arithmetic: this loop runs ~240 times per grasp
+                    if at_origin:  # the force at the frame origin = at the centre of mass plus its torque
+                        w.xfrc_applied[body, 3:] = np.cross(w.xpos[body] - w.xipos[body], f)
+                    step(m, w)
+                    steps += 1
+                    if track_max:
+                        dx, dy, dz = qpos[a] - x0, qpos[a + 1] - y0, qpos[a + 2] - z0
+                        r2 = dx * dx + dy * dy + dz * dz
+                        if r2 > best:
+                            best = r2
+                            if early and best >= limit2:
+                                break
+            else:
+                step(m, w, nstep=cfg.push_steps)
+                steps += cfg.push_steps
+            if not track_max:
                 dx, dy, dz = qpos[a] - x0, qpos[a + 1] - y0, qpos[a + 2] - z0
-                r2 = dx * dx + dy * dy + dz * dz
-                if r2 > best:
-                    best = r2
-                    if early and best >= limit2:
-                        break
+                best = dx * dx + dy * dy + dz * dz
             self._check(w)
-            w.xfrc_applied[body, :3] = 0.0
+            w.xfrc_applied[body, :] = 0.0
             disp[k] = np.sqrt(best)
         t2 = time.process_time()
         return SimResult(
@@ -204,13 +226,14 @@ class MujocoBackend:
             self.stats["scenes"] += 1
         return self._sim
 
-    def simulate(self, key, parts, scale, translation, rotation, joints) -> list[SimResult | BaseException]:
+    def simulate(self, key, parts, scale, translation, rotation, joints, targets=None,
+                 volume=None) -> list[SimResult | BaseException]:
         sim = self.simulator(key, parts, scale)
         out: list[SimResult | BaseException] = []
         with quiet_warnings():
-            for t, r, q in zip(translation, rotation, joints):
+            for i, (t, r, q) in enumerate(zip(translation, rotation, joints)):
                 try:
-                    res = sim.run(t, r, q)
+                    res = sim.run(t, r, q, None if targets is None else targets[i], volume)
                 except (SimulationError, mujoco.FatalError, ValueError, FloatingPointError) as exc:
                     out.append(exc)
                     continue

@@ -12,7 +12,11 @@ Changes to the gymnasium-robotics MJCF, all made here with :class:`mujoco.MjSpec
 - visual meshes are deleted (they never collide), and the two 1 mm placeholder boxes of the thumb base
   and hub, which collide by accident of their default class, stop colliding;
 - joint friction loss is removed (it adds 24 constraints per step and the servos hold the joints);
-- gravity is off, the hand base is fixed (it has no joint to the world).
+- gravity is off, the hand base is fixed (it has no joint to the world);
+- the object's free joint gets the configured velocity damping (PhysX-style rates
+  ``object_linear_damping`` / ``object_angular_damping`` in 1/s, as MuJoCo dof damping = rate x the
+  dof's inertia ``dof_M0``: the mass for the three translations, the body's inertia about its frame
+  axes for the rotations; integrated implicitly by the implicit integrators).
 """
 
 from __future__ import annotations
@@ -103,6 +107,11 @@ def object_pose(translation: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarr
     return pos, quat
 
 
+def hand_settings(config: FilterConfig) -> tuple:
+    """The settings that shape the scene's hand (the key of its cached spec)."""
+    return (config.kp, config.dampratio, config.force_limit, config.self_collision)
+
+
 @functools.lru_cache(maxsize=4)
 def _hand_spec_for(settings: tuple) -> mujoco.MjSpec:
     """The hand part of the scene for the hand-related settings (cached; callers copy it)."""
@@ -177,7 +186,7 @@ def scene_spec(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig,
     """
     if not parts:
         raise ValueError("the object has no convex parts; re-ingest it (dga-engine ingest ...)")
-    base = _hand_spec_for((config.kp, config.dampratio, config.force_limit, config.self_collision))
+    base = _hand_spec_for(hand_settings(config))
     spec = base.copy()
     _add_parts(spec, parts, float(scale), config, fixed_object)
     opt = spec.option
@@ -200,8 +209,18 @@ def scene_spec(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig,
 
 
 def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> Scene:
-    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale`` (see :func:`scene_spec`)."""
-    return _index(scene_spec(parts, scale, config, fixed_object).compile(), config)
+    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale`` (see :func:`scene_spec`).
+
+    The object's damping (``object_linear_damping`` / ``object_angular_damping``, per unit mass and inertia)
+    is set on the compiled model: a free joint's six DOFs take different values, which a spec cannot hold.
+    """
+    model = scene_spec(parts, scale, config, fixed_object).compile()
+    scene = _index(model, config)
+    if scene.obj_dof >= 0:
+        a = scene.obj_dof
+        model.dof_damping[a : a + 3] = config.object_linear_damping * model.dof_M0[a : a + 3]
+        model.dof_damping[a + 3 : a + 6] = config.object_angular_damping * model.dof_M0[a + 3 : a + 6]
+    return scene
 
 
 def _multiccd(opt, on: bool) -> None:

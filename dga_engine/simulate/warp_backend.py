@@ -4,16 +4,20 @@ It uses the scene of :mod:`dga_engine.simulate.scene` unchanged (``mujoco_warp.p
 compiled MjModel), so the physics model, options and protocol are those of the ``mujoco`` backend:
 
 1. squeeze targets are computed on the CPU per grasp (:mod:`dga_engine.simulate.closing`, a margin
-   collision query and Jacobians: ~0.1 ms), exactly as the CPU backend does;
+   collision query and Jacobians: ~0.1 ms), exactly as the CPU backend does, or given by the engine
+   (``squeeze="adam-sign"``);
 2. closing: one world per grasp, ``close_steps`` steps at ``timestep / close_substeps``;
 3. pushes: the closed state of each grasp is copied into 6 worlds (one per direction) - or, with
    ``sequential``, the 6 pushes run one after the other in the grasp's own world - and stepped
-   ``push_steps`` times at ``timestep``; a small kernel keeps each world's maximum displacement.
+   ``push_steps`` times at ``timestep``; a small kernel keeps each world's maximum displacement
+   (``displacement="end"`` reads the end state instead), and with ``push_point="origin"`` another sets
+   the torque of the force about the centre of mass before every step.
 
 Differences from the CPU backend: no early stop (every world runs the full push; the outcome is the
 same because the test uses the maximum displacement, but a failing direction records the maximum over
 the whole push rather than the value where the CPU run stopped), and GPU arithmetic (floating-point
-order, float32) can flip grasps that are on the edge, like any change of simulator settings.
+order, float32) can flip grasps that are on the edge, like any change of simulator settings. Object
+damping is part of the compiled model (dof damping), so it needs nothing here.
 ``contact_count`` is counted on the CPU from the closed state (a MuJoCo collision pass).
 
 Needs ``pip install mujoco-warp`` (it pulls ``warp-lang``); it runs on CPU for debugging but is only
@@ -67,6 +71,22 @@ def _max_disp_kernel(wp):
     return _KERNELS["max_disp"]
 
 
+def _origin_torque_kernel(wp):
+    """Kernel: the force on ``body`` acts at its frame origin: xfrc[w, body] = (f, (xpos - xipos) x f)."""
+    if "origin_torque" not in _KERNELS:
+
+        @wp.kernel
+        def origin_torque(xpos: wp.array2d(dtype=wp.vec3), xipos: wp.array2d(dtype=wp.vec3), body: int,
+                          force: wp.array(dtype=wp.vec3), xfrc: wp.array2d(dtype=wp.spatial_vector)):
+            w = wp.tid()
+            f = force[w]
+            tau = wp.cross(xpos[w, body] - xipos[w, body], f)
+            xfrc[w, body] = wp.spatial_vector(f[0], f[1], f[2], tau[0], tau[1], tau[2])
+
+        _KERNELS["origin_torque"] = origin_torque
+    return _KERNELS["origin_torque"]
+
+
 class WarpBackend:
     """All grasps of one object (and scale) stepped together, in batches of at most ``max_worlds``."""
 
@@ -103,15 +123,41 @@ class WarpBackend:
         arr.assign(self.wp.array(values, dtype=arr.dtype, device=arr.device))
 
     # ---- the protocol -----------------------------------------------------------------------------
-    def simulate(self, key, parts, scale, translation, rotation, joints) -> list[SimResult | BaseException]:
+    def simulate(self, key, parts, scale, translation, rotation, joints, targets=None,
+                 volume=None) -> list[SimResult | BaseException]:
         scene = self._scene_for(key, parts, scale)
         out: list[SimResult | BaseException] = []
         for s in range(0, len(translation), self.max_worlds):
             sl = slice(s, s + self.max_worlds)
-            out.extend(self._batch(scene, translation[sl], rotation[sl], joints[sl]))
+            out.extend(self._batch(scene, translation[sl], rotation[sl], joints[sl],
+                                   None if targets is None else targets[sl], volume))
         return out
 
-    def _batch(self, scene: Scene, translation, rotation, joints) -> list[SimResult | BaseException]:
+    def _push(self, mw, d, scene: Scene, forces: np.ndarray) -> np.ndarray:
+        """Step ``push_steps`` with ``forces`` (nworld, 3) on the object; each world's displacement (nworld,)."""
+        wp, mjw, cfg = self.wp, self.mjw, self.config
+        nworld, a, body = forces.shape[0], scene.obj_qpos, scene.obj_body
+        xfrc = np.zeros((nworld, scene.model.nbody, 6))
+        xfrc[:, body, :3] = forces
+        self._assign(d.xfrc_applied, xfrc)
+        device = d.qpos.device
+        start_np = d.qpos.numpy()[:, a : a + 3].astype(np.float64)
+        start = wp.array(start_np.astype(np.float32), dtype=wp.vec3, device=device)
+        force_arr = wp.array(forces.astype(np.float32), dtype=wp.vec3, device=device)
+        best = wp.zeros(nworld, dtype=float, device=device)
+        track_max = cfg.displacement == "max"
+        for _ in range(cfg.push_steps):
+            if cfg.push_point == "origin":
+                wp.launch(_origin_torque_kernel(wp), dim=nworld, inputs=[d.xpos, d.xipos, body, force_arr, d.xfrc_applied])
+            mjw.step(mw, d)
+            if track_max:
+                wp.launch(_max_disp_kernel(wp), dim=nworld, inputs=[d.qpos, a, start, best])
+        if track_max:
+            return best.numpy().astype(np.float64)
+        return np.linalg.norm(d.qpos.numpy()[:, a : a + 3].astype(np.float64) - start_np, axis=1)
+
+    def _batch(self, scene: Scene, translation, rotation, joints, given_targets=None,
+               volume=None) -> list[SimResult | BaseException]:
         wp, mjw, cfg, m = self.wp, self.mjw, self.config, scene.model
         n = len(translation)
         t0 = time.perf_counter()
@@ -121,7 +167,10 @@ class WarpBackend:
         with quiet_warnings():
             for i in range(n):
                 d = scene.reset(translation[i], rotation[i], joints[i])
-                targets[i], _ = squeeze_targets(scene, d, joints[i], cfg)
+                if given_targets is None:
+                    targets[i], _ = squeeze_targets(scene, d, joints[i], cfg)
+                else:
+                    targets[i] = given_targets[i]
                 qpos0[i] = d.qpos
                 start_ctrl[i] = joints[i]
         mujoco.mj_resetData(m, scene.data)
@@ -159,22 +208,13 @@ class WarpBackend:
             contact_counts[i] = touching_geoms(scene, cpu)
 
         dirs = np.stack([push_directions(r) for r in rotation])  # (n, 6, 3)
-        force = cfg.push_force_per_volume * scene.volume
+        force = cfg.push_force_per_volume * (scene.volume if volume is None else volume)
         mw.opt.timestep.fill_(cfg.timestep)
-        kernel = _max_disp_kernel(wp)
         disp = np.zeros((n, 6))
         steps = cfg.close_steps
         if cfg.sequential:
             for k in range(6):
-                xfrc = np.zeros((n, m.nbody, 6))
-                xfrc[:, scene.obj_body, :3] = force * dirs[:, k]
-                self._assign(d.xfrc_applied, xfrc)
-                start = wp.array(d.qpos.numpy()[:, a : a + 3].astype(np.float32), dtype=wp.vec3, device=d.qpos.device)
-                best = wp.zeros(n, dtype=float, device=d.qpos.device)
-                for _ in range(cfg.push_steps):
-                    mjw.step(mw, d)
-                    wp.launch(kernel, dim=n, inputs=[d.qpos, a, start, best])
-                disp[:, k] = best.numpy()
+                disp[:, k] = self._push(mw, d, scene, force * dirs[:, k])
                 steps += cfg.push_steps
             final_q = d.qpos.numpy()
         else:
@@ -182,16 +222,7 @@ class WarpBackend:
             for name, value in closed.items():
                 if value.size:
                     self._assign(getattr(d6, name), np.repeat(value, 6, axis=0))
-            xfrc = np.zeros((6 * n, m.nbody, 6))
-            xfrc[:, scene.obj_body, :3] = force * dirs.reshape(6 * n, 3)
-            self._assign(d6.xfrc_applied, xfrc)
-            start = wp.array(np.repeat(closed["qpos"][:, a : a + 3], 6, axis=0).astype(np.float32), dtype=wp.vec3,
-                             device=d6.qpos.device)
-            best = wp.zeros(6 * n, dtype=float, device=d6.qpos.device)
-            for _ in range(cfg.push_steps):
-                mjw.step(mw, d6)
-                wp.launch(kernel, dim=6 * n, inputs=[d6.qpos, a, start, best])
-            disp = best.numpy().reshape(n, 6).astype(np.float64)
+            disp = self._push(mw, d6, scene, force * dirs.reshape(6 * n, 3)).reshape(n, 6)
             steps += 6 * cfg.push_steps
             final_q = d6.qpos.numpy().reshape(n, 6, -1)
         wp.synchronize()

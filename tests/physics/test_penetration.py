@@ -9,12 +9,16 @@ import trimesh
 
 from dga_engine.hand import HandModel, rotations
 from dga_engine.physics.penetration import (
+    DGA_PEN_POINTS,
     ObjectCloud,
+    dga_pen_cloud,
+    dga_pen_mm,
     hand_collision,
     hand_into_object_depths,
     hand_into_object_mm,
     object_into_hand_depths_mm,
     object_into_hand_mm,
+    object_into_hand_sum_mm,
 )
 
 
@@ -210,3 +214,57 @@ def test_exact_parts_inside_test_has_no_edge_false_alarm():
     inside = np.array([[[-0.011, 0.0, 0.0]]])  # 4 mm under the -x face
     assert hand_into_object_mm(inside, cloud, parts=parts)[0] == pytest.approx(4.0, abs=1e-6)
     assert parts.contains(np.array([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]])).tolist() == [True, False]
+
+
+# ---- the reference's Pen and DexGraspNet's summed depth ----------------------------------------------
+
+
+def reference_compute_collision(obj_pcd_nor: np.ndarray, hand_pcd: np.ndarray) -> np.ndarray:
+    """DGA's compute_collision, written out: every hand point takes its nearest object point (brute
+    force), counts when (p_obj - p_hand) . n_obj > 0, and the grasp's value is the largest such distance."""
+    obj, nor = obj_pcd_nor[:, :3], obj_pcd_nor[:, 3:6]
+    dist = np.linalg.norm(hand_pcd[:, :, None, :] - obj[None, None], axis=-1)  # (B, Nh, No)
+    nearest = dist.argmin(axis=2)
+    d = np.take_along_axis(dist, nearest[..., None], axis=2)[..., 0]
+    signs = (((obj[nearest] - hand_pcd) * nor[nearest]).sum(axis=2) > 0).astype(float)
+    return (signs * d).max(axis=1)
+
+
+def test_dga_pen_is_the_reference_formula_without_the_forearm(hand):
+    # A box around the palm: the wrist, palm and fingers are partly inside it, the forearm is not
+    # counted even where it would be (the box reaches down over it).
+    box = trimesh.creation.box(extents=[0.06, 0.04, 0.5])
+    pts, nrm = _sample(box, 10240, seed=5)
+    q = torch.zeros(2, 24, dtype=torch.float64)
+    q[1, 5] = 1.0
+    t = torch.tensor([[0.0, 0.0, -0.25], [0.005, 0.01, -0.2]], dtype=torch.float64)
+    fk = hand.forward_kinematics(t, torch.eye(3, dtype=torch.float64).expand(2, 3, 3), q)
+    cloud = dga_pen_cloud(pts, nrm)
+    assert len(cloud) == DGA_PEN_POINTS
+    erf = hand.erf_points(fk).numpy()
+    expected = reference_compute_collision(np.c_[pts[:4096], nrm[:4096]], erf) * 1000
+    np.testing.assert_allclose(dga_pen_mm(hand, fk, cloud), expected, rtol=1e-9, atol=1e-9)
+    assert expected.min() > 1.0  # the hand really is inside
+    # the ERF set is the full surface set without the forearm's points, order kept
+    forearm = hand.link_names.index("forearm")
+    keep = hand.surface_link != forearm
+    assert torch.equal(hand.erf_index, torch.nonzero(keep).flatten())
+    np.testing.assert_array_equal(erf, hand.surface_points(fk).numpy()[:, keep.numpy()])
+    assert hand.erf_index.numel() == hand.surface_link.numel() - hand.surface_points_per_link
+
+
+def test_summed_object_depth_adds_every_inside_point(hand):
+    """Object points placed at known depths under the index pad: the sum is the sum of their depths."""
+    t, rot = _pose(2)
+    fk = hand.forward_kinematics(t, rot, torch.zeros(1, 24, dtype=torch.float64))
+    geoms = hand_collision()
+    g = geoms.names.index("C_ffdistal")
+    r_cap = geoms.size[g][0]
+    r_link, p_link = _link_frame(hand, fk, "ffdistal")
+    depths = np.array([0.0005, 0.001, 0.002, -0.003])  # the last one 3 mm outside
+    local = geoms.pos[g] + np.stack([np.array([0.0, -(r_cap - d), 0.0]) for d in depths])
+    pts = p_link + local @ r_link.T
+    far = np.array([[1.0, 1.0, 1.0]])  # a point nowhere near the hand
+    cloud = np.r_[pts, far]
+    assert object_into_hand_sum_mm(cloud, fk, hand)[0] == pytest.approx(1000 * depths[:3].sum(), abs=1e-6)
+    assert object_into_hand_mm(cloud, fk, hand)[0] == pytest.approx(2.0, abs=1e-6)

@@ -12,8 +12,8 @@ import trimesh
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.backends import BackendUnavailable, check_backend, make_backend
-from dga_engine.simulate.closing import squeeze_targets
-from dga_engine.simulate.mujoco_backend import MujocoBackend, push_directions
+from dga_engine.simulate.closing import adam_sign_targets, squeeze_targets
+from dga_engine.simulate.mujoco_backend import MujocoBackend, MujocoSimulator, push_directions, quiet_warnings
 from dga_engine.simulate.scene import build_scene
 
 from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
@@ -65,6 +65,106 @@ def test_squeeze_moves_touching_fingers_into_the_object():
     assert np.allclose(squeeze_targets(scene, d, q, cfg)[0], q)
 
 
+def _box_points(n: int = 2048):
+    from dga_engine.physics.penetration import ObjectCloud
+
+    pts, face = trimesh.sample.sample_surface(BOX, n, seed=0)
+    return ObjectCloud(pts, BOX.face_normals[face])
+
+
+def reference_adam_step(hand, cloud, t, r, q, lr, margin, offset):
+    """DGA's _set_normal_force_pose, written out with torch.optim.Adam: targets 0.2 along the (offset)
+    normals of hand points within ``margin`` of the object samples, loss = summed distances, one step."""
+    import torch
+
+    from dga_engine.sources.kinematics import PoseConverter
+
+    t, r = torch.as_tensor(t[None]), torch.as_tensor(r[None])
+    q0 = torch.as_tensor(q[None])
+    fingers = q0[:, 2:].clone().requires_grad_(True)
+    opt = torch.optim.Adam([fingers], lr=lr)
+    fk = hand.forward_kinematics(t, r, torch.cat([q0[:, :2], fingers], dim=1))
+    p = hand.surface_points(fk)
+    n = hand.surface_normals(fk)
+    if offset:  # link origins in the DGA hand's root frame, rotated into the object frame
+        root = torch.as_tensor(PoseConverter.for_model("sr_grasp_description").root_offset[:3, 3])
+        n = n + (fk.pos[:, hand.surface_link] - t[:, None]) + (r @ root)[:, None]
+    dist, _ = cloud.tree.query(p.detach().reshape(-1, 3).numpy())
+    mask = torch.as_tensor(dist < margin, dtype=p.dtype).reshape(1, -1, 1)
+    target = (p + 0.2 * mask * n).detach()
+    loss = (p - target).reshape(-1, 3).norm(dim=1).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return np.r_[q[:2], fingers.detach().numpy()[0]]
+
+
+@pytest.mark.parametrize("offset", [True, False])
+def test_adam_sign_squeeze_is_the_reference_step(offset):
+    import torch
+
+    from dga_engine.hand import HandModel
+
+    hand = HandModel(dtype=torch.float64)
+    t, r, q = _cage()
+    cfg = FilterConfig.preset("dga-reference").with_(squeeze_normal_offset=offset)
+    cloud = _box_points()
+    targets, near = adam_sign_targets(hand, cloud, t[None], r[None], q[None], cfg)
+    step = targets[0] - q
+    assert near[0] > 0 and np.allclose(step[:2], 0)  # the wrist holds
+    moved = np.abs(step) > 1e-6
+    # every involved joint moves by lr (up to Adam's eps against tiny gradients)
+    assert moved.any() and np.allclose(np.abs(step[moved]), cfg.squeeze_lr, atol=1e-4)
+    expected = reference_adam_step(hand, cloud, t, r, q, cfg.squeeze_lr, cfg.close_margin, offset)
+    np.testing.assert_allclose(targets[0], expected, atol=1e-6)
+    # the constant the engine uses is the converter's (the DGA root frame is not rotated against ours)
+    from dga_engine.simulate.closing import DGA_ROOT_OFFSET
+    from dga_engine.sources.kinematics import PoseConverter
+
+    off = PoseConverter.for_model("sr_grasp_description").root_offset
+    assert np.allclose(off[:3, :3], np.eye(3), atol=1e-6) and np.allclose(off[:3, 3], DGA_ROOT_OFFSET, atol=1e-4)
+    # a hand far from the object is not squeezed
+    far, n_far = adam_sign_targets(hand, cloud, np.array([[0.0, 0.0, 0.8]]), np.eye(3)[None], q[None], cfg)
+    assert n_far[0] == 0 and np.allclose(far[0], q)
+
+
+def test_object_damping_matches_the_reference_drift():
+    # A free object under 0.5 m/s^2 with PhysX-style damping c = 10/s drifts a/c (T - (1 - e^-cT)/c) in T.
+    cfg = FilterConfig.preset("dga-reference")
+    scene = build_scene([BOX], 1.0, cfg)
+    d = scene.reset(np.array([0.0, 0.0, 0.8]), np.eye(3), np.zeros(24))
+    a, c, steps = cfg.push_force_per_volume / cfg.density, cfg.object_linear_damping, cfg.push_steps
+    x0 = d.qpos[scene.obj_qpos : scene.obj_qpos + 3].copy()
+    d.xfrc_applied[scene.obj_body, :3] = [cfg.push_force_per_volume * scene.volume, 0, 0]
+    mujoco.mj_step(scene.model, d, nstep=steps)
+    T = steps * cfg.timestep
+    expected = a / c * (T - (1 - np.exp(-c * T)) / c)
+    assert np.linalg.norm(d.qpos[scene.obj_qpos : scene.obj_qpos + 3] - x0) == pytest.approx(expected, rel=0.02)
+    assert expected == pytest.approx(0.0367, abs=5e-4) and expected > cfg.max_displacement
+    assert np.allclose(build_scene([BOX], 1.0, FilterConfig()).model.dof_damping[scene.obj_dof : scene.obj_dof + 6], 0)
+
+
+def test_end_displacement_push_at_origin_and_sequence():
+    t, r, q = _cage()
+    far = np.array([0.0, 0.0, 0.8])
+    # An object whose centre of mass is 4 cm off its frame origin: pushed at the origin, it also turns.
+    off = BOX.copy().apply_translation([0.04, 0.0, 0.0])
+    base = FilterConfig(early_stop=False, object_linear_damping=10.0, object_angular_damping=100.0, push_time=50 / 60)
+    with quiet_warnings():
+        runs = {}
+        for name, cfg in {"max": base, "end": base.with_(displacement="end"),
+                          "origin": base.with_(displacement="end", push_point="origin"),
+                          "sequential": base.with_(displacement="end", sequential=True)}.items():
+            sim = MujocoSimulator(build_scene([off], 1.0, cfg), cfg)
+            runs[name] = sim.run(far, np.eye(3), q)
+    # free and damped, the object only moves forward: end = max
+    np.testing.assert_allclose(runs["end"].displacement, runs["max"].displacement, rtol=1e-9)
+    # pushed at its origin along y, the lever arm turns the object; its origin moves differently
+    assert abs(runs["origin"].displacement[2] - runs["end"].displacement[2]) > 1e-4
+    # sequential: -x starts where +x left the object, still moving forward, so it ends nearer its start
+    assert runs["sequential"].displacement[1] < runs["end"].displacement[1] - 1e-3
+
+
 def test_mujoco_backend_reports_divergence_as_an_error():
     t, r, q = _cage()
     backend = MujocoBackend(FilterConfig(max_object_speed=1e-6))  # any motion counts as blowing up
@@ -106,6 +206,16 @@ def test_isaacgym_job_files(tmp_path, monkeypatch):
 
     job = json.loads((tmp_path / "job.json").read_text())
     assert job["force"] == pytest.approx(500 * 0.05 * 0.05 * 0.10) and job["close_steps"] > 0
+    assert (job["push_point"], job["displacement"], job["linear_damping"]) == ("com", "max", 0.0)
+    # the reference preset's settings and given targets reach the worker
+    ref = IsaacGymBackend(FilterConfig.preset("dga-reference"))
+    given = q[None] + 0.5
+    ref.write_job(tmp_path, scene, [BOX], 1.0, t[None], r[None], q[None], targets=given, volume=1e-4)
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["force"] == pytest.approx(500 * 1e-4) and job["push_point"] == "origin" and job["displacement"] == "end"
+    assert (job["linear_damping"], job["angular_damping"]) == (10.0, 100.0)
+    assert np.allclose(np.load(tmp_path / "grasps.npz")["targets"], given)
+    backend.write_job(tmp_path, scene, [BOX], 1.0, t[None], r[None], q[None])
     spec = mujoco.MjSpec.from_string((tmp_path / "hand.xml").read_text())  # valid MJCF, no actuators
     assert len(spec.actuators) == 0 and len(spec.joints) == 24
     assert "part_000.obj" in (tmp_path / "object.urdf").read_text() and (tmp_path / "parts" / "part_000.obj").exists()

@@ -31,6 +31,21 @@ def test_caging_grasp_is_accepted(layout, box_object):
     assert r["sim_backend"].startswith("mujoco-") and r["protocol_version"] == FilterConfig().protocol_version
 
 
+def test_reference_preset_on_known_grasps(layout, box_object):
+    # DGA's evaluator emulated: the caging grasp still holds; the free object, damped, drifts ~3.2-3.7 cm
+    # per 50-step push (sequential: each push starts with the object still moving from the last).
+    table = grasp_table([(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), (box_object.object_id, FAR_T, IDENTITY, CAGE_Q)])
+    cfg = FilterConfig.preset("dga-reference")
+    cage, far = _rows(filter_table(layout, table, cfg))
+    assert cage["reason"] is None and cage["suc6"] is True, cage["detail"]
+    assert cage["protocol_version"] == cfg.protocol_version and cage["protocol_version"].startswith("dga-reference/")
+    assert far["reason"] == "unstable" and far["suc1"] is False
+    assert all(0.025 < x < 0.04 for x in far["displacement"])
+    # the reference's Pen reads the box's edges as deep (the sign test on 4096 samples); ours does not
+    assert cage["pen_dga_mm"] > 10 and cage["pen_hand_object_mm"] < 1
+    assert far["pen_dga_mm"] == 0 and far["pen_object_hand_sum_mm"] == 0
+
+
 def test_far_hand_fails_every_direction(layout, box_object):
     # Also checks that the push is meaningful: a free object moves more than 2 cm within the push.
     cfg = FilterConfig(early_stop=False)

@@ -118,10 +118,18 @@ def test_cli_filter_json(layout, box_object, capsule_object):
     data = json.loads(res.stdout)
     assert {"total", "accepted", "rejected", "reasons", "metrics"} <= set(data)
     assert (data["total"], data["accepted"], data["rejected"]) == (5, 1, 4)
-    assert set(data["metrics"]) >= {"suc1", "suc6", "pen_mm", "div"}
+    assert set(data["metrics"]) >= {"suc1", "suc6", "pen_mm", "div", "pen_hand_object_mm", "div_ddof1"}
+    assert data["metrics"]["pen_mm"] is not None  # the filter's own output carries the reference Pen
     assert data["reasons"]["unstable"] == 2
     human = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "gen"])
     assert human.exit_code == 0 and "already done" in human.output
+    # another protocol is another set of units: everything is filtered again under it
+    ref = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "gen", "--protocol", "dga-reference", "--json"])
+    assert ref.exit_code == 0, ref.output
+    data = json.loads(ref.stdout)
+    assert data["protocol_version"].startswith("dga-reference/1+") and data["units_skipped"] == 0
+    # the evaluator simulates every valid grasp, the sunk one too (the fifth has no object)
+    assert data["total"] == 5 and data["metrics"]["n_simulated"] == 4
 
 
 def test_cli_filter_errors(layout, tmp_path):
@@ -135,3 +143,5 @@ def test_cli_filter_errors(layout, tmp_path):
     assert res.exit_code == 1 and "no_such_field" in res.output
     res = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "none", "--backend", "bullet"])
     assert res.exit_code == 1 and "unknown simulation backend" in res.output
+    res = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "none", "--protocol", "isaac"])
+    assert res.exit_code == 1 and "dga-reference" in res.output
