@@ -40,7 +40,7 @@ def filter_command(
     """
     import json
 
-    from dga_engine.simulate.backends import BackendUnavailable
+    from dga_engine.simulate.backends import BackendUnavailable, check_backend
     from dga_engine.simulate.config import FilterConfig
     from dga_engine.simulate.metrics import rows as metric_rows
     from dga_engine.simulate.stage import run_filter
@@ -57,6 +57,10 @@ def filter_command(
     except (OSError, ValueError, TypeError) as exc:
         raise fail(f"bad --config {config_file}: {exc}")
     refine_settings = load_refine_config(refine_preset or default_preset(source), refine_config) if refine else None
+    try:
+        check_backend(backend)  # before any curating or refining
+    except (BackendUnavailable, ValueError) as exc:
+        raise fail(str(exc))
 
     lay = layout(ctx)
     curated = None

@@ -55,6 +55,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "suc6": "all six push directions passed",
     "pen_hand_object_mm": "max depth of hand points inside the object (mm)",
     "pen_object_hand_mm": "max depth of object points inside the hand (mm)",
+    "pen_dga_mm": "the DGA reference's Pen of the grasp: max depth of hand points (no forearm) by the sign test against the first 4096 object points (mm)",
+    "pen_object_hand_sum_mm": "DexGraspNet-style E_pen: summed depth of the 2048 standard object points inside the hand (mm)",
     "contact_count": "contacts between hand and object after closing",
     "sim_backend": "simulator that ran the filter",
     "protocol_version": "version of the filter protocol",

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from dga_engine import fs as fsio
-from dga_engine.dataset.schema import GRASP_SCHEMA, REFINE_FIELDS, REJECT_SCHEMA
+from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
 
 if TYPE_CHECKING:
     from dga_engine.dataset.store import Dataset
 
 
-# DuckDB types of the columns a file of an older schema may lack (the refine fields).
-_DUCKDB_TYPES = {f.type: {pa.string(): "VARCHAR", pa.float32(): "FLOAT"}[f.type] for f in REFINE_FIELDS}
+# DuckDB types of the columns a file of an older schema may lack (schema.ADDED_IN_V2: strings and float32s).
+_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.float32(): "FLOAT"}
 
 
 def _sql_list(paths: list[str]) -> str:

@@ -4,8 +4,9 @@ One row is one grasp of one object. Pose fields follow :data:`dga_engine.convent
 (forearm root frame in the object frame, metres, quaternion wxyz, 24 joints in radians). Refine fields
 are null until a grasp has been through the refine stage, filter fields until the physics filter.
 
-Versions: v1 had no refine fields; v2 added them. Files written as v1 are read as v2 with null refine
-fields (:func:`upgrade`), so older datasets stay readable and can be rewritten in place.
+Versions: v1 had no refine fields and neither ``pen_dga_mm`` nor ``pen_object_hand_sum_mm``; v2 added
+them (:data:`ADDED_IN_V2`). Files written as v1 are read as v2 with those columns null (:func:`upgrade`),
+so older datasets stay readable and can be rewritten in place.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ FILTER_FIELDS = [
     pa.field("suc6", pa.bool_()),
     pa.field("pen_hand_object_mm", _f32),  # max depth of hand points inside the object
     pa.field("pen_object_hand_mm", _f32),  # max depth of object points inside the hand
+    pa.field("pen_dga_mm", _f32),  # the reference's Pen of this grasp (sign test, first 4096 points, no forearm), mm
+    pa.field("pen_object_hand_sum_mm", _f32),  # DexGraspNet-style summed depth of the 2048 object points in the hand, mm
     pa.field("contact_count", pa.int32()),
     pa.field("sim_backend", pa.string()),
     pa.field("protocol_version", pa.string()),
@@ -67,7 +70,7 @@ REJECT_FIELDS = [pa.field("reason", pa.string(), nullable=False), pa.field("deta
 _META = {b"dga_schema_version": str(SCHEMA_VERSION).encode()}
 GRASP_SCHEMA = pa.schema(POSE_FIELDS + REFINE_FIELDS + FILTER_FIELDS, metadata=_META)
 REJECT_SCHEMA = pa.schema(POSE_FIELDS + REFINE_FIELDS + FILTER_FIELDS + REJECT_FIELDS, metadata=_META)
-_REFINE_NAMES = frozenset(f.name for f in REFINE_FIELDS)
+ADDED_IN_V2 = tuple(f.name for f in REFINE_FIELDS) + ("pen_dga_mm", "pen_object_hand_sum_mm")
 
 # Reasons a grasp is rejected, in the order the filter checks them.
 REJECT_REASONS = (
@@ -131,24 +134,34 @@ def pose_table(
 
 
 def upgrade(table: pa.Table) -> pa.Table:
-    """A v1 table (no refine fields) as v2: the refine columns are inserted as nulls where v2 has them.
+    """A v1 table (none of :data:`ADDED_IN_V2`) as v2: those columns inserted as nulls where v2 has them.
 
-    Tables that already have every refine column, or that lack other columns too, are returned as they
-    are (the caller's schema check then names what is wrong).
+    Tables that already have them, or that lack other columns too, are returned as they are (the
+    caller's schema check then names what is wrong).
     """
-    missing = [f for f in REFINE_FIELDS if f.name not in table.column_names]
-    if not missing or len(missing) != len(REFINE_FIELDS):
+    missing = [n for n in ADDED_IN_V2 if n not in table.column_names]
+    if len(missing) != len(ADDED_IN_V2):
         return table
-    at = table.column_names.index("created_at") + 1 if "created_at" in table.column_names else table.num_columns
-    for k, f in enumerate(REFINE_FIELDS):
-        table = table.add_column(at + k, f, pa.nulls(table.num_rows, f.type))
-    return table
+    fields, cols = [], []
+    for f in REJECT_SCHEMA:  # the superset: grasp fields in order, then reason/detail
+        if f.name in table.column_names:
+            fields.append(table.schema.field(f.name))
+            cols.append(table.column(f.name))
+        elif f.name in ADDED_IN_V2:
+            fields.append(f)
+            cols.append(pa.nulls(table.num_rows, f.type))
+    names = {f.name for f in fields}
+    for f in table.schema:
+        if f.name not in names:
+            fields.append(f)
+            cols.append(table.column(f.name))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def file_columns(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
-    """The columns to read from a file: ``wanted`` minus refine columns an older (v1) file lacks."""
+    """The columns to read from a file: ``wanted`` minus the v2 columns an older (v1) file lacks."""
     have = set(available)
-    return [c for c in wanted if c in have or c not in _REFINE_NAMES]
+    return [c for c in wanted if c in have or c not in ADDED_IN_V2]
 
 
 def pose_arrays(table: pa.Table) -> dict[str, np.ndarray]:

@@ -93,7 +93,8 @@ LAYOUT = {"info": INFO_FILE, "manifest": MANIFEST_FILE, "data": PART_FILE, "reje
 # strings, the files come out no bigger, and writing is ~3x faster than with pyarrow's default
 # (which tries a dictionary on every float column too).
 _FLOAT_COLUMNS = ["object_scale", "translation", "rotation", "joints", "displacement", "pen_hand_object_mm",
-                  "pen_object_hand_mm"]
+                  "pen_object_hand_mm", "pen_dga_mm", "pen_object_hand_sum_mm", "refine_joint_change",
+                  "refine_translation_change", "refine_rotation_change"]
 # Parquet min/max statistics for scalar columns only (list columns' per-leaf stats only bloat the footer).
 _STATS_COLUMNS = [f.name for f in GRASP_SCHEMA if not pa.types.is_fixed_size_list(f.type)] + ["reason", "detail"]
 _MAX_RETRIES = 2  # a reader retries this often when a concurrent rewrite deleted a file it was about to read

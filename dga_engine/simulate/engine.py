@@ -50,8 +50,6 @@ TASK_ROWS = 32  # grasps per task (one object): small enough to spread one objec
 RESULT_FIELDS = [
     pa.field("reason", pa.string()),  # null = accepted; else one of REJECT_REASONS
     pa.field("detail", pa.string()),  # human-readable why (which joint, which depth, which direction)
-    pa.field("pen_dga_mm", pa.float32()),  # the reference's per-grasp Pen (penetration.dga_pen_mm); null = not computed
-    pa.field("pen_object_hand_sum_mm", pa.float32()),  # DexGraspNet-style sum of object-point depths in the hand, 2048 points
 ]
 FILTERED_SCHEMA = pa.schema(list(GRASP_SCHEMA) + RESULT_FIELDS, metadata=GRASP_SCHEMA.metadata)
 
@@ -433,6 +431,8 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
         "suc6": pa.array(np.where(sim, suc6 == 1, False), pa.bool_(), mask=~sim),
         "pen_hand_object_mm": pa.array(ho, pa.float32(), mask=np.isnan(ho)),
         "pen_object_hand_mm": pa.array(oh, pa.float32(), mask=np.isnan(oh)),
+        "pen_dga_mm": pa.array(dga, pa.float32(), mask=np.isnan(dga)),
+        "pen_object_hand_sum_mm": pa.array(oh_sum, pa.float32(), mask=np.isnan(oh_sum)),
         "contact_count": pa.array(cc, pa.int32(), mask=cc < 0),
         "sim_backend": pa.array(backend.tolist(), pa.string()),
         "protocol_version": pa.array([config.protocol_version] * n, pa.string()),
@@ -442,8 +442,6 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
         out = out.set_column(out.schema.get_field_index(name), GRASP_SCHEMA.field(name), arr)
     out = out.append_column(RESULT_FIELDS[0], pa.array(reason.tolist(), pa.string()))
     out = out.append_column(RESULT_FIELDS[1], pa.array(detail.tolist(), pa.string()))
-    out = out.append_column(RESULT_FIELDS[2], pa.array(dga, pa.float32(), mask=np.isnan(dga)))
-    out = out.append_column(RESULT_FIELDS[3], pa.array(oh_sum, pa.float32(), mask=np.isnan(oh_sum)))
     return out.cast(FILTERED_SCHEMA)
 
 

@@ -1,8 +1,8 @@
 """The paper's evaluation metrics over filtered grasps: Suc.1, Suc.6, Pen, Div, object success.
 
 Input: any table with GRASP_SCHEMA's filter fields (the output of ``filter_table``, accepted shards,
-rejects, or their concatenation); the ``reason``, ``pen_dga_mm`` and ``pen_object_hand_sum_mm``
-columns are optional (``filter_table`` writes them; the dataset's shards do not keep them).
+rejects, or their concatenation); the ``reason`` column is optional, and ``pen_dga_mm`` /
+``pen_object_hand_sum_mm`` are null in shards written before schema v2 (Pen is then None).
 
 Pen and Div are computed as DGA's evaluation script computes them (``scripts/grasp_gen_ur/test.py``);
 our own measures are reported beside them under their own names:

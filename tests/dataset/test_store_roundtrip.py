@@ -279,20 +279,20 @@ def test_fsspec_root_round_trip(grasps):
 
 
 def test_a_schema_v1_dataset_reads_verifies_and_queries_as_v2(layout, grasps):
-    """Shards written before the refine fields existed (schema v1) stay readable: the refine columns read as null."""
+    """Shards written before schema v2 (no refine fields, no pen_dga_mm) stay readable: those columns read as null."""
     import hashlib
 
     import pyarrow.parquet as pq
 
-    from dga_engine.dataset.schema import REFINE_FIELDS
+    from dga_engine.dataset.schema import ADDED_IN_V2
 
     ds = Dataset(layout)
     table = grasps({"apple": 3, "mug": 2})
     m = ds.write_shard(table, "old")
-    ds.write_candidates(table.drop_columns([f.name for f in REFINE_FIELDS]), "synthesis", "old")
+    ds.write_candidates(table.drop_columns(list(ADDED_IN_V2)), "synthesis", "old")
     part = m.parts[0]
     path = ds.p(part.path)
-    v1 = pq.read_table(path).drop_columns([f.name for f in REFINE_FIELDS])
+    v1 = pq.read_table(path).drop_columns(list(ADDED_IN_V2))
     with pq.ParquetWriter(path, v1.schema) as w:  # the v1 layout: one row group per object
         for o in part.objects:
             w.write_table(v1.slice(o.row_start, o.rows), row_group_size=o.rows)

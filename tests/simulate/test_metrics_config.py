@@ -21,7 +21,7 @@ def _filtered(suc1, suc6, pen_ho, pen_oh, objects, joints, pen_dga=None):
                               ("pen_hand_object_mm", pen_ho, pa.float32()), ("pen_object_hand_mm", pen_oh, pa.float32())):
         t = t.set_column(t.schema.get_field_index(name), GRASP_SCHEMA.field(name), pa.array(values, typ))
     if pen_dga is not None:
-        t = t.append_column("pen_dga_mm", pa.array(pen_dga, pa.float32()))
+        t = t.set_column(t.schema.get_field_index("pen_dga_mm"), GRASP_SCHEMA.field("pen_dga_mm"), pa.array(pen_dga, pa.float32()))
     return t
 
 
