@@ -52,6 +52,7 @@ from dga_engine.cli import shards as _shards  # noqa: E402
 from dga_engine.cli.curate import curate as _curate  # noqa: E402
 from dga_engine.cli.describe import describe as _describe  # noqa: E402
 from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
+from dga_engine.cli.retarget import retarget as _retarget  # noqa: E402
 from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
 
 app.command("build")(_build.build)
@@ -60,6 +61,7 @@ app.add_typer(_objects.ingest_app, name="ingest")
 app.add_typer(_objects.objects_app, name="objects")
 app.command("describe")(_describe)
 app.command("curate")(_curate)
+app.command("retarget")(_retarget)
 app.command("synthesize")(_synthesize)
 app.command("filter")(_filter)
 _generate.register(app)  # train, generate

@@ -33,11 +33,11 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from dga_engine.hand.mjcf import JOINT_NAMES
+from dga_engine.conventions import JOINT_NAMES
 from dga_engine.retarget.keypoints import N_KEYPOINTS, PALM_KEYPOINTS, ROBOT_KEYPOINT_LINKS, TARGET_HUMAN_INDICES, TARGET_LINKS, TIP_KEYPOINTS, TIP_NAMES
 
 
@@ -54,13 +54,15 @@ class RetargetConfig:
     ftol_abs: float = 1e-7  # SLSQP stop: smaller = closer fits, more iterations (library: 1e-5)
     first_frame_ftol_abs: float = 1e-9  # the SLSQP stop for a chunk's first frame, which starts far from the answer
     first_frame_passes: int = 2  # solves of that first frame
-    predict: bool = True  # start each frame from the last two frames' constant-velocity prediction (not the last frame)
+    predict: float = 1.0  # start each frame at q[-1] + predict * (q[-1] - q[-2]) (0: the last frame, as the library does)
     restart_gap: int = 30  # frames; a larger jump between consecutive frames starts a new segment (warm-started afresh)
     chunk_frames: int = 64  # consecutive frames per task; each chunk is warm-started on its own
     workers: int = 2  # processes; 1 runs in this process
     joint_limits: bool = True  # keep every joint inside the URDF's (= the MJCF's) limits
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.predict <= 1.0:
+            raise ValueError("predict must be within 0..1")
         if not (self.temporal_weight >= 0 and self.huber_delta > 0 and self.ftol_abs > 0 and self.first_frame_ftol_abs > 0):
             raise ValueError("temporal_weight must be >= 0; huber_delta, ftol_abs and first_frame_ftol_abs > 0")
         if min(self.first_frame_passes, self.chunk_frames, self.workers, self.restart_gap) < 1:
@@ -134,16 +136,14 @@ def check_keypoints(keypoints: np.ndarray, what: str = "keypoints") -> np.ndarra
 
 
 @functools.lru_cache(maxsize=4)
-def _retargeter(config: RetargetConfig):
+def _retargeter(config: RetargetConfig, urdf: str):
     """dex-retargeting's SeqRetargeting on the engine's URDF, configured like its ShadowHand position config."""
     import torch
 
     torch.set_num_threads(1)  # the library's per-frame tensors are tiny; threads only add hand-offs
     from dex_retargeting.retargeting_config import RetargetingConfig
 
-    from dga_engine.retarget.urdf import urdf_path
-
-    cfg = RetargetingConfig(type="position", urdf_path=urdf_path(), add_dummy_free_joint=True,
+    cfg = RetargetingConfig(type="position", urdf_path=urdf, add_dummy_free_joint=True,
                             target_link_names=list(TARGET_LINKS), target_link_human_indices=np.array(TARGET_HUMAN_INDICES),
                             normal_delta=config.temporal_weight, huber_delta=config.huber_delta,
                             has_joint_limits=config.joint_limits, low_pass_alpha=-1)  # no low-pass: offline data
@@ -159,27 +159,29 @@ def _retargeter(config: RetargetConfig):
         "joints": [names.index(n) for n in JOINT_NAMES],
         "wrist": [names.index(n) for n in ("WRJ1", "WRJ0")],
         "tips": [robot.get_link_index(TARGET_LINKS[TARGET_HUMAN_INDICES.index(k)]) for k in TIP_KEYPOINTS],
+        "lower": robot.joint_limits[:, 0].copy(),
+        "upper": robot.joint_limits[:, 1].copy(),
     }
     return seq, index
 
 
 @functools.lru_cache(maxsize=1)
-def robot_zero_keypoints() -> np.ndarray:
+def robot_zero_keypoints(urdf: str | None = None) -> np.ndarray:
     """(21, 3) the robot's keypoint points (ROBOT_KEYPOINT_LINKS) in the forearm frame at the zero pose."""
     import pinocchio as pin
 
     from dga_engine.retarget.urdf import urdf_path
 
-    model = pin.buildModelFromUrdf(urdf_path())
+    model = pin.buildModelFromUrdf(urdf or urdf_path())
     data = model.createData()
     pin.forwardKinematics(model, data, pin.neutral(model))
     pin.updateFramePlacements(model, data)
     return np.stack([data.oMf[model.getFrameId(name, pin.BODY)].translation.copy() for name in ROBOT_KEYPOINT_LINKS])
 
 
-def palm_fit(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def palm_fit(keypoints: np.ndarray, urdf: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The forearm pose (R (3,3), t (3,)) that best aligns the robot's palm points with one frame's (Kabsch)."""
-    robot = robot_zero_keypoints()[list(PALM_KEYPOINTS)]
+    robot = robot_zero_keypoints(urdf)[list(PALM_KEYPOINTS)]
     human = np.asarray(keypoints, dtype=np.float64)[list(PALM_KEYPOINTS)]
     rc, hc = robot.mean(axis=0), human.mean(axis=0)
     u, _, vt = np.linalg.svd((human - hc).T @ (robot - rc))
@@ -202,17 +204,25 @@ def _quat_wxyz(r: np.ndarray) -> np.ndarray:
     return np.array([w, x, y, z])
 
 
-def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.ndarray | None = None,
+                   urdf: str | None = None) -> dict[str, np.ndarray]:
     """Retarget consecutive frames (n, 21, 3) in this process; see :class:`RetargetResult` for the arrays.
 
     ``frames`` (n,) are the frames' indices in their sequence (default 0..n-1): a jump of more than
     ``config.restart_gap`` starts a new segment (warm-started like the first frame), and the prediction
-    from the two previous frames is scaled by the ratio of their gaps.
+    from the two previous frames is scaled by the ratio of their gaps. ``urdf``: the generated URDF's
+    path (default: generate it in this process).
     """
-    seq, index = _retargeter(config)
+    from dga_engine.retarget.urdf import urdf_path
+
+    urdf = urdf or urdf_path()
+    seq, index = _retargeter(config, urdf)
     robot, opt = seq.optimizer.robot, seq.optimizer
     n = len(keypoints)
     frames = np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64)
+    # Work relative to the first wrist: the free root's translation is bounded (+-5 m) and targets are float32.
+    origin = keypoints[0, 0].copy() if n else np.zeros(3)
+    keypoints = keypoints - origin
     targets = keypoints[:, list(TARGET_HUMAN_INDICES)].astype(np.float32)
     qpos = np.zeros((n, robot.dof))
     tips = np.zeros((n, len(TIP_KEYPOINTS), 3))
@@ -222,7 +232,7 @@ def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.nda
         if i == 0 or frames[i] - frames[i - 1] > config.restart_gap:
             segment = i
             seq.reset()  # fingers start mid-range
-            r0, t0 = palm_fit(keypoints[i])
+            r0, t0 = palm_fit(keypoints[i], urdf)
             seq.warm_start(t0, _quat_wxyz(r0))
             seq.last_qpos[index["wrist"]] = 0.0  # the palm fit assumes straight wrist joints
             # No previous frame: no temporal term, and a tighter stop, since it starts far from the answer.
@@ -234,15 +244,17 @@ def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.nda
             opt.opt.set_ftol_abs(config.ftol_abs)
         else:
             if config.predict and i - segment >= 2:
-                ratio = min(1.0, (frames[i] - frames[i - 1]) / max(1, frames[i - 1] - frames[i - 2]))
+                ratio = config.predict * min(1.0, (frames[i] - frames[i - 1]) / max(1, frames[i - 1] - frames[i - 2]))
                 seq.last_qpos = (qpos[i - 1] + ratio * (qpos[i - 1] - qpos[i - 2])).astype(np.float32)
             q = seq.retarget(targets[i])
+        # SLSQP's bounds are the limits widened by 1e-3 rad (the library's slack): clamp to the limits proper.
+        q = np.clip(q, index["lower"], index["upper"]) if config.joint_limits else q
         qpos[i] = q
         robot.compute_forward_kinematics(q)
         tips[i] = [robot.get_link_pose(link)[:3, 3] for link in index["tips"]]
     cpu = time.process_time() - cpu0
     return {
-        "translation": qpos[:, index["translation"]],
+        "translation": qpos[:, index["translation"]] + origin,
         "rotation": _euler_xyz_matrix(qpos[:, index["euler"]]),
         "joints": qpos[:, index["joints"]],
         "tip_error_mm": np.linalg.norm(tips - keypoints[:, list(TIP_KEYPOINTS)], axis=-1) * 1000.0,
@@ -275,19 +287,34 @@ class Retargeter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def run(self, keypoints: np.ndarray) -> RetargetResult:
-        """Retarget (T, 21, 3) keypoints (metres, MediaPipe order) frame by frame."""
+    def run(self, keypoints: np.ndarray, frames: np.ndarray | None = None,
+            advance: Callable[[int], None] | None = None) -> RetargetResult:
+        """Retarget (T, 21, 3) keypoints (metres, MediaPipe order) in order; ``frames`` (T,) their frame numbers
+        in the sequence (increasing; default 0..T-1), which mark segment breaks (see :func:`retarget_chunk`).
+        ``advance(n)`` is called as chunks of n frames finish (progress bars)."""
         wall0 = time.perf_counter()
         kp = check_keypoints(keypoints)
+        frames = np.arange(len(kp)) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
+        if len(frames) != len(kp) or (len(frames) > 1 and (np.diff(frames) <= 0).any()):
+            raise RetargetError(f"frames must be {len(kp)} increasing frame numbers")
+        from dga_engine.retarget.urdf import urdf_path
+
         n = self.config.chunk_frames
-        chunks = [kp[i: i + n] for i in range(0, len(kp), n)]
+        chunks = [(kp[i: i + n], frames[i: i + n]) for i in range(0, len(kp), n)]
+        urdf = urdf_path()  # written once here; the workers read it (no MJCF compile in each)
         if self.config.workers == 1 or len(chunks) <= 1:
-            parts = [retarget_chunk(c, self.config) for c in chunks]
+            results: Iterable[dict[str, np.ndarray]] = (retarget_chunk(c, self.config, f, urdf) for c, f in chunks)
         else:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_worker_init)
-            parts = list(self._pool.map(retarget_chunk, chunks, [self.config] * len(chunks)))
+            k = len(chunks)
+            results = self._pool.map(retarget_chunk, [c for c, _ in chunks], [self.config] * k, [f for _, f in chunks], [urdf] * k)
+        parts = []
+        for part in results:
+            parts.append(part)
+            if advance:
+                advance(len(part["joints"]))
         if not parts:
             empty = np.zeros((0, 3))
             return RetargetResult(empty, np.zeros((0, 3, 3)), np.zeros((0, len(JOINT_NAMES))), np.zeros((0, 5)), 0.0,

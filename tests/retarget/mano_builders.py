@@ -18,10 +18,11 @@ on the -z side (a right hand), the wrist joint at the origin.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pickle
 import sys
 import types
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def synthetic_mano(seed: int = 0) -> SyntheticMano:
 # ---- writing the file the way the real one is written ---------------------------------------------------
 
 
-@contextmanager
+@contextlib.contextmanager
 def chumpy_standins():
     """Temporary modules ``chumpy.ch`` / ``chumpy.reordering`` with classes named like chumpy's."""
     saved = {m: sys.modules.get(m) for m in ("chumpy", "chumpy.ch", "chumpy.reordering")}
@@ -249,8 +250,9 @@ def mano_layer(model: SyntheticMano, v_template: np.ndarray | None = None, n_com
     from smplx.utils import Struct
 
     kwargs = {} if v_template is None else {"v_template": np.asarray(v_template, dtype=np.float32)}
-    return smplx.MANO("synthetic", data_struct=Struct(**model.arrays), use_pca=True, num_pca_comps=n_comps,
-                      flat_hand_mean=True, batch_size=1, **kwargs)
+    with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note on MANO's 10 shape components
+        return smplx.MANO("synthetic", data_struct=Struct(**model.arrays), use_pca=True, num_pca_comps=n_comps,
+                          flat_hand_mean=True, batch_size=1, **kwargs)
 
 
 def pose_mano(layer, global_orient: np.ndarray, hand_pca: np.ndarray, transl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
