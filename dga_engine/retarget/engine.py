@@ -55,7 +55,6 @@ class RetargetConfig:
     first_frame_ftol_abs: float = 1e-9  # the SLSQP stop for a chunk's first frame, which starts far from the answer
     first_frame_passes: int = 2  # solves of that first frame
     predict: float = 1.0  # start each frame at q[-1] + predict * (q[-1] - q[-2]) (0: the last frame, as the library does)
-    restart_gap: int = 30  # frames; a larger jump between consecutive frames starts a new segment (warm-started afresh)
     chunk_frames: int = 64  # consecutive frames per task; each chunk is warm-started on its own
     workers: int = 2  # processes; 1 runs in this process
     joint_limits: bool = True  # keep every joint inside the URDF's (= the MJCF's) limits
@@ -65,8 +64,8 @@ class RetargetConfig:
             raise ValueError("predict must be within 0..1")
         if not (self.temporal_weight >= 0 and self.huber_delta > 0 and self.ftol_abs > 0 and self.first_frame_ftol_abs > 0):
             raise ValueError("temporal_weight must be >= 0; huber_delta, ftol_abs and first_frame_ftol_abs > 0")
-        if min(self.first_frame_passes, self.chunk_frames, self.workers, self.restart_gap) < 1:
-            raise ValueError("first_frame_passes, restart_gap, chunk_frames and workers must be >= 1")
+        if min(self.first_frame_passes, self.chunk_frames, self.workers) < 1:
+            raise ValueError("first_frame_passes, chunk_frames and workers must be >= 1")
 
     def replace(self, **changes: Any) -> "RetargetConfig":
         return dataclasses.replace(self, **changes)
@@ -205,13 +204,13 @@ def _quat_wxyz(r: np.ndarray) -> np.ndarray:
 
 
 def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.ndarray | None = None,
-                   urdf: str | None = None) -> dict[str, np.ndarray]:
+                   starts: np.ndarray | None = None, urdf: str | None = None) -> dict[str, np.ndarray]:
     """Retarget consecutive frames (n, 21, 3) in this process; see :class:`RetargetResult` for the arrays.
 
-    ``frames`` (n,) are the frames' indices in their sequence (default 0..n-1): a jump of more than
-    ``config.restart_gap`` starts a new segment (warm-started like the first frame), and the prediction
-    from the two previous frames is scaled by the ratio of their gaps. ``urdf``: the generated URDF's
-    path (default: generate it in this process).
+    ``frames`` (n,): the frames' numbers in their sequence (default 0..n-1); the prediction from the two
+    previous frames is scaled by the ratio of their gaps. ``starts`` (n,) bool: frames that begin a new
+    segment (a break in the motion), warm-started afresh like the first frame. ``urdf``: the generated
+    URDF's path (default: generate it in this process).
     """
     from dga_engine.retarget.urdf import urdf_path
 
@@ -220,6 +219,7 @@ def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.nda
     robot, opt = seq.optimizer.robot, seq.optimizer
     n = len(keypoints)
     frames = np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64)
+    starts = np.zeros(n, dtype=bool) if starts is None else np.asarray(starts, dtype=bool)
     # Work relative to the first wrist: the free root's translation is bounded (+-5 m) and targets are float32.
     origin = keypoints[0, 0].copy() if n else np.zeros(3)
     keypoints = keypoints - origin
@@ -229,7 +229,7 @@ def retarget_chunk(keypoints: np.ndarray, config: RetargetConfig, frames: np.nda
     cpu0 = time.process_time()
     segment = 0
     for i in range(n):
-        if i == 0 or frames[i] - frames[i - 1] > config.restart_gap:
+        if i == 0 or starts[i]:
             segment = i
             seq.reset()  # fingers start mid-range
             r0, t0 = palm_fit(keypoints[i], urdf)
@@ -287,29 +287,36 @@ class Retargeter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def run(self, keypoints: np.ndarray, frames: np.ndarray | None = None,
+    def run(self, keypoints: np.ndarray, frames: np.ndarray | None = None, starts: np.ndarray | None = None,
             advance: Callable[[int], None] | None = None) -> RetargetResult:
-        """Retarget (T, 21, 3) keypoints (metres, MediaPipe order) in order; ``frames`` (T,) their frame numbers
-        in the sequence (increasing; default 0..T-1), which mark segment breaks (see :func:`retarget_chunk`).
-        ``advance(n)`` is called as chunks of n frames finish (progress bars)."""
+        """Retarget (T, 21, 3) keypoints (metres, MediaPipe order) in order.
+
+        ``frames`` (T,): their increasing frame numbers in the sequence (default 0..T-1); ``starts`` (T,)
+        bool: frames where a new motion segment begins (see :func:`retarget_chunk`); ``advance(n)`` is
+        called as chunks of n frames finish (progress bars).
+        """
         wall0 = time.perf_counter()
         kp = check_keypoints(keypoints)
         frames = np.arange(len(kp)) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
         if len(frames) != len(kp) or (len(frames) > 1 and (np.diff(frames) <= 0).any()):
             raise RetargetError(f"frames must be {len(kp)} increasing frame numbers")
+        starts = np.zeros(len(kp), dtype=bool) if starts is None else np.asarray(starts, dtype=bool).reshape(-1)
+        if len(starts) != len(kp):
+            raise RetargetError(f"starts must mark {len(kp)} frames")
         from dga_engine.retarget.urdf import urdf_path
 
         n = self.config.chunk_frames
-        chunks = [(kp[i: i + n], frames[i: i + n]) for i in range(0, len(kp), n)]
+        chunks = [(kp[i: i + n], frames[i: i + n], starts[i: i + n]) for i in range(0, len(kp), n)]
         urdf = urdf_path()  # written once here; the workers read it (no MJCF compile in each)
         if self.config.workers == 1 or len(chunks) <= 1:
-            results: Iterable[dict[str, np.ndarray]] = (retarget_chunk(c, self.config, f, urdf) for c, f in chunks)
+            results: Iterable[dict[str, np.ndarray]] = (retarget_chunk(c, self.config, f, s, urdf) for c, f, s in chunks)
         else:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_worker_init)
             k = len(chunks)
-            results = self._pool.map(retarget_chunk, [c for c, _ in chunks], [self.config] * k, [f for _, f in chunks], [urdf] * k)
+            results = self._pool.map(retarget_chunk, [c[0] for c in chunks], [self.config] * k, [c[1] for c in chunks],
+                                     [c[2] for c in chunks], [urdf] * k)
         parts = []
         for part in results:
             parts.append(part)

@@ -26,10 +26,11 @@ Per sequence (one work unit, streamed: one file in memory at a time):
    object frame. GRAB places the object as ``v @ R + t`` (row vectors, R from the axis-angle, no centre),
    i.e. ``p_world = R^T p_obj + t``, so ``p_obj = R (p_world - t)``;
 3. near-duplicate consecutive frames are thinned: a frame is kept when some keypoint moved at least
-   ``min_change_mm`` since the last kept frame of the same contact segment (a segment's first frame is
-   always kept);
-4. the kept frames are retargeted (:mod:`dga_engine.retarget.engine`); frames whose retargeted fingertips
-   miss the human ones by more than ``max_tip_error_mm`` are counted as bad records and dropped.
+   ``min_change_mm`` since the last kept frame (the first frame of each run of contact frames is always
+   kept);
+4. the kept frames are retargeted in order (:mod:`dga_engine.retarget.engine`), each run of contact
+   frames warm-started afresh; frames whose retargeted fingertips miss the human ones by more than
+   ``max_tip_error_mm`` are counted as bad records and dropped.
 
 Record ids: ``grab/s1/mug_drink_1.npz:<frame>;subject=s1;intent=drink``. Splits are GRAB's defaults
 (test: mug, wineglass, camera, binoculars, fryingpan, toothpaste; val: apple, toothbrush, elephant, hand;
@@ -83,19 +84,16 @@ def world_to_object(points: np.ndarray, global_orient: np.ndarray, transl: np.nd
     return np.einsum("tij,tnj->tni", r, np.asarray(points, dtype=np.float64) - np.asarray(transl, dtype=np.float64)[:, None])
 
 
-def thin_frames(frames: np.ndarray, keypoints: np.ndarray, min_change_mm: float, segment_gap: int) -> np.ndarray:
-    """Indices (into ``frames``) kept: a segment's first frame, then frames whose keypoints moved >= min_change_mm.
+def thin_frames(keypoints: np.ndarray, starts: np.ndarray, min_change_mm: float) -> np.ndarray:
+    """Indices kept: every segment start, then frames whose keypoints moved >= min_change_mm since the last kept.
 
-    frames: (N,) increasing source frame numbers; keypoints: (N, 21, 3) metres; a gap larger than
-    ``segment_gap`` frames starts a new segment.
+    keypoints: (N, 21, 3) metres, in sequence order; starts: (N,) bool, True where a contact segment begins.
     """
     keep: list[int] = []
-    for i in range(len(frames)):
-        if not keep or frames[i] - frames[i - 1] > segment_gap:
+    for i in range(len(keypoints)):
+        if not keep or starts[i]:
             keep.append(i)
-            continue
-        moved = np.linalg.norm(keypoints[i] - keypoints[keep[-1]], axis=1).max() * 1000.0
-        if moved >= min_change_mm:
+        elif np.linalg.norm(keypoints[i] - keypoints[keep[-1]], axis=1).max() * 1000.0 >= min_change_mm:
             keep.append(i)
     return np.asarray(keep, dtype=np.int64)
 
@@ -218,9 +216,10 @@ class GrabLoader:
         hand = self._hand(rhand.get("vtemp"), n_comps, path)
         world = hand.keypoints(go[frames], hp[frames], tr[frames])
         kp = world_to_object(world, ogo[frames], otr[frames])
-        keep = thin_frames(frames, kp, self.min_change_mm, self.retargeter.config.restart_gap)
-        frames, kp = frames[keep], kp[keep]
-        res = self.retargeter.run(kp, frames)
+        starts = np.r_[True, np.diff(frames) > self.frame_stride]  # a break in the contact starts a segment
+        keep = thin_frames(kp, starts, self.min_change_mm)
+        frames, kp, starts = frames[keep], kp[keep], starts[keep]
+        res = self.retargeter.run(kp, frames, starts)
         worst = res.tip_error_mm.max(axis=1)
         ok = worst <= self.max_tip_error_mm
         if (~ok).any():

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import numpy as np
+import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
 from dga_engine.hand.model import HandModel
 from dga_engine.retarget.keypoints import ROBOT_KEYPOINT_LINKS
+
+# dex-retargeting (the test extra installs it) supports Python < 3.13 only; there, and only there, it cannot exist.
+needs_dex_retargeting = pytest.mark.skipif(sys.version_info >= (3, 13) and importlib.util.find_spec("dex_retargeting") is None,
+                                           reason="dex-retargeting 0.5 supports Python < 3.13 only")
 
 _TIP_SITES = {"fftip": 0, "mftip": 1, "rftip": 2, "lftip": 3, "thtip": 4}
 

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from dga_engine.cli.main import app
 
-from .helpers import hand64, robot_keypoints, smooth_robot_motion
+from .helpers import hand64, needs_dex_retargeting, robot_keypoints, smooth_robot_motion
+
+pytestmark = needs_dex_retargeting
 
 
 def test_retarget_command(tmp_path):

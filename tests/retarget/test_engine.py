@@ -8,7 +8,9 @@ import torch
 
 from dga_engine.retarget.engine import RetargetConfig, RetargetError, Retargeter, check_keypoints, palm_fit, retarget_chunk
 
-from .helpers import hand64, robot_keypoints, smooth_robot_motion
+from .helpers import hand64, needs_dex_retargeting, robot_keypoints, smooth_robot_motion
+
+pytestmark = needs_dex_retargeting
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +58,17 @@ def test_palm_fit_places_the_forearm_of_a_flat_palm(hand):
 def test_chunks_are_independent_of_the_worker_count(hand):
     t, r, q = smooth_robot_motion(hand, n=40, seed=1)
     kp, _ = robot_keypoints(hand, t, r, q)
-    frames = np.r_[np.arange(20), 200 + np.arange(20)]  # a jump: the second segment is warm-started afresh
-    one = Retargeter(RetargetConfig(workers=1, chunk_frames=16)).run(kp, frames)
+    frames = np.r_[np.arange(20), 200 + np.arange(20)]
+    starts = frames == 200  # a new segment, warm-started afresh
+    one = Retargeter(RetargetConfig(workers=1, chunk_frames=16)).run(kp, frames, starts)
     with Retargeter(RetargetConfig(workers=2, chunk_frames=16)) as pooled:
-        two = pooled.run(kp, frames)
+        two = pooled.run(kp, frames, starts)
         again = pooled.run(kp[:16])  # the pool is kept between calls
     np.testing.assert_array_equal(one.joints, two.joints)
     np.testing.assert_array_equal(one.translation, two.translation)
     assert len(again) == 16
     # Retargeting far from the origin (a camera or world frame) gives the same poses, shifted.
-    far = Retargeter(RetargetConfig(workers=1, chunk_frames=16)).run(kp + np.array([30.0, -20.0, 7.0]), frames)
+    far = Retargeter(RetargetConfig(workers=1, chunk_frames=16)).run(kp + np.array([30.0, -20.0, 7.0]), frames, starts)
     np.testing.assert_allclose(far.translation - [30.0, -20.0, 7.0], one.translation, atol=1e-5)
 
 

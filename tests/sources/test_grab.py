@@ -14,9 +14,12 @@ from dga_engine.cli.main import app
 from dga_engine.dataset.schema import GRASP_SCHEMA
 from dga_engine.sources import grab
 from dga_engine.sources.safeload import SourceFileError, UnsafeSourceFile
+from tests.retarget.helpers import needs_dex_retargeting
 from tests.retarget.mano_builders import synthetic_mano, write_chumpy_pickle
 
 from .grab_builders import DEFAULT_SEQUENCES, write_grab
+
+pytestmark = needs_dex_retargeting
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +76,10 @@ def test_thinning_keeps_moves_and_segment_starts():
     kp = np.zeros((8, 21, 3))
     kp[3:, 0, 0] = 0.002  # a 2 mm move at frame 3: below the 5 mm threshold
     kp[5:, 4, 1] = 0.006  # a 6 mm move of the thumb tip at frame 5
-    frames = np.array([0, 1, 2, 3, 4, 5, 6, 100])  # frame 100 starts a new contact segment
-    assert grab.thin_frames(frames, kp, 5.0, 30).tolist() == [0, 5, 7]
-    assert grab.thin_frames(frames, kp, 0.0, 30).tolist() == list(range(8))
+    starts = np.zeros(8, dtype=bool)
+    starts[7] = True  # a new run of contact frames
+    assert grab.thin_frames(kp, starts, 5.0).tolist() == [0, 5, 7]
+    assert grab.thin_frames(kp, starts, 0.0).tolist() == list(range(8))
 
 
 def test_load_unit_keeps_right_hand_contact_frames(download):
