@@ -136,22 +136,27 @@ def grab_filter_share(n_sequences: int, seed: int = 0) -> dict:
             "metrics": summary.metrics}
 
 
+# Peak memory from /proc/self/status VmHWM: unlike ru_maxrss it is not inherited from the forking parent.
 LONG_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
+def mb(field):
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) // 1024
 from dga_engine.sources.grab import GrabLoader, read_sequence
 root, mano = Path(sys.argv[2]), sys.argv[3]
 unit = sorted(str(p.relative_to(root)) for p in (root / "grab").rglob("*.npz"))[0]
+after_import = mb("VmHWM")
 t0 = time.perf_counter(); seq = read_sequence(root / unit); t_read = time.perf_counter() - t0
-rss_read = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+body_mb = seq["contact"]["body"].nbytes // 2**20
+peak_read = mb("VmHWM")
 del seq
 loader = GrabLoader(root, mano)
 t0 = time.perf_counter(); res = loader.load_unit(unit); t_unit = time.perf_counter() - t0
 loader.close()
 print(json.dumps({"read_s": round(t_read, 2), "load_unit_s": round(t_unit, 2), "kept_frames": sum(len(b) for b in res.batches),
-                  "peak_rss_after_read_mb": rss_read // 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+                  "body_labels_mb": body_mb, "rss_after_imports_mb": after_import, "peak_rss_reading_mb": peak_read,
+                  "peak_rss_mb": mb("VmHWM")}))
 """
 
 
@@ -177,26 +182,34 @@ def main() -> None:
     ap.add_argument("--grab-sequences", type=int, default=12)
     ap.add_argument("--long-frames", type=int, default=2000)
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--parts", default="accuracy,speed,grab,long", help="comma-separated subset of accuracy,speed,grab,long")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     out: dict = {"load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count()}
-    seqs = human_sequences(args.sequences)
-    full = [(kp, np.arange(len(kp))) for kp in seqs]
-    thin = thinned(seqs)
-    out["keypoint_frames"] = {"120fps": sum(len(k) for k, _ in full), "thinned_5mm": sum(len(k) for k, _ in thin)}
-    print(f"load {out['load_average']}, keypoint frames {out['keypoint_frames']}", flush=True)
-    acc = {}
-    for name, cfg in (("engine", RetargetConfig()), ("library_defaults", LIBRARY_DEFAULTS),
-                      ("ftol_1e-6", RetargetConfig(ftol_abs=1e-6)), ("ftol_1e-8", RetargetConfig(ftol_abs=1e-8)),
-                      ("temporal_4e-4", RetargetConfig(temporal_weight=4e-4)), ("no_prediction", RetargetConfig(predict=0.0))):
-        acc[name] = {"120fps": accuracy(full, cfg), "thinned": accuracy(thin, cfg)}
-        print(name, json.dumps(acc[name]), flush=True)
-    out["accuracy"] = acc
-    out["speed"] = [speed([k for k, _ in full], w) for w in (1, 2)]
-    print("speed", json.dumps(out["speed"]), flush=True)
-    out["grab_filter"] = grab_filter_share(args.grab_sequences)
-    print("grab", json.dumps(out["grab_filter"]), flush=True)
-    out["long_sequence"] = long_sequence_memory(args.long_frames)
-    print("long", json.dumps(out["long_sequence"]), flush=True)
+    print(f"load {out['load_average']}", flush=True)
+    if parts & {"accuracy", "speed"}:
+        seqs = human_sequences(args.sequences)
+        full = [(kp, np.arange(len(kp))) for kp in seqs]
+        thin = thinned(seqs)
+        out["keypoint_frames"] = {"120fps": sum(len(k) for k, _ in full), "thinned_5mm": sum(len(k) for k, _ in thin)}
+        print(f"keypoint frames {out['keypoint_frames']}", flush=True)
+    if "accuracy" in parts:
+        acc = {}
+        for name, cfg in (("engine", RetargetConfig()), ("library_defaults", LIBRARY_DEFAULTS),
+                          ("ftol_1e-6", RetargetConfig(ftol_abs=1e-6)), ("ftol_1e-8", RetargetConfig(ftol_abs=1e-8)),
+                          ("temporal_4e-4", RetargetConfig(temporal_weight=4e-4)), ("no_prediction", RetargetConfig(predict=0.0))):
+            acc[name] = {"120fps": accuracy(full, cfg), "thinned": accuracy(thin, cfg)}
+            print(name, json.dumps(acc[name]), flush=True)
+        out["accuracy"] = acc
+    if "speed" in parts:
+        out["speed"] = [speed([k for k, _ in full], w) for w in (1, 2)]
+        print("speed", json.dumps(out["speed"]), flush=True)
+    if "grab" in parts:
+        out["grab_filter"] = grab_filter_share(args.grab_sequences)
+        print("grab", json.dumps(out["grab_filter"]), flush=True)
+    if "long" in parts:
+        out["long_sequence"] = long_sequence_memory(args.long_frames)
+        print("long", json.dumps(out["long_sequence"]), flush=True)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     out["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     out["load_average_end"] = os.getloadavg()

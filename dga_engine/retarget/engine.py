@@ -9,15 +9,20 @@ robot is the URDF generated from the engine's MJCF (:mod:`dga_engine.retarget.ur
 the engine's forearm and its joints carry the engine's names; results map by name into the grasp
 convention (root = forearm pose in the keypoints' frame, 24 joints in ``JOINT_NAMES`` order).
 
-What we set differently from the library's defaults, and why (measured in ``benchmarks/bench_retarget.py``):
+What we set differently from the library's defaults, and why (measured in ``benchmarks/bench_retarget.py``,
+figures in BENCHMARKS.md and docs/grab.md):
 
-- ``ftol_abs``: the library stops SLSQP once the loss improves by less than 1e-5 per step. The loss is a
-  mean over 30 coordinates of a smooth-L1 with beta 2 cm, so 1e-5 is a fingertip error of several mm;
-  the default left our own hand's keypoints (an exactly reachable target) 8-12 mm off.
-- the root's warm start: at the first frame of every chunk the root is placed by fitting the robot's palm
+- ``ftol_abs`` 1e-7 (library 1e-5): the loss is a mean over 30 coordinates of a smooth-L1 with beta 2 cm,
+  so a 1e-5 improvement per step is reached while fingertips are still several mm off;
+- ``predict``: each frame starts from the last two frames' constant-velocity prediction instead of the last
+  frame (less lag; the library's temporal term then anchors to that prediction);
+- the first frame of a chunk or of a new motion segment: the root is placed by fitting the robot's palm
   points (palm, thumb base, four knuckles) to the human's (wrist, thumb CMC, four MCPs; rigid in the human
-  wrist frame, so this is the MANO wrist pose) and the library's ``warm_start`` is called with it; that
-  first frame is then solved ``first_frame_passes`` times, since it starts from the joint-range middle.
+  wrist frame, so this is the MANO wrist pose) and passed to the library's ``warm_start``; that frame is
+  solved without the temporal term (there is no previous frame) to ``first_frame_ftol_abs``,
+  ``first_frame_passes`` times, since it starts from the joint-range middle;
+- joints are clamped to the limits (SLSQP's bounds are widened by 1e-3 rad in the library); no low-pass
+  filter (offline data).
 
 Frames are cut into chunks of ``chunk_frames`` consecutive frames; chunks run in ``workers`` processes
 (each with one retargeter), and each chunk is warm-started on its own, so results do not depend on the
@@ -38,7 +43,15 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from dga_engine.conventions import JOINT_NAMES
-from dga_engine.retarget.keypoints import N_KEYPOINTS, PALM_KEYPOINTS, ROBOT_KEYPOINT_LINKS, TARGET_HUMAN_INDICES, TARGET_LINKS, TIP_KEYPOINTS, TIP_NAMES
+from dga_engine.retarget.keypoints import (
+    N_KEYPOINTS,
+    PALM_KEYPOINTS,
+    ROBOT_KEYPOINT_LINKS,
+    TARGET_HUMAN_INDICES,
+    TARGET_LINKS,
+    TIP_KEYPOINTS,
+    TIP_NAMES,
+)
 
 
 class RetargetError(RuntimeError):
@@ -47,7 +60,7 @@ class RetargetError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetargetConfig:
-    """How keypoints are retargeted. Defaults: dex-retargeting's ShadowHand position config, except ``ftol_abs``."""
+    """How keypoints are retargeted. Defaults: dex-retargeting's ShadowHand position config, except as the module says."""
 
     temporal_weight: float = 4e-3  # the library's normal_delta: smoothness vs following each frame exactly
     huber_delta: float = 0.02  # metres; smooth-L1 beta: quadratic below, linear above (robust to a bad keypoint)
