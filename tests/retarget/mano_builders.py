@@ -6,7 +6,7 @@ weights 778x16, posedirs 778x3x135, shapedirs 778x3x10, kintree_table 2x16, hand
 hands_mean 45) whose values are synthetic but shaped like a hand: an adult hand (wrist to middle fingertip
 19 cm; segment lengths of a typical adult hand) with skin points on capsules around the bones, rigid
 skinning, a J_regressor that averages a ring of skin points around each joint, the fingertip vertices at
-MANO's indices (744 thumb, 320 index, 443 middle, 554 ring, 671 little) and PCA components whose first 22
+MANO's indices (744 thumb, 320 index, 443 middle, 554 ring, 671 little) and PCA components whose first 21
 span the joint rotations the motions use. :func:`write_chumpy_pickle` writes it the way the real file is
 written: a Python-2-style pickle in which arrays are ``chumpy.ch.Ch`` / ``chumpy.reordering.Select``
 nodes (stand-in classes with chumpy's module and class names, in a throw-away module) and J_regressor a
