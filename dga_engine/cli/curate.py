@@ -18,12 +18,15 @@ realdex      realdex_shadowhand.pt + grasp.json + object_pcds_nors.pkl (DGA's Re
              meshes as meshes/<name>.obj (or --mesh-dir)
 dga          any *_shadowhand*.pt of the DexGrasp-Anything release with its grasp.json and object_pcds_nors.pkl;
              meshes (not in the release) under meshes/, meshdata/, object/ next to it, the source folder or --mesh-dir
+grab         GRAB as unzipped: grab/s1..s10/<object>_<intent>[_n].npz, tools/object_meshes/contact_meshes/<object>.ply,
+             tools/subject_meshes/*/s<k>_rhand.ply; needs the licensed MANO_RIGHT.pkl (--mano-model or $DGA_MANO_MODEL).
+             Right-hand contact frames are retargeted to the ShadowHand (see `dga-engine retarget --help`)
 """
 
 
 def curate(
     ctx: typer.Context,
-    source: str = typer.Option(..., "--source", help="dexgraspnet | unidexgrasp | multidex | realdex | dga"),
+    source: str = typer.Option(..., "--source", help="dexgraspnet | unidexgrasp | multidex | realdex | dga | grab"),
     path: Optional[str] = typer.Option(None, "--path", help="Source folder as downloaded (default <root>/sources/<source>)."),
     mesh_dir: Optional[List[str]] = typer.Option(None, "--mesh-dir", help="Extra folder searched for object meshes (repeatable)."),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset whose candidates area receives the grasps."),
@@ -32,6 +35,14 @@ def curate(
     verify: int = typer.Option(64, "--verify", min=0, help="Grasps per object and file checked by forward kinematics."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip files curated by an earlier run."),
     max_units: Optional[int] = typer.Option(None, "--max-units", min=1, help="Stop after this many files/folders (trial runs)."),
+    mano_model: Optional[str] = typer.Option(None, "--mano-model", envvar="DGA_MANO_MODEL",
+                                             help="grab: your MANO_RIGHT.pkl (licensed; register at mano.is.tue.mpg.de)."),
+    frame_stride: int = typer.Option(1, "--frame-stride", min=1, help="grab, raw realdex: consider every n-th frame of a sequence."),
+    min_change_mm: float = typer.Option(5.0, "--min-change-mm", min=0.0,
+                                        help="grab: keep a contact frame only when a hand keypoint moved this far since the last kept one."),
+    tolerance_mm: Optional[float] = typer.Option(None, "--tolerance-mm", min=0.0,
+                                                 help="Largest fingertip disagreement with the source's hand model (grab: with the "
+                                                      "MANO hand after retargeting; default 25); worse grasps are skipped."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Read a source dataset exactly as it ships, convert every grasp to the engine's convention (checked by
@@ -47,7 +58,8 @@ def curate(
     if source not in SOURCES:
         raise fail(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     config = CurateConfig(path=path, dataset=dataset, mesh_dirs=tuple(mesh_dir or ()), scale_mode=scale_mode,
-                          verify_samples=verify, resume=resume, max_units=max_units)
+                          verify_samples=verify, resume=resume, max_units=max_units, mano_model=mano_model,
+                          frame_stride=frame_stride, min_change_mm=min_change_mm, tolerance_mm=tolerance_mm)
     lay = layout(ctx)
     try:
         with progress(f"curate {source}", total=None, enabled=not as_json) as advance:

@@ -57,6 +57,7 @@ from dga_engine.cli.refine import refine as _refine  # noqa: E402
 from dga_engine.cli.render import render_command as _render  # noqa: E402
 from dga_engine.cli.view import card_command as _card  # noqa: E402
 from dga_engine.cli.view import view_command as _view  # noqa: E402
+from dga_engine.cli.retarget import retarget as _retarget  # noqa: E402
 from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
 
 app.command("build")(_build.build)
@@ -65,6 +66,7 @@ app.add_typer(_objects.ingest_app, name="ingest")
 app.add_typer(_objects.objects_app, name="objects")
 app.command("describe")(_describe)
 app.command("curate")(_curate)
+app.command("retarget")(_retarget)
 app.command("synthesize")(_synthesize)
 app.command("refine")(_refine)
 app.command("filter")(_filter)

@@ -43,12 +43,14 @@ from dga_engine.sources.safeload import SourceFileError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("dexgraspnet", "unidexgrasp", "multidex", "realdex", "dga")
+SOURCES = ("dexgraspnet", "unidexgrasp", "multidex", "realdex", "dga", "grab")
 CURATE_VERSION = "curate-1"
 # Largest fingertip disagreement (mm) accepted between a source model and the converted pose. The
 # DexGraspNet MJCF is the engine's hand (exact); the sr_grasp_description URDF differs in the little
 # finger's metacarpal (~1.8 mm) and the thumb base (0.5 mm).
-TOLERANCE_MM = {"dexgraspnet_mjcf": 0.5, "sr_grasp_description": 2.5}
+# GRAB's human hands are retargeted, not converted: the tolerance there is the largest fingertip distance
+# between the retargeted ShadowHand and the MANO hand a kept frame may have (worse frames are dropped).
+TOLERANCE_MM = {"dexgraspnet_mjcf": 0.5, "sr_grasp_description": 2.5, "mano": 25.0}
 NORMALISED_DIAGONAL = 0.8  # a source mesh with a larger bounding-box diagonal is unit-size normalised (not metres)
 NORMALISED_CANONICAL = 0.1  # ... and is stored at this factor (DexGraspNet's middle scale)
 
@@ -69,7 +71,9 @@ class CurateConfig:
     chunk_rows: int = 200_000  # largest candidates file; bigger units are written as <unit>-000, -001, ...
     resume: bool = True  # skip units with a completion record
     scale_mode: str = "auto"  # dga only: what 'scale' means in a release file (auto from its name | multiply | divide)
-    frame_stride: int = 1  # realdex raw captures: consider every n-th frame
+    frame_stride: int = 1  # realdex raw captures and grab sequences: consider every n-th frame
+    min_change_mm: float = 5.0  # grab: a frame is kept when a keypoint moved this much since the last kept one
+    mano_model: str | None = None  # grab: the user's MANO_RIGHT.pkl (default $DGA_MANO_MODEL)
     contact_mm: float = 10.0  # realdex raw captures: fingertip-to-object distance that counts as contact
     min_contacts: int = 3  # realdex raw captures: fingertips in contact for a frame to be kept
     max_units: int | None = None  # stop after this many units (trial runs)
@@ -140,6 +144,15 @@ def make_loader(source: str, root: Path, config: CurateConfig) -> SourceLoader:
         from dga_engine.sources.dga import DGALoader
 
         return DGALoader(root, verify, mesh_dirs, config.scale_mode)
+    if source == "grab":
+        from dga_engine.retarget.mano import ManoModelMissing
+        from dga_engine.sources.grab import GrabLoader
+
+        try:
+            return GrabLoader(root, config.mano_model, config.frame_stride, config.min_change_mm,
+                              config.tolerance_mm if config.tolerance_mm is not None else TOLERANCE_MM["mano"])
+        except ManoModelMissing as exc:
+            raise CurateError(str(exc)) from None
     raise CurateError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
 
 

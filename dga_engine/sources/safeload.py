@@ -219,3 +219,122 @@ def _first_line(text: str, exc: BaseException) -> str:
 
 
 LOADERS: dict[str, Callable[[str], Any]] = {".npy": load_npy, ".npz": load_npz, ".pkl": load_pickle, ".pt": load_torch}
+
+
+# ---- chumpy model files (MANO) --------------------------------------------------------------------------
+# MANO_RIGHT.pkl (a Python 2 pickle) stores some arrays as chumpy nodes: ``chumpy.ch.Ch`` holds its array
+# in ``x``; ``chumpy.reordering.Select`` is ``a.ravel()[idxs].reshape(preferred_shape)``; J_regressor is
+# a scipy CSC matrix. Those three names map to inert stand-ins that only record their pickled state; the
+# state is turned into numpy / scipy arrays after loading. Every other class is refused, as above.
+
+
+class _Standin:
+    """Records the state a pickle gives a chumpy / scipy object; never runs anything of the original."""
+
+    kind = ""
+
+    def __init__(self) -> None:  # REDUCE with arguments (not how these classes pickle) fails here
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _ChValue(_Standin):
+    kind = "chumpy.ch.Ch"
+
+
+class _ChSelect(_Standin):
+    kind = "chumpy.reordering.Select"
+
+
+class _Csc(_Standin):
+    kind = "scipy.sparse.csc_matrix"
+
+
+def _standin_reconstructor(cls: Any, base: Any, state: Any) -> _Standin:
+    """``copy_reg._reconstructor`` (protocol 0/1 pickles), for the stand-ins only."""
+    if not (isinstance(cls, type) and issubclass(cls, _Standin)) or base is not object or state is not None:
+        raise pickle.UnpicklingError("copy_reg._reconstructor is only allowed for chumpy/scipy arrays")
+    return cls.__new__(cls)
+
+
+_CHUMPY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("chumpy.ch", "Ch"): _ChValue,
+    ("chumpy.reordering", "Select"): _ChSelect,
+    ("scipy.sparse.csc", "csc_matrix"): _Csc,
+    ("scipy.sparse._csc", "csc_matrix"): _Csc,
+    ("copy_reg", "_reconstructor"): _standin_reconstructor,
+    ("copyreg", "_reconstructor"): _standin_reconstructor,
+    ("__builtin__", "object"): object,
+    ("builtins", "object"): object,
+}
+
+
+class _ChumpyUnpickler(pickle.Unpickler):
+    def __init__(self, fh: Any, path: str) -> None:
+        super().__init__(fh, encoding="latin1")  # Python 2 str payloads (numpy buffers) as bytes-in-str
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+        obj = _CHUMPY_GLOBALS.get((module, name), _ALLOWED.get((module, name)))
+        if obj is None:
+            raise UnsafeSourceFile(self._path, f"refusing to unpickle {module}.{name}: not an array class of a "
+                                   "MANO/chumpy model file", "the file may be corrupt or crafted; nothing in it was run")
+        return obj
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeSourceFile(self._path, "pickle uses persistent ids, which no model file needs")
+
+
+def _plain(value: Any, path: str, depth: int = 0) -> Any:
+    """A stand-in (or a container of them) as numpy / scipy arrays; everything else unchanged."""
+    if depth > 8:
+        raise SourceFileError(path, "chumpy nodes nested too deeply")
+    if not isinstance(value, _Standin):
+        return value
+    st = getattr(value, "state", None)  # NEWOBJ creates instances without __init__; BUILD sets the state
+    if not isinstance(st, dict):
+        raise SourceFileError(path, f"{value.kind} without its state dictionary")
+    try:
+        if isinstance(value, _ChValue):
+            return np.asarray(_plain(st["x"], path, depth + 1))
+        if isinstance(value, _ChSelect):
+            a = np.asarray(_plain(st["a"], path, depth + 1)).ravel()
+            idxs = np.asarray(st["idxs"]).ravel()
+            if idxs.dtype.kind not in "iu" or (idxs.size and (idxs.min() < 0 or idxs.max() >= a.size)):
+                raise SourceFileError(path, "chumpy Select indexes outside its array")
+            out = a[idxs]
+            return out.reshape(tuple(int(n) for n in st["preferred_shape"])) if "preferred_shape" in st else out
+        import scipy.sparse
+
+        shape = tuple(int(n) for n in st.get("_shape", st.get("shape")))
+        mat = scipy.sparse.csc_matrix((np.asarray(st["data"]), np.asarray(st["indices"]), np.asarray(st["indptr"])),
+                                      shape=shape)
+        mat.check_format(full_check=True)
+        return mat
+    except SourceFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise SourceFileError(path, f"malformed {value.kind} in the model file: {type(exc).__name__}: {exc}") from None
+
+
+def load_chumpy_pickle(path: str | os.PathLike, max_bytes: int = 256 << 20) -> dict[str, Any]:
+    """A chumpy-pickled model file (``MANO_RIGHT.pkl``) as ``{key: numpy array | scipy CSC | plain value}``."""
+    path = str(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise SourceFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    if size > max_bytes:
+        raise SourceFileError(path, f"{size} bytes is larger than a model file ({max_bytes} bytes allowed)")
+    try:
+        data = _ChumpyUnpickler(io.BytesIO(_read(path)), path).load()
+    except SourceFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError, UnicodeDecodeError) as exc:
+        raise SourceFileError(path, f"malformed or truncated pickle: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SourceFileError(path, f"model file holds a {type(data).__name__}, expected a dictionary")
+    return {str(k): _plain(v, path) for k, v in data.items()}

@@ -184,7 +184,7 @@ def test_cli(layout, tmp_path):
     assert out["grasps_written"] == sum(len(t.scales) for t in truths.values()) and out["source"] == "multidex"
     res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "dexgraspnet"])
     assert res.exit_code == 1 and "does not exist" in res.output
-    res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "grab"])
+    res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "dexycb"])
     assert res.exit_code == 1 and "unknown source" in res.output
 
 
