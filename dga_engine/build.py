@@ -121,7 +121,7 @@ def seed_round(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[
 
         counts: dict[str, int] = {}
         for source in cfg.sources:
-            counts[source] = curate(layout, source).grasps
+            counts[source] = curate(layout, source).grasps_written
         return counts
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 

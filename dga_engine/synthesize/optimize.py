@@ -38,6 +38,7 @@ from dga_engine.synthesize.hand_sdf import HandSDF, HandSpheres
 
 Tensor = torch.Tensor
 _REFRESH = 15  # refinement steps between re-selections of the object points near the hand
+_PER_SPHERE = 32  # object points looked up per hand sphere (the nearest; deeper ones come first)
 _SPHERE_SLACK = 0.004  # metres: the swept spheres round the boxes' edges by at most ~3.3 mm (palm: 11 mm half-thickness)
 
 
@@ -194,14 +195,13 @@ def near_object_points(fk: HandFK, points: Tensor, hand_sdf: HandSDF, spheres: H
                        cap: int, tree=None, with_geom: bool = False) -> tuple[Tensor, ...]:
     """Per grasp, the object points closer than ``reach`` to the hand's collision geometry.
 
-    Candidates come from a k-d tree of ``points`` (N, 3) around the hand's swept spheres (grown by
-    ``reach`` plus the few millimetres by which the spheres round the boxes' edges, half a millimetre for
-    the capsules' spheres), all grasps in one sparse distance query; the ``2 cap`` closest to the spheres
-    get their exact signed distance to the hand (without autograd). Returns indices (B, K) into
+    Candidates are the object points nearest each of the hand's swept spheres (a k-d tree of ``points``
+    (N, 3), all grasps in one query) within its radius plus ``reach`` plus the few millimetres by which the
+    spheres round the boxes' edges (half a millimetre for the capsules' spheres); the ``2 cap`` closest to
+    the spheres get their exact signed distance to the hand (without autograd). Returns indices (B, K) into
     ``points`` and a mask (B, K) of valid entries, K <= cap (the closest are kept when more qualify);
     with ``with_geom`` also the nearest hand geom of each (B, K) (a column of :meth:`HandSDF.per_geom`).
     """
-    n = points.shape[0]
     tree = tree if tree is not None else cKDTree(points.detach().double().numpy())
     with torch.no_grad():
         centres = spheres.centres(fk).double().numpy()
@@ -209,27 +209,20 @@ def near_object_points(fk: HandFK, points: Tensor, hand_sdf: HandSDF, spheres: H
     radius = spheres.radius.double().numpy()
     # capsule spheres leave at most ~0.2 mm between centres; box spheres round the box's edges
     query = radius + reach + np.where(spheres.from_box.numpy(), _SPHERE_SLACK, 0.0005)
-    pairs = tree.sparse_distance_matrix(cKDTree(centres.reshape(-1, 3)), float(query.max()), output_type="ndarray")
-    sphere = pairs["j"] % s
-    keep = pairs["v"] < query[sphere]
-    key = (pairs["j"][keep] // s) * n + pairs["i"][keep]  # (grasp, point)
-    est = pairs["v"][keep] - radius[sphere[keep]]  # distance to the nearest sphere's surface
-    order = np.lexsort((est, key))
-    key, est = key[order], est[order]
-    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-    key, est = key[first], est[first]  # per (grasp, point): its smallest estimate
-    grasp, point = key // n, key % n
-    order = np.lexsort((est, grasp))  # by grasp, closest first
-    grasp, point = grasp[order], point[order]
-    start = np.searchsorted(grasp, np.arange(b))
-    rank = np.arange(len(grasp)) - start[grasp]
-    keep = rank < 2 * cap
-    grasp, point, rank = grasp[keep], point[keep], rank[keep]
-    width = max(1, int(rank.max()) + 1 if len(rank) else 1)
-    index = torch.zeros((b, width), dtype=torch.long)
-    valid = torch.zeros((b, width), dtype=torch.bool)
-    index[grasp, rank] = torch.from_numpy(point)
-    valid[grasp, rank] = True
+    # the object points nearest each sphere centre (the deepest into that sphere), all grasps at once
+    dist, near = tree.query(centres.reshape(-1, 3), k=_PER_SPHERE, distance_upper_bound=float(query.max()))
+    dist, near = dist.reshape(b, s, -1), near.reshape(b, s, -1)
+    est = np.where(dist < query[None, :, None], dist - radius[None, :, None], np.inf).reshape(b, -1)
+    near = near.reshape(b, -1)
+    width = max(1, min(2 * cap, est.shape[1]))
+    est_t, pos = torch.from_numpy(est).topk(width, dim=-1, largest=False)  # closest to the spheres first
+    index = torch.gather(torch.from_numpy(near), 1, pos)
+    # a point near several spheres appears more than once: keep its first (closest) entry
+    order = torch.sort(index, dim=-1, stable=True)
+    dup = torch.zeros_like(index, dtype=torch.bool)
+    dup.scatter_(1, order.indices[:, 1:], order.values[:, 1:] == order.values[:, :-1])
+    valid = torch.isfinite(est_t) & ~dup
+    index = torch.where(valid, index, torch.zeros_like(index))
     sd = torch.full((b, width), float("inf"), dtype=points.dtype)
     geom = torch.zeros((b, width), dtype=torch.long)
     step = max(1, (1 << 22) // (width * 64))  # bounds (grasps x candidates x geoms) in memory
