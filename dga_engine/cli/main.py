@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dga_engine import __version__
+from dga_engine.cli.common import StorageErrorsGroup
 from dga_engine.layout import ROOT_ENV
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
         "Commands that report results accept --json."
     ),
     no_args_is_help=True,
+    cls=StorageErrorsGroup,
     add_completion=False,
     pretty_exceptions_enable=False,
 )

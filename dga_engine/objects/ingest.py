@@ -356,6 +356,13 @@ def _run_item(layout: Layout, item: IngestItem, config: IngestConfig) -> list[_O
     except BadMeshError as exc:
         key = write_quarantine(layout, item, exc.reason, exc.stage, "BadMeshError")
         return [_Outcome("quarantined", None, shown, exc.reason, key)]
+    except OSError as exc:
+        if fs.is_storage_error(exc):  # disk full or read-only: not the mesh's fault; every later item fails too
+            raise
+        log.exception("ingest of %s failed", shown)
+        reason = f"unexpected {type(exc).__name__}: {exc}; this is likely an engine bug: report it with the file"
+        key = write_quarantine(layout, item, reason, "internal", type(exc).__name__)
+        return [_Outcome("quarantined", None, shown, reason, key)]
     except MemoryError:
         reason = "ran out of memory while processing this mesh: simplify it, or lower --processes"
         key = write_quarantine(layout, item, reason, "internal", "MemoryError")
@@ -383,7 +390,11 @@ def ingest_items(
     config: IngestConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Ingest ``items`` with ``processes`` worker processes (1 = in this process). Never raises for bad input."""
+    """Ingest ``items`` with ``processes`` worker processes (1 = in this process). Never raises for bad input.
+
+    Raises the OSError when the storage refuses a write (disk full, read-only: :func:`dga_engine.fs.is_storage_error`):
+    that is no fault of the item at hand, so it is not quarantined, and the batch stops (objects already written stay).
+    """
     config = config or IngestConfig()
     processes = max(1, int(processes))
     t0 = time.perf_counter()
@@ -432,6 +443,9 @@ def _run_parallel(layout: Layout, items: Sequence[IngestItem], processes: int, c
                 done(i, fut.result())
             except cf.process.BrokenProcessPool:
                 retry.append(i)  # a worker died (native crash, OOM kill): the culprit is among these
+            except OSError:  # the storage refused a write (see _run_item): stop the batch
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     for i in sorted(retry):  # one fresh single-worker pool per item, so one bad mesh cannot sink others
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             try:
