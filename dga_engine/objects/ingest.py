@@ -44,6 +44,7 @@ from dga_engine.objects import mesh as meshops
 from dga_engine.objects.decompose import CoacdParams, DecompositionError, run_coacd
 from dga_engine.objects.mesh import MESH_EXTENSIONS, BadMeshError
 from dga_engine.objects.store import N_DENSE_POINTS, N_POINTS, ObjectMeta, ObjectStore, content_id, sample_surface
+from dga_engine.procs import pool_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,8 @@ def _run_parallel(layout: Layout, items: Sequence[IngestItem], processes: int, c
     # spawn, not fork: the parent may hold threads (torch, Ray, Prefect) that fork would copy half-locked
     ctx = multiprocessing.get_context("spawn")
     retry: list[int] = []
-    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, max_tasks_per_child=100) as pool:
+    die = {"initializer": pool_worker_init, "initargs": (os.getpid(),)}  # workers die with a killed parent
+    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, max_tasks_per_child=100, **die) as pool:
         futures = {pool.submit(_worker, layout.root, item, config): i for i, item in enumerate(items)}
         for fut in cf.as_completed(futures):
             i = futures[fut]
@@ -447,7 +449,7 @@ def _run_parallel(layout: Layout, items: Sequence[IngestItem], processes: int, c
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     for i in sorted(retry):  # one fresh single-worker pool per item, so one bad mesh cannot sink others
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, **die) as pool:
             try:
                 done(i, pool.submit(_worker, layout.root, items[i], config).result())
             except cf.process.BrokenProcessPool:

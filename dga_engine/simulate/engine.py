@@ -320,7 +320,10 @@ def make_tasks(layout: Layout, table: pa.Table, config: FilterConfig, backend: s
     return tasks
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
+    from dga_engine.procs import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed filter command must not leave ~400 MB workers behind
     # One thread per worker: the pool is the parallelism, and results must not depend on thread counts.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -338,7 +341,8 @@ def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
             yield run_task(task)
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenMP threads already running
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_task, t) for t in tasks]
         from concurrent.futures import as_completed
 
