@@ -3,16 +3,18 @@
 Per grasp, in the order of :data:`~dga_engine.dataset.schema.REJECT_REASONS` (the first that applies is
 the grasp's ``reason``; null = accepted):
 
-1. ``invalid_pose``: a non-finite number, ``object_scale <= 0``, a quaternion whose norm is off by more
-   than ``quat_norm_tol`` (it is normalised otherwise), a root farther than ``max_translation`` from the
-   object origin, or a joint more than ``joint_limit_tol`` outside the hand's limits;
+1. ``invalid_pose``: a non-finite number, ``object_scale`` outside :data:`OBJECT_SCALE_RANGE`, a quaternion
+   whose norm is off by more than ``quat_norm_tol`` (it is normalised otherwise: unit, ``w >= 0`` in the
+   output), a root farther than ``max_translation`` from the object origin, or a joint more than
+   ``joint_limit_tol`` outside the hand's limits;
 2. ``object_missing``: the object id is not in the object store (or its files cannot be read);
 3. ``penetration_object_hand`` / ``penetration_hand_object``: at the grasp pose, object points deeper
    than ``max_pen_object_hand_mm`` inside the hand's collision geoms, or hand surface points deeper than
    ``max_pen_hand_object_mm`` inside the object (:mod:`dga_engine.physics.penetration`; both are
    recorded for every valid grasp). Such grasps are not simulated unless ``simulate_penetrating``;
 4. ``unstable``: fewer than ``directions_required`` of the six pushes passed;
-5. ``sim_error``: the simulator diverged or raised (``detail`` says how).
+5. ``sim_error``: the simulator diverged or raised, for that grasp or for its object's scene (e.g. MuJoCo
+   refusing a mesh), or the penetration measure failed; ``detail`` says how. It never ends the run.
 
 Accepted therefore means: a valid pose on a known object, both penetration limits met, and (by default)
 all six push directions passed - the paper's dataset filter (Suc.6 + penetration).
@@ -39,6 +41,10 @@ import pyarrow as pa
 from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, pose_arrays
 from dga_engine.layout import Layout
 from dga_engine.simulate.config import FilterConfig
+
+# object_scale multiplies a metric, real-size stored mesh: outside this range the grasp's object is no
+# object (a unit slip), and MuJoCo refuses such meshes ("mesh surface area is too small").
+OBJECT_SCALE_RANGE = (1e-2, 1e2)
 
 TASK_ROWS = 32  # grasps per task (one object): small enough to spread one object over workers; fixed so
 # that results never depend on the worker count (a worker keeps the object, its point cloud and scene
@@ -148,8 +154,9 @@ def check_poses(translation, rotation, joints, scale, lower, upper, config: Filt
     for i in range(n):
         if out[i]:
             continue
-        if not scale[i] > 0:
-            out[i] = f"object_scale must be > 0, got {scale[i]:g}"
+        if not OBJECT_SCALE_RANGE[0] <= scale[i] <= OBJECT_SCALE_RANGE[1]:
+            out[i] = (f"object_scale {scale[i]:g} is outside [{OBJECT_SCALE_RANGE[0]:g}, {OBJECT_SCALE_RANGE[1]:g}]: the "
+                      "object would not be an object at that size (units?)")
         elif abs(qn[i] - 1.0) > config.quat_norm_tol:
             out[i] = f"rotation quaternion has norm {qn[i]:.4g} (expected 1 within {config.quat_norm_tol:g})"
         elif tn[i] > config.max_translation:
@@ -252,9 +259,15 @@ def run_task(task: Task) -> TaskResult:
     t0 = time.process_time()
     for scale in np.unique(task.scale[valid]):
         idx = np.where(valid & (task.scale == scale))[0]
-        cloud, parts = _cloud(task.root, asset, float(scale), config.dense_object_points,
-                              config.hand_object_inside == "parts")
-        ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx], parts)
+        try:
+            cloud, parts = _cloud(task.root, asset, float(scale), config.dense_object_points,
+                                  config.hand_object_inside == "parts")
+            ho, oh = penetration_mm(hand, cloud, task.translation[idx], rot_m[idx], task.joints[idx], parts)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - odd geometry at this scale: these grasps fail, the run goes on
+            _sim_error(res, idx, f"penetration could not be measured: {type(exc).__name__}: {exc}")
+            continue
         res.pen_hand_object_mm[idx] = ho
         res.pen_object_hand_mm[idx] = oh
         for k, i in enumerate(idx):
@@ -269,18 +282,25 @@ def run_task(task: Task) -> TaskResult:
     if not simulate.any():
         return res
 
+    from dga_engine.simulate.backends import BackendUnavailable
+
     backend = _backend(task.backend, tuple(sorted(config.to_dict().items())))
     res.sim_backend = backend.name
     before = dict(backend.stats)
     for scale in np.unique(task.scale[simulate]):
         idx = np.where(simulate & (task.scale == scale))[0]
-        outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
-                                    task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
-                                    task.joints[idx].astype(np.float64))
+        try:
+            outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
+                                        task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
+                                        task.joints[idx].astype(np.float64))
+        except (MemoryError, BackendUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. MuJoCo refuses the scene at this scale: these grasps fail
+            outcomes = [exc] * len(idx)
         for i, out in zip(idx, outcomes):
             if isinstance(out, BaseException):
                 if res.reason[i] is None:
-                    res.reason[i], res.detail[i] = "sim_error", f"{type(out).__name__}: {out}"
+                    res.reason[i], res.detail[i] = "sim_error", _short(f"{type(out).__name__}: {out}")
                 continue
             res.displacement[i] = out.displacement
             res.suc1[i], res.suc6[i] = int(out.suc1), int(out.suc6)
@@ -298,6 +318,25 @@ def run_task(task: Task) -> TaskResult:
     for k, v in backend.stats.items():
         stats[k] = v - before.get(k, 0)
     return res
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())  # MuJoCo errors span lines
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sim_error(res: TaskResult, idx: np.ndarray, why: str) -> None:
+    for i in idx:
+        if res.reason[i] is None:
+            res.reason[i], res.detail[i] = "sim_error", _short(why)
+
+
+def unit_quaternions(q: np.ndarray) -> np.ndarray:
+    """(n, 4) wxyz quaternions scaled to unit norm with ``w >= 0`` (the same rotation, the stored convention)."""
+    q = np.asarray(q, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.where(unit[:, :1] < 0, -unit, unit)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -384,6 +423,11 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
         "sim_backend": pa.array(backend.tolist(), pa.string()),
         "protocol_version": pa.array([config.protocol_version] * n, pa.string()),
     }
+    # Valid poses leave in the documented convention (unit quaternion, w >= 0); invalid ones as given.
+    quat = pose_arrays(table)["rotation"].astype(np.float64)
+    valid = np.array([r != "invalid_pose" for r in reason.tolist()], dtype=bool)
+    quat[valid] = unit_quaternions(quat[valid])
+    cols["rotation"] = pa.FixedSizeListArray.from_arrays(pa.array(quat.astype(np.float32).reshape(-1), pa.float32()), 4)
     out = table.select(GRASP_SCHEMA.names)
     for name, arr in cols.items():
         out = out.set_column(out.schema.get_field_index(name), GRASP_SCHEMA.field(name), arr)
