@@ -38,11 +38,14 @@ import builtins
 import collections
 import contextvars
 import io
+import lzma
 import math
 import os
 import pickle
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -343,8 +346,8 @@ def npy_from_bytes(data: bytes, path: str) -> np.ndarray:
             shape, fortran, dtype = npformat.read_array_header_2_0(fh)
         else:  # pragma: no cover - numpy rejects other versions in read_magic
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, EOFError, SyntaxError) as exc:
-        raise SourceFileError(path, f"not a valid .npy file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header text itself (ValueError, SyntaxError, TokenError, ...)
+        raise SourceFileError(path, f"not a valid .npy file: {type(exc).__name__}: {exc}") from None
     if dtype.hasobject:
         arr = unpickle_bytes(fh.read(), path)
         if not isinstance(arr, np.ndarray):
@@ -371,20 +374,38 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every member of a ``.npz`` file as ``{name: array}`` (UniDexGrasp's per-grasp files, RealDex)."""
     data = _read(path)
     out: dict[str, np.ndarray] = {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            check_zip_size(zf, len(data), str(path))
-            for info in zf.infolist():
-                name = info.filename
-                key = name[:-4] if name.endswith(".npy") else name
-                out[key] = npy_from_bytes(zf.read(info), f"{path}[{name}]")
-    except zipfile.BadZipFile as exc:
-        raise SourceFileError(str(path), f"not a valid .npz (zip) file: {exc}") from None
-    except (zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
-        if isinstance(exc, SourceFileError):
-            raise
-        raise SourceFileError(str(path), f"unreadable .npz member: {type(exc).__name__}: {exc}") from None
+    with _zip_directory(data, str(path)) as zf:
+        check_zip_size(zf, len(data), str(path))
+        for info in zf.infolist():
+            name = info.filename
+            key = name[:-4] if name.endswith(".npy") else name
+            try:
+                raw = zf.read(info)
+            except _ZIP_ERRORS as exc:  # a damaged member: bad CRC, broken deflate stream, unknown method
+                raise SourceFileError(str(path), f"unreadable .npz member {name!r}: {type(exc).__name__}: {exc}") from None
+            out[key] = npy_from_bytes(raw, f"{path}[{name}]")
     return out
+
+
+# What Python's zipfile raises for damaged archives (a directory, a header or a compressed stream).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError, OSError, NotImplementedError,
+               RuntimeError, ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, lzma.LZMAError)
+
+
+def _looks_like_zip(data: bytes) -> bool:
+    """Whether ``data`` ends with a zip directory (a damaged one counts: it must not slip past the size check)."""
+    try:
+        return zipfile.is_zipfile(io.BytesIO(data))
+    except _ZIP_ERRORS:
+        return True
+
+
+def _zip_directory(data: bytes, path: str) -> zipfile.ZipFile:
+    """The zip's directory (nothing inflated), or SourceFileError when it cannot be read."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as exc:
+        raise SourceFileError(path, f"not a valid zip file (.npz / .pt): {type(exc).__name__}: {exc}") from None
 
 
 def _torch_safe_globals() -> list[Any]:
@@ -401,12 +422,9 @@ def load_torch(path: str | os.PathLike) -> Any:
 
     path = str(path)
     data = _read(path)
-    if zipfile.is_zipfile(io.BytesIO(data)):  # the legacy (pre-1.6) format is one pickle stream: nothing to inflate
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                check_zip_size(zf, len(data), path)
-        except zipfile.BadZipFile:
-            pass  # torch's own reader says what is wrong below
+    if _looks_like_zip(data):  # the legacy (pre-1.6) format is one pickle stream: nothing to inflate
+        with _zip_directory(data, path) as zf:
+            check_zip_size(zf, len(data), path)
     with _load_context(path, len(data)) as load:
         try:
             with torch.serialization.safe_globals(_torch_safe_globals()):
