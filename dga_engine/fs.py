@@ -71,6 +71,15 @@ def listdir(path: str) -> list[str]:
     return sorted(os.path.basename(x.rstrip("/")) for x in fs.ls(p, detail=False))
 
 
+def size(path: str) -> int:
+    """Size in bytes of the file at ``path`` (FileNotFoundError when there is none)."""
+    local = _local(path)
+    if local is not None:
+        return os.path.getsize(local)
+    fs, p = filesystem(path)
+    return int(fs.size(p))
+
+
 def read_bytes(path: str) -> bytes:
     local = _local(path)
     if local is not None:
