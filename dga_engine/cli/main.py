@@ -36,7 +36,8 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     root: Optional[str] = typer.Option(
-        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix). Default ./storage."
+        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix; not memory://, which would "
+        "vanish at exit). Default ./storage."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
