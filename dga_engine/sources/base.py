@@ -286,14 +286,15 @@ def pose_check(rotation: np.ndarray, translation: np.ndarray,
     n = len(rotation)
     if n == 0:
         return np.ones(0, dtype=bool), -1, ""
-    with np.errstate(invalid="ignore", over="ignore"):
-        finite = finite_rows(rotation, translation, *(() if joints is None else (joints,)))
-        safe = np.where(finite[:, None, None], rotation, 0.0)
-        ortho = np.abs(np.einsum("nji,njk->nik", safe, safe) - np.eye(3)).reshape(n, -1).max(axis=1)
-        det = np.linalg.det(safe)
-        dist = np.linalg.norm(np.where(finite[:, None], translation, 0.0), axis=1)
-        jmax = (np.abs(np.where(finite[:, None], np.asarray(joints, dtype=np.float64).reshape(n, -1), 0.0)).max(axis=1)
-                if joints is not None and np.size(joints) else np.zeros(n))
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are refused first; their NaNs compare False
+        finite = np.isfinite(rotation).all(axis=(1, 2)) & np.isfinite(translation).all(axis=1)
+        q = None if joints is None or not np.size(joints) else np.asarray(joints, dtype=np.float64).reshape(n, -1)
+        if q is not None:
+            finite &= np.isfinite(q).all(axis=1)
+        ortho = np.abs(np.matmul(np.swapaxes(rotation, 1, 2), rotation) - np.eye(3)).max(axis=(1, 2))
+        det = np.einsum("ni,ni->n", rotation[:, :, 0], np.cross(rotation[:, :, 1], rotation[:, :, 2]))
+        dist = np.sqrt(np.einsum("ni,ni->n", translation, translation))
+        jmax = np.abs(q).max(axis=1) if q is not None else np.zeros(n)
     checks = [
         (~finite, lambda i: "non-finite pose values"),
         (~(ortho <= ORTHONORMAL_TOL), lambda i: "rotation is not a rotation matrix ("

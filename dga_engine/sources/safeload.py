@@ -256,7 +256,7 @@ def unpickle_bytes(data: bytes, path: str) -> Any:
     with _load_context(path, len(data)) as load:
         try:
             obj = _RestrictedUnpickler(io.BytesIO(data), path).load()
-            return _plain(obj, {}) if load.arrays else obj
+            return _plain(obj, _Walk(load.arrays)) if load.arrays else obj
         except SourceFileError:
             raise
         except _Refused as exc:
@@ -282,29 +282,41 @@ class _load_context:
         _LOAD.reset(self._token)
 
 
-def _plain(obj: Any, memo: dict[int, Any]) -> Any:
-    """``obj`` with every checked array turned into a plain ndarray (containers walked, shared ones once)."""
+class _Walk:
+    """State of one :func:`_plain` walk: objects seen, checked arrays still to find."""
+
+    def __init__(self, arrays: int) -> None:
+        self.memo: dict[int, Any] = {}
+        self.left = arrays
+
+
+def _plain(obj: Any, walk: _Walk) -> Any:
+    """``obj`` with every checked array turned into a plain ndarray (containers walked, shared ones once;
+    the walk ends as soon as every checked array the load made has been found)."""
+    if walk.left <= 0:
+        return obj
     key = id(obj)
-    if key in memo:
-        return memo[key]
+    if key in walk.memo:
+        return walk.memo[key]
     if isinstance(obj, _CheckedArray):
         arr = obj.view(np.ndarray)
-        memo[key] = arr
-        if arr.dtype.hasobject:
+        walk.memo[key] = arr
+        walk.left -= 1
+        if arr.dtype.hasobject and walk.left > 0:
             flat = arr.reshape(-1)
             for i in range(flat.size):
-                flat[i] = _plain(flat[i], memo)
+                flat[i] = _plain(flat[i], walk)
         return arr
     if isinstance(obj, dict):
-        memo[key] = obj
+        walk.memo[key] = obj
         for k in list(obj):
-            obj[k] = _plain(obj[k], memo)
+            obj[k] = _plain(obj[k], walk)
     elif isinstance(obj, list):
-        memo[key] = obj
-        obj[:] = [_plain(x, memo) for x in obj]
+        walk.memo[key] = obj
+        obj[:] = [_plain(x, walk) for x in obj]
     elif isinstance(obj, tuple):
-        memo[key] = obj
-        memo[key] = out = tuple(_plain(x, memo) for x in obj)
+        walk.memo[key] = obj
+        walk.memo[key] = out = tuple(_plain(x, walk) for x in obj)
         return out
     return obj
 
@@ -429,7 +441,7 @@ def load_torch(path: str | os.PathLike) -> Any:
         try:
             with torch.serialization.safe_globals(_torch_safe_globals()):
                 obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            return _plain(obj, {}) if load.arrays else obj
+            return _plain(obj, _Walk(load.arrays)) if load.arrays else obj
         except _Refused as exc:
             raise UnsafeSourceFile(path, str(exc), "re-download it from the source") from None
         except pickle.UnpicklingError as exc:
