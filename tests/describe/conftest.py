@@ -31,7 +31,7 @@ class FakeLLM:
     def __init__(self) -> None:
         self.script: dict[str, list[str]] = {}
         self.delay = 0.0
-        self.sleep_s = 1.0
+        self.sleep_s = 3.0  # longer than fast_llm's per-request limit
         self.trickle_s = 0.1
         self.huge_bytes = 64 << 20
         self.requests: list[dict] = []  # {"label", "model", "auth", "action"}
@@ -176,7 +176,7 @@ def fast_llm():
     from dga_engine.describe import LLMConfig
 
     def make(url: str, **kw) -> LLMConfig:
-        defaults = dict(base_url=url, model="test-model", timeout_s=0.4, max_attempts=4,
+        defaults = dict(base_url=url, model="test-model", timeout_s=1.5, max_attempts=4,
                         backoff_base_s=0.01, backoff_max_s=0.05, retry_budget_s=10.0)
         defaults.update(kw)
         return LLMConfig(**defaults)
