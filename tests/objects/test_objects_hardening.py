@@ -42,6 +42,7 @@ def _write_obj(path, mesh, factor):
         fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in mesh.faces))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # trimesh, on the 1e30 file
 @pytest.mark.parametrize("factor, says", [(1e30, "too large"), (1e-30, "too small"), (1e-9, "too small")])
 def test_absurd_units_are_quarantined_with_the_real_reason(tmp_path, layout, factor, says):
     from dga_engine.objects.ingest import ingest_paths
