@@ -62,14 +62,35 @@ def storage_error_message(exc: OSError) -> str | None:
             "written was damaged and finished work is kept")
 
 
+def _root_problem(exc: OSError, root: str | None) -> str | None:
+    """A one-line message when ``exc`` is the storage root itself failing (a folder that cannot be created, an
+    object store that cannot be reached), else None."""
+    try:
+        lay = Layout.at(root)
+    except RootError:
+        return None
+    if lay.is_local:
+        where = str(exc.filename or "")
+        local = lay.root[len("file://"):] if lay.root.startswith("file://") else lay.root
+        if not where.startswith(local):
+            return None
+        return (f"cannot use the storage root {lay.root}: {exc.strerror or exc} ({where}); point --root at a folder "
+                "that exists or can be created")
+    path = lay.root.split("://", 1)[1]
+    if not (isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower() or path in str(exc.filename or "")):
+        return None
+    return f"cannot use the storage root {lay.root}: {type(exc).__name__}: {exc}; check the URL and that it can be reached"
+
+
 class StorageErrorsGroup(typer.core.TyperGroup):
-    """The top-level command group: storage failures (disk full, read-only) end a command with one line."""
+    """The top-level command group: storage failures (disk full, read-only, a root that cannot be created or
+    reached) end a command with one line instead of a traceback."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
         except OSError as exc:  # see dga_engine.fs.STORAGE_ERRNOS
-            message = storage_error_message(exc)
+            message = storage_error_message(exc) or _root_problem(exc, (ctx.obj or {}).get("root"))
             if message is None:
                 raise
             raise fail(message) from None

@@ -76,3 +76,12 @@ def test_memory_root_still_works_for_library_use():
     # one process, nothing to lose: tests and notebooks may use it; only the CLI refuses it
     lay = Layout.at("memory://dga-roots-test")
     assert lay.root == "memory://dga-roots-test" and not lay.is_local
+
+
+@pytest.mark.parametrize("root, says", [("/proc/1/dga-root", "cannot use the storage root"),
+                                        ("http://127.0.0.1:9/dga-root", "cannot use the storage root")])
+def test_roots_that_cannot_be_created_or_reached_are_one_line_errors(mesh_file, root, says):
+    result = CliRunner().invoke(app, ["--root", root, "ingest", "local", str(mesh_file)])
+    assert result.exit_code == 1, result.output
+    assert says in result.stderr and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
