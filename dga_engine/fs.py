@@ -8,6 +8,7 @@ local temporary file and put only when the writer finished without an error.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -17,6 +18,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import fsspec
+
+
+# errnos that mean the storage refused a write (full, quota, read-only, no permission): not the input's
+# fault, and every later write would fail the same way, so stages stop on them instead of recording the
+# item at hand as bad.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an OSError of :data:`STORAGE_ERRNOS`."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
 def _local(path: str) -> str | None:
@@ -57,6 +69,15 @@ def listdir(path: str) -> list[str]:
     if not fs.exists(p):
         return []
     return sorted(os.path.basename(x.rstrip("/")) for x in fs.ls(p, detail=False))
+
+
+def size(path: str) -> int:
+    """Size in bytes of the file at ``path`` (FileNotFoundError when there is none)."""
+    local = _local(path)
+    if local is not None:
+        return os.path.getsize(local)
+    fs, p = filesystem(path)
+    return int(fs.size(p))
 
 
 def read_bytes(path: str) -> bytes:

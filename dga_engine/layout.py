@@ -24,11 +24,15 @@ DATASETS_DIR = "datasets"
 RUNS_DIR = "runs"
 MODELS_DIR = "models"
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,199}$")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]{0,199}")  # used with fullmatch: '$' would allow a final newline
 
 
 class UnsafeNameError(ValueError):
     """An external name would escape the storage root or is not a plain file name."""
+
+
+class RootError(ValueError):
+    """The storage root cannot be used (empty, a file, an unknown URL protocol); the message says what to do."""
 
 
 def safe_name(name: str) -> str:
@@ -37,7 +41,7 @@ def safe_name(name: str) -> str:
     Allowed: letters, digits, ``. _ + -``, starting with a letter or digit, at most 200 characters.
     Refused: separators, ``..``, absolute paths, empty or hidden names, control characters.
     """
-    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE.fullmatch(name) or ".." in name:
         raise UnsafeNameError(
             f"refusing unsafe name {name!r}: external names must be one plain path component "
             "(letters, digits, '._+-', no separators, no '..'); rename the file or entry"
@@ -46,11 +50,49 @@ def safe_name(name: str) -> str:
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> str:
-    """The storage root in use: the argument, else ``$DGA_ROOT``, else ``./storage``."""
+    """The storage root in use: the argument, else ``$DGA_ROOT``, else ``./storage``.
+
+    Raises :class:`RootError` for a root that cannot be meant: empty (which would silently mean the current
+    directory), holding a NUL or a newline, an existing file, or a URL whose protocol fsspec does not know
+    (or whose package is not installed).
+    """
     value = str(root) if root is not None else os.environ.get(ROOT_ENV, DEFAULT_ROOT)
-    if "://" in value:
+    if not value.strip():
+        raise RootError(f"the storage root is empty (--root '' or {ROOT_ENV}=''): name a folder or an fsspec URL, "
+                        f"or leave it unset for {DEFAULT_ROOT}")
+    if any(c in value for c in "\x00\n\r"):
+        raise RootError(f"the storage root {value!r} holds a NUL or line break: name a folder or an fsspec URL")
+    if "://" in value and not value.startswith("file://"):
+        _check_protocol(value)
         return value.rstrip("/")
-    return str(Path(value).expanduser().resolve())
+    local = value[len("file://"):] if value.startswith("file://") else value
+    if not local.strip():
+        raise RootError(f"the storage root {value!r} names no folder: give file:///absolute/path or a plain path")
+    try:
+        path = Path(local).expanduser().resolve()
+        is_file = path.exists() and not path.is_dir()
+    except OSError as exc:  # e.g. a component longer than the file system allows
+        raise RootError(f"cannot use the storage root {local!r}: {exc.strerror or exc}") from None
+    if is_file:
+        raise RootError(f"the storage root {path} is a file, not a folder: point --root (or {ROOT_ENV}) at a folder")
+    return ("file://" + str(path)) if value.startswith("file://") else str(path)
+
+
+def _check_protocol(url: str) -> None:
+    import fsspec
+
+    *chained, target = url.split("::")  # fsspec chains: simplecache::s3://bucket/prefix
+    protocol, _, rest = target.partition("://")
+    if not rest.strip("/"):
+        raise RootError(f"the storage root {url!r} names no bucket or folder: use e.g. {protocol}://bucket/prefix")
+    for name in [*chained, protocol]:
+        try:
+            fsspec.get_filesystem_class(name)
+        except ValueError:
+            raise RootError(f"the storage root {url!r} uses the unknown protocol {name!r}: use a folder or an fsspec "
+                            "URL such as s3://bucket/prefix") from None
+        except ImportError as exc:
+            raise RootError(f"the storage root {url!r} needs a package that is not installed ({exc})") from None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dga_engine.layout import Layout
+from dga_engine.layout import Layout, RootError
 
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: messages stay greppable in logs
 T = TypeVar("T")
@@ -20,10 +21,79 @@ T = TypeVar("T")
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (for scripts).")
 
 
+# Roots a command must not write to: the data would vanish when the process exits.
+_EPHEMERAL_PROTOCOLS = ("memory://",)
+
+
 def layout(ctx: typer.Context) -> Layout:
-    """The storage root selected by the global ``--root`` option (or ``$DGA_ROOT``, or ``./storage``)."""
+    """The storage root selected by the global ``--root`` option (or ``$DGA_ROOT``, or ``./storage``).
+
+    A root that cannot be meant (empty, a file, an unknown protocol, ``memory://``) ends the command with
+    a one-line error instead of writing somewhere unexpected.
+    """
     root = (ctx.find_root().obj or {}).get("root")
-    return Layout.at(root)
+    try:
+        lay = Layout.at(root)
+    except RootError as exc:
+        raise fail(str(exc))
+    if lay.root.startswith(_EPHEMERAL_PROTOCOLS):
+        raise fail(f"the storage root {lay.root} lives only in this process's memory and would be discarded when the "
+                   "command exits: use a folder or an object store (s3://bucket/prefix)")
+    return lay
+
+
+# OSErrors that mean the storage itself refused the write, not a bug: one line, not a traceback.
+_FULL = "free space under the storage root (or point --root elsewhere)"
+_LOCKED = "make the storage root writable (or point --root elsewhere)"
+_STORAGE_ERRNOS = {errno.ENOSPC: ("no space left on the device", _FULL), errno.EDQUOT: ("disk quota exceeded", _FULL),
+                   errno.EFBIG: ("a file grew over the size limit", _FULL),
+                   errno.EROFS: ("the file system is read-only", _LOCKED), errno.EACCES: ("permission denied", _LOCKED),
+                   errno.EPERM: ("operation not permitted", _LOCKED)}
+
+
+def storage_error_message(exc: OSError) -> str | None:
+    """A one-line message for an OSError the storage raised (disk full, read-only, no permission), else None."""
+    known = _STORAGE_ERRNOS.get(exc.errno or -1)
+    if known is None:
+        return None
+    what, todo = known
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"{what}{where}: {todo}, then rerun the command; files are written atomically, so nothing already "
+            "written was damaged and finished work is kept")
+
+
+def _root_problem(exc: OSError, root: str | None) -> str | None:
+    """A one-line message when ``exc`` is the storage root itself failing (a folder that cannot be created, an
+    object store that cannot be reached), else None."""
+    try:
+        lay = Layout.at(root)
+    except RootError:
+        return None
+    if lay.is_local:
+        where = str(exc.filename or "")
+        local = lay.root[len("file://"):] if lay.root.startswith("file://") else lay.root
+        if not where.startswith(local):
+            return None
+        return (f"cannot use the storage root {lay.root}: {exc.strerror or exc} ({where}); point --root at a folder "
+                "that exists or can be created")
+    path = lay.root.split("://", 1)[1]
+    if not (isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower() or path in str(exc.filename or "")):
+        return None
+    return f"cannot use the storage root {lay.root}: {type(exc).__name__}: {exc}; check the URL and that it can be reached"
+
+
+class StorageErrorsGroup(typer.core.TyperGroup):
+    """The top-level command group: storage failures (disk full, read-only, a root that cannot be created or
+    reached) end a command with one line instead of a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:  # see dga_engine.fs.STORAGE_ERRNOS
+            message = storage_error_message(exc) or _root_problem(exc, (ctx.obj or {}).get("root"))
+            if message is None:
+                raise
+            raise fail(message) from None
 
 
 def emit_json(obj: Any) -> None:

@@ -26,14 +26,22 @@ def describe(
              "such as bert-large-uncased (the paper's; needs a reachable hub or a local copy).",
     ),
     features: bool = typer.Option(True, "--features/--no-features", help="Also compute semantic feature vectors."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds per request before it counts as a timeout."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds one request may take in total, from sending it "
+                                  "to the answer's last byte (a server that trickles bytes is cut off); then it is retried."),
     max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Most requests per description, retries included."),
+    run_timeout: Optional[float] = typer.Option(None, "--run-timeout", min=0.1, help="Seconds the whole run may take, "
+                                                "retries and waits included; labels not answered by then fail. Default: no limit."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ask again even for labels with a cached answer; a valid new "
+                                 "answer replaces the cached one."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Ask an LLM to describe each object (paper prompt), cache the answers, and encode them into features.
 
-    The API key is read only from $DGA_LLM_API_KEY (else $OPENAI_API_KEY); it is never printed or stored.
-    Answers are cached per (label, prompt version, model): a rerun asks nothing it already knows.
+    The API key is read only from $DGA_LLM_API_KEY (else $OPENAI_API_KEY); it is never printed or stored, nor are
+    credentials in the base URL (they are scrubbed from logs, reports and stored answers, even if the server echoes them).
+    Answers are cached per (label, prompt version, model, endpoint) once they pass a check (not cut off by the
+    server's token limit, at most 20,000 characters of text, responses at most 1 MiB): a rerun asks nothing it
+    already knows, unless --refresh.
     Exit code 0 when every object has a description or descriptions are disabled, 1 when some failed.
     """
     from dga_engine.describe import DescribeConfig, LLMConfig, describe_objects
@@ -45,10 +53,12 @@ def describe(
     else:
         ids = [s.strip() for s in objects.split(",") if s.strip()]
     config = DescribeConfig(
-        llm=LLMConfig(base_url=base_url or None, model=model, timeout_s=timeout, max_attempts=max_attempts),
+        llm=LLMConfig(base_url=base_url or None, model=model, timeout_s=timeout, max_attempts=max_attempts,
+                      run_timeout_s=run_timeout),
         concurrency=concurrency,
         features=features,
         encoder=encoder,
+        refresh=refresh,
     )
     show = not as_json and config.llm.resolved().enabled
     with progress("describe", total=len(ids), enabled=show) as advance:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dga_engine import __version__
+from dga_engine.cli.common import StorageErrorsGroup
 from dga_engine.layout import ROOT_ENV
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
         "Commands that report results accept --json."
     ),
     no_args_is_help=True,
+    cls=StorageErrorsGroup,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -34,7 +36,8 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     root: Optional[str] = typer.Option(
-        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix). Default ./storage."
+        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix; not memory://, which would "
+        "vanish at exit). Default ./storage."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),

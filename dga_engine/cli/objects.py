@@ -97,8 +97,9 @@ def ingest_builtin_cmd(
     except UnknownBuiltinError as exc:
         raise fail(str(exc.args[0])) from None
     config = _config(scales, threshold, max_parts, timeout, max_faces)
+    lay = layout(ctx)  # a bad root fails here, before the progress bar
     with progress("ingest builtin", len(chosen), enabled=not as_json) as advance:
-        report = ingest_builtin(layout(ctx), chosen, processes, config, progress=advance)
+        report = ingest_builtin(lay, chosen, processes, config, progress=advance)
     _finish(report, as_json)
 
 
@@ -123,8 +124,9 @@ def ingest_local_cmd(
     files = find_mesh_files(paths)
     if not files:
         raise fail(f"no mesh files found in {', '.join(paths)} (looking for obj, stl, ply, off, glb, gltf)")
+    lay = layout(ctx)  # a bad root fails here, before the progress bar
     with progress("ingest local", len(files), enabled=not as_json) as advance:
-        report = ingest_paths(layout(ctx), paths, processes, config, licence=licence, label=label, progress=advance)
+        report = ingest_paths(lay, paths, processes, config, licence=licence, label=label, progress=advance)
     _finish(report, as_json)
 
 
@@ -154,9 +156,10 @@ def ingest_objaverse_cmd(
     if categories and preset:
         raise fail("give either --categories or --preset, not both")
     config = _config(scales, threshold, max_parts, timeout, max_faces)
+    lay = layout(ctx)  # a bad root fails here, before the progress bar
     try:
         with progress("ingest objaverse", None, enabled=not as_json) as advance:
-            report = ingest_objaverse(layout(ctx), cats, per_category, processes, config, cache_dir=cache_dir,
+            report = ingest_objaverse(lay, cats, per_category, processes, config, cache_dir=cache_dir,
                                       download=not no_download, download_processes=download_processes, progress=advance)
     except ObjaverseError as exc:
         raise fail(str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 # The paper's prompt (Sec. 3.5), verbatim. Changing a word changes every answer: bump PROMPT_VERSION
 # with it so old cache entries are no longer served for the new prompt.
@@ -46,6 +46,29 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def endpoint_id(url: str | None) -> str:
+    """The endpoint as the description cache keys it: the base URL without credentials, query or trailing '/'."""
+    return (redact_url(url) or "").rstrip("/")
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """What in a base URL must never be stored or logged: its user info, password and query values."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    found = [parts.password or "", parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""]
+    found += [v for _, v in parse_qsl(parts.query)] + [parts.fragment]
+    found += [unquote(x) for x in found]
+    return [x for x in found if len(x) >= 3]
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so a secret inside another goes too)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """How to reach an OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, LM Studio, ...)."""
@@ -56,7 +79,8 @@ class LLMConfig:
     model: str | None = None
     # Environment variables searched, in order, for the API key (names only; the key is never stored).
     api_key_envs: tuple[str, ...] = API_KEY_ENVS
-    # Seconds one request may take before it counts as a (transient) timeout.
+    # Seconds one request may take in total, from sending it to the answer's last byte (a server that
+    # trickles bytes is cut off); then it counts as a (transient) timeout.
     timeout_s: float = 60.0
     # Most requests per description, first try included; the object fails after that.
     max_attempts: int = 5
@@ -68,6 +92,12 @@ class LLMConfig:
     retry_budget_s: float = 300.0
     # Sampling temperature sent with each request; None leaves the server's default.
     temperature: float | None = None
+    # Wall-clock limit of a whole describe run, waits included; labels not answered by then fail. None: no limit.
+    run_timeout_s: float | None = None
+    # Largest chat-completion response accepted (bytes); a larger one is refused, and not read further.
+    max_response_bytes: int = 1 << 20
+    # Largest description accepted (characters); the paper's answers are a paragraph.
+    max_answer_chars: int = 20_000
 
     def resolved(self) -> "LLMConfig":
         """A copy with base_url and model filled in from the environment where they are None."""
@@ -88,6 +118,10 @@ class LLMConfig:
                 return value
         return None
 
+    def secrets(self) -> list[str]:
+        """Everything that must be scrubbed from stored answers, reports and logs: the key, URL credentials."""
+        return [s for s in [self.api_key() or "", *url_secrets(self.base_url)] if s]
+
 
 @dataclass(frozen=True)
 class DescribeConfig:
@@ -105,9 +139,13 @@ class DescribeConfig:
     device: str = "cpu"
     # Sentences per encoder forward pass.
     batch_size: int = 64
+    # Ask again even for labels with a cached answer; a valid new answer replaces the cached one.
+    refresh: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.llm.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.llm.max_attempts}")
+        if not self.llm.timeout_s > 0 or (self.llm.run_timeout_s is not None and not self.llm.run_timeout_s > 0):
+            raise ValueError(f"timeouts must be positive, got {self.llm.timeout_s} and {self.llm.run_timeout_s}")

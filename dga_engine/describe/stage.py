@@ -2,10 +2,14 @@
 
 With no endpoint configured (no base URL given and no $DGA_LLM_BASE_URL) the stage is disabled: it
 asks nothing, writes nothing and says so, and the pipeline continues without semantic features.
+
+While it runs, every log record (ours, openai's, httpx's) passes a filter that replaces the API key and
+the base URL's credentials with ``***``; stored answers and reports are scrubbed the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -13,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,10 +29,12 @@ from dga_engine.describe.config import (
     PROMPT_VERSION,
     DescribeConfig,
     build_prompt,
+    endpoint_id,
     redact_url,
+    scrub,
 )
 from dga_engine.describe.features import EncoderError, encode_text, load_encoder
-from dga_engine.describe.llm import PermanentError, ask, make_client
+from dga_engine.describe.llm import PermanentError, ask
 from dga_engine.layout import Layout, UnsafeNameError
 from dga_engine.objects.store import ObjectNotFound, ObjectStore
 
@@ -65,6 +71,44 @@ class DescribeReport:
         return asdict(self)
 
 
+class _ScrubSecrets(logging.Filter):
+    """Rewrites each record's message with the secrets replaced by ``***`` (the record is kept)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is left to logging to report
+            return True
+        clean = scrub(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+@contextlib.contextmanager
+def scrubbed_logs(secrets: list[str]) -> Iterator[None]:
+    """While the block runs, scrub ``secrets`` from every record any handler of the root logger (or
+    Python's last-resort handler, or a handler of the HTTP libraries' loggers) emits."""
+    if not secrets:
+        yield
+        return
+    scrubber = _ScrubSecrets(secrets)
+    handlers = list(logging.getLogger().handlers) + [h for h in (logging.lastResort,) if h is not None]
+    for name in ("openai", "httpx", "httpcore", "dga_engine"):
+        handlers += logging.getLogger(name).handlers
+    for h in handlers:
+        h.addFilter(scrubber)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(scrubber)
+
+
 def _resolve_encoder(name: str | None) -> str:
     return name or os.environ.get(ENCODER_ENV) or DEFAULT_ENCODER
 
@@ -85,6 +129,11 @@ def describe_objects(
     started = time.monotonic()
     config = config or DescribeConfig()
     llm = config.llm.resolved()
+    with scrubbed_logs(llm.secrets()):
+        return _describe(layout, object_ids, config, llm, started, progress)
+
+
+def _describe(layout, object_ids, config, llm, started, progress) -> DescribeReport:
     store = ObjectStore(layout)
     ids = list(store.ids() if object_ids is None else dict.fromkeys(object_ids))
     report = DescribeReport(requested=len(ids), model=llm.model, endpoint=redact_url(llm.base_url))
@@ -114,8 +163,10 @@ def describe_objects(
 
     entries: dict[str, dict[str, Any]] = {}  # object id -> description entry
     pending: list[str] = []
+    endpoint = endpoint_id(llm.base_url)
     for label, oids in by_label.items():
-        entry = cache.read_description(layout, label, PROMPT_VERSION, llm.model)
+        entry = None if config.refresh else cache.read_description(layout, label, PROMPT_VERSION, llm.model, endpoint,
+                                                                   llm.max_answer_chars)
         if entry is None:
             pending.append(label)
             continue
@@ -125,7 +176,8 @@ def describe_objects(
         advance(len(oids))
 
     if pending:
-        _ask_all(layout, llm, config.concurrency, pending, by_label, entries, report, advance)
+        deadline = None if llm.run_timeout_s is None else started + llm.run_timeout_s
+        _ask_all(layout, llm, config, pending, by_label, entries, report, advance, deadline)
 
     for oid, entry in entries.items():
         try:
@@ -149,27 +201,30 @@ def describe_objects(
     return report
 
 
-def _ask_all(layout, llm, concurrency, pending, by_label, entries, report, advance) -> None:
-    """Ask every pending label, at most ``concurrency`` at a time; fill ``entries`` and ``report``."""
-    client = make_client(llm)
+def _ask_all(layout, llm, config, pending, by_label, entries, report, advance, deadline) -> None:
+    """Ask every pending label, at most ``config.concurrency`` at a time; fill ``entries`` and ``report``."""
     stop = threading.Event()
     fatal: list[str] = []
     lock = threading.Lock()
+    endpoint = endpoint_id(llm.base_url)
 
     def count_call() -> None:
         with lock:
             report.calls += 1
 
     def work(label: str) -> dict[str, Any]:
-        # Another run may have answered it since we looked: the cache still wins.
-        entry = cache.read_description(layout, label, PROMPT_VERSION, llm.model)
-        if entry is not None:
-            return {**entry, "_from_cache": True}
+        # Another run may have answered it since we looked: the cache still wins (unless refreshing).
+        if not config.refresh:
+            entry = cache.read_description(layout, label, PROMPT_VERSION, llm.model, endpoint, llm.max_answer_chars)
+            if entry is not None:
+                return {**entry, "_from_cache": True}
         if stop.is_set():
             raise PermanentError(f"not asked: {fatal[0] if fatal else 'the endpoint failed fatally'}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise PermanentError(f"not asked: the run's time limit ({llm.run_timeout_s:g} s) was reached")
         prompt = build_prompt(label)
         try:
-            answer = ask(client, prompt, llm, stop=stop, rng=random.Random(), on_attempt=count_call)
+            answer = ask(prompt, llm, stop=stop, rng=random.Random(), on_attempt=count_call, deadline=deadline)
         except PermanentError as err:
             if err.fatal:  # stop here, in the worker, before it picks up its next label
                 with lock:
@@ -180,13 +235,13 @@ def _ask_all(layout, llm, concurrency, pending, by_label, entries, report, advan
                     log.error("the endpoint failed fatally (%s); asking nothing more in this run", err)
             raise
         return cache.write_description(
-            layout, label, PROMPT_VERSION, llm.model, answer.text,
-            prompt=prompt, endpoint=redact_url(llm.base_url), response_model=answer.response_model,
-            finish_reason=answer.finish_reason, attempts=answer.attempts,
+            layout, label, PROMPT_VERSION, llm.model, endpoint, answer.text,
+            prompt=prompt, response_model=answer.response_model, finish_reason=answer.finish_reason,
+            attempts=answer.attempts,
         )
 
     try:
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(pending)), thread_name_prefix="describe") as pool:
+        with ThreadPoolExecutor(max_workers=min(config.concurrency, len(pending)), thread_name_prefix="describe") as pool:
             futures = {pool.submit(work, label): label for label in pending}
             for fut in as_completed(futures):
                 label = futures[fut]
@@ -199,7 +254,7 @@ def _ask_all(layout, llm, concurrency, pending, by_label, entries, report, advan
                     log.warning("no description for %r (%d objects): %s", label, len(oids), err)
                 except Exception as err:  # noqa: BLE001 - e.g. the cache could not be written; the batch goes on
                     for oid in oids:
-                        report.failures[oid] = f"{type(err).__name__}: {err}"
+                        report.failures[oid] = scrub(f"{type(err).__name__}: {err}", llm.secrets())
                     log.warning("no description for %r (%d objects): %s: %s", label, len(oids), type(err).__name__, err)
                 else:
                     if entry.pop("_from_cache", False):
@@ -210,7 +265,7 @@ def _ask_all(layout, llm, concurrency, pending, by_label, entries, report, advan
                         entries[oid] = entry
                 advance(len(oids))
     finally:
-        client.close()
+        stop.set()  # an early exit (an error above) must not leave workers asking
 
 
 def _features(layout: Layout, config: DescribeConfig, entries: dict[str, dict[str, Any]], report: DescribeReport) -> None:
@@ -239,36 +294,42 @@ def _features(layout: Layout, config: DescribeConfig, entries: dict[str, dict[st
         report.features += int(done[key])
 
 
-def description(layout: Layout, object_id: str, model: str | None = None) -> dict[str, Any] | None:
-    """The cached description entry of ``object_id`` (``text``, ``model``, ``label``, ...), or None.
+def description(layout: Layout, object_id: str, model: str | None = None,
+                endpoint: str | None = None) -> dict[str, Any] | None:
+    """The cached description entry of ``object_id`` (``text``, ``model``, ``label``, ``endpoint``, ...), or None.
 
-    With ``model`` the answer of that model for the object's current label; without it, the answer the
-    object was last described with. Entries for an older prompt or a since-renamed label do not count.
-    Raises ObjectNotFound for an unknown object.
+    With ``model`` the answer of that model for the object's current label, from ``endpoint`` (a base URL;
+    default $DGA_LLM_BASE_URL; with neither, the object's last answer if that model gave it); without
+    ``model``, the answer the object was last described with. Entries for an older prompt or a
+    since-renamed label do not count. Raises ObjectNotFound for an unknown object.
     """
     label = ObjectStore(layout).meta(object_id).label.strip()
-    if model is not None:
-        return cache.read_description(layout, label, PROMPT_VERSION, model)
+    url = endpoint if endpoint is not None else os.environ.get(BASE_URL_ENV)
+    if model is not None and url:
+        return cache.read_description(layout, label, PROMPT_VERSION, model, endpoint_id(url))
     pointer = cache.read_pointer(layout, object_id)
     if pointer is None:
         return None
     entry = cache.read_description_by_key(layout, pointer["key"])
     if entry is None or entry["label"] != label or entry["prompt_version"] != PROMPT_VERSION:
         return None
+    if model is not None and entry["model"] != model:
+        return None
     return entry
 
 
 def semantic_feature(
-    layout: Layout, object_id: str, encoder: str | None = None, model: str | None = None, device: str = "cpu"
+    layout: Layout, object_id: str, encoder: str | None = None, model: str | None = None, device: str = "cpu",
+    endpoint: str | None = None,
 ) -> np.ndarray | None:
     """The object's semantic feature vector, float32 shape (C,) (C = encoder hidden size: 384 for the
     default MiniLM, 1024 for bert-large-uncased), or None when the object has no description.
 
     Served from the feature cache; computed and cached on a miss (never calls the LLM). ``encoder``
-    defaults to $DGA_TEXT_ENCODER, else the packaged MiniLM; ``model`` as in :func:`description`.
+    defaults to $DGA_TEXT_ENCODER, else the packaged MiniLM; ``model`` and ``endpoint`` as in :func:`description`.
     Raises ObjectNotFound for an unknown object and EncoderError when the encoder cannot be loaded.
     """
-    entry = description(layout, object_id, model)
+    entry = description(layout, object_id, model, endpoint)
     if entry is None:
         return None
     name = _resolve_encoder(encoder)

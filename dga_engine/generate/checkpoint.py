@@ -8,6 +8,10 @@
 The weights file is written first under a new name, then checkpoint.json (atomic replace) points at
 it, then older weights files are removed: a crash at any moment leaves the previous checkpoint intact.
 A checkpoint exists when checkpoint.json exists.
+
+Both files are untrusted when read back (a shared root can be written by others): checkpoint.json must
+name a weights file of its own folder (``weights-EEEEEE.pt``, never a path), and a weights file that asks
+the unpickler for anything but tensors is refused as unsafe, unloaded, with a message that says so.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import datetime as _dt
 import functools
 import hashlib
 import io
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +39,15 @@ CHECKPOINT_FILE = "checkpoint.json"
 GENERATOR_NAME = "dga-diffusion"
 
 
+WEIGHTS_NAME = re.compile(r"weights-[0-9]{6}\.pt")  # what save() writes; fullmatch: no path can pass
+
+
 class CheckpointNotFound(FileNotFoundError):
     pass
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is damaged, tampered with or unsafe; it was not loaded. The message says what to do."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,36 +157,74 @@ def exists(layout: Layout, round_: int) -> bool:
 
 
 def read_meta(layout: Layout, round_: int) -> dict[str, Any]:
+    """checkpoint.json of round ``round_``, checked: it names a weights file of its own folder, of this round."""
     path = f"{round_dir(layout, round_)}/{CHECKPOINT_FILE}"
     if not fs.exists(path):
         raise CheckpointNotFound(
             f"no generator checkpoint for round {round_} at {path}: train one first (dga-engine train --round {round_})"
         )
-    meta = fs.read_json(path)
+    retrain = f"retrain it (dga-engine train --round {round_} --restart) or restore the folder from a trusted copy"
+    try:
+        if fs.size(path) > 16 << 20:
+            raise ValueError("larger than 16 MiB")
+        meta = fs.read_json(path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}): {retrain}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} is not a JSON object: {retrain}")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {path} has format {meta.get('format')}, this engine reads {CHECKPOINT_FORMAT}")
+    weights = meta.get("weights")
+    if not isinstance(weights, str) or not WEIGHTS_NAME.fullmatch(weights):
+        raise CheckpointError(f"checkpoint {path} names the weights file {str(weights)[:80]!r}, which is not a file of its "
+                              f"own folder (weights-EEEEEE.pt): it is damaged or was tampered with and was not loaded; {retrain}")
+    sha = meta.get("weights_sha256")
+    epoch = meta.get("epoch")
+    if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)) or not (type(epoch) is int and epoch >= 0) \
+            or meta.get("round") != round_:
+        raise CheckpointError(f"checkpoint {path} has a malformed checksum, epoch or round: {retrain}")
     return meta
 
 
 def load(layout: Layout, round_: int, device: torch.device | str = "cpu", with_optimizer: bool = False) -> Checkpoint:
-    """Load round ``round_``'s checkpoint. Tensors only (``weights_only=True``): no code is unpickled."""
+    """Load round ``round_``'s checkpoint. Tensors only (``weights_only=True``): no code is unpickled.
+
+    Raises CheckpointError (one plain sentence, nothing loaded) for a damaged, tampered or unsafe checkpoint.
+    """
     meta = read_meta(layout, round_)
     folder = round_dir(layout, round_)
-    data = fs.read_bytes(f"{folder}/{meta['weights']}")
+    weights = f"{folder}/{meta['weights']}"
+    retrain = f"retrain it (dga-engine train --round {round_} --restart) or restore the folder from a trusted copy"
+    if not fs.exists(weights):
+        raise CheckpointError(f"{weights}, named by {CHECKPOINT_FILE}, is missing: {retrain}")
+    data = fs.read_bytes(weights)
     if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
-        raise ValueError(f"{folder}/{meta['weights']} does not match its checksum: the checkpoint is damaged; retrain")
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    config = GeneratorConfig.from_dict(meta["config"])
-    model = GraspDiffusionNet(config.model)
-    model.load_state_dict(state["model"])
+        raise CheckpointError(f"{weights} does not match its checksum: the checkpoint is damaged; retrain")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it asks for {named.group(1)})" if named else ""
+        raise CheckpointError(f"{weights} is unsafe: it holds more than tensors{what}, which a generator checkpoint never "
+                              f"does; it was not loaded and nothing in it ran. Do not load it another way: {retrain}") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError) as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"{weights} cannot be read as a checkpoint ({first}): {retrain}") from None
+    try:
+        config = GeneratorConfig.from_dict(meta["config"])
+        model = GraspDiffusionNet(config.model)
+        model.load_state_dict(state["model"])
+        normaliser = PoseNormaliser.from_dict(meta["normaliser"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"checkpoint {folder} does not fit this engine's generator ({first}): {retrain}") from None
     model.to(device).eval()
     return Checkpoint(
         config=config,
-        normaliser=PoseNormaliser.from_dict(meta["normaliser"]),
+        normaliser=normaliser,
         model=model,
         meta=meta,
         optimizer_state=state.get("optimizer") if with_optimizer else None,
         rng_state=state.get("rng"),
         path=folder,
     )
-

@@ -44,6 +44,7 @@ from dga_engine.objects import mesh as meshops
 from dga_engine.objects.decompose import CoacdParams, DecompositionError, run_coacd
 from dga_engine.objects.mesh import MESH_EXTENSIONS, BadMeshError
 from dga_engine.objects.store import N_DENSE_POINTS, N_POINTS, ObjectMeta, ObjectStore, content_id, sample_surface
+from dga_engine.procs import pool_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +357,13 @@ def _run_item(layout: Layout, item: IngestItem, config: IngestConfig) -> list[_O
     except BadMeshError as exc:
         key = write_quarantine(layout, item, exc.reason, exc.stage, "BadMeshError")
         return [_Outcome("quarantined", None, shown, exc.reason, key)]
+    except OSError as exc:
+        if fs.is_storage_error(exc):  # disk full or read-only: not the mesh's fault; every later item fails too
+            raise
+        log.exception("ingest of %s failed", shown)
+        reason = f"unexpected {type(exc).__name__}: {exc}; this is likely an engine bug: report it with the file"
+        key = write_quarantine(layout, item, reason, "internal", type(exc).__name__)
+        return [_Outcome("quarantined", None, shown, reason, key)]
     except MemoryError:
         reason = "ran out of memory while processing this mesh: simplify it, or lower --processes"
         key = write_quarantine(layout, item, reason, "internal", "MemoryError")
@@ -383,7 +391,11 @@ def ingest_items(
     config: IngestConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Ingest ``items`` with ``processes`` worker processes (1 = in this process). Never raises for bad input."""
+    """Ingest ``items`` with ``processes`` worker processes (1 = in this process). Never raises for bad input.
+
+    Raises the OSError when the storage refuses a write (disk full, read-only: :func:`dga_engine.fs.is_storage_error`):
+    that is no fault of the item at hand, so it is not quarantined, and the batch stops (objects already written stay).
+    """
     config = config or IngestConfig()
     processes = max(1, int(processes))
     t0 = time.perf_counter()
@@ -424,7 +436,8 @@ def _run_parallel(layout: Layout, items: Sequence[IngestItem], processes: int, c
     # spawn, not fork: the parent may hold threads (torch, Ray, Prefect) that fork would copy half-locked
     ctx = multiprocessing.get_context("spawn")
     retry: list[int] = []
-    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, max_tasks_per_child=100) as pool:
+    die = {"initializer": pool_worker_init, "initargs": (os.getpid(),)}  # workers die with a killed parent
+    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, max_tasks_per_child=100, **die) as pool:
         futures = {pool.submit(_worker, layout.root, item, config): i for i, item in enumerate(items)}
         for fut in cf.as_completed(futures):
             i = futures[fut]
@@ -432,8 +445,11 @@ def _run_parallel(layout: Layout, items: Sequence[IngestItem], processes: int, c
                 done(i, fut.result())
             except cf.process.BrokenProcessPool:
                 retry.append(i)  # a worker died (native crash, OOM kill): the culprit is among these
+            except OSError:  # the storage refused a write (see _run_item): stop the batch
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     for i in sorted(retry):  # one fresh single-worker pool per item, so one bad mesh cannot sink others
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, **die) as pool:
             try:
                 done(i, pool.submit(_worker, layout.root, items[i], config).result())
             except cf.process.BrokenProcessPool:

@@ -29,12 +29,40 @@ class BadMeshError(ValueError):
 
 # --- load ---------------------------------------------------------------------------------------
 
+# The largest extent of an input, in its file's units, that some length unit can make a graspable object:
+# 5 cm is 5e-5 in km, 1 m is 1e9 in nm. Outside it the file's scale is broken, and cleaning (which merges
+# vertices closer than 1e-8 file units) would collapse or overflow it and report a wrong reason.
+PLAUSIBLE_EXTENT = (1e-5, 1e9)
+
+
+def check_units(vertices: np.ndarray) -> None:
+    """Refuse a mesh whose size no length unit can explain (see :data:`PLAUSIBLE_EXTENT`)."""
+    v = np.asarray(vertices, np.float64)
+    v = v[np.isfinite(v).all(axis=1)]
+    if not len(v):
+        return  # nothing finite: clean() says so
+    longest = float((v.max(axis=0) - v.min(axis=0)).max())
+    lo, hi = PLAUSIBLE_EXTENT
+    if longest == 0 or lo <= longest <= hi:
+        return  # a single point is clean()'s and check_solid()'s to explain
+    unit = "small" if longest < lo else "large"
+    raise BadMeshError(
+        f"the mesh is {longest:.3g} file units across, too {unit} for any length unit (a 5 cm object is 5e-05 in km, "
+        f"5e+07 in nm; accepted: {lo:g} to {hi:g}): the file's scale is broken, e.g. by a unit conversion applied "
+        "twice; rescale it in a mesh tool so it is in millimetres, centimetres or metres, and ingest it again",
+        stage="check",
+    )
+
+
+
 
 def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_file_bytes: int, max_faces: int) -> trimesh.Trimesh:
     """One triangle mesh from a file or an in-memory mesh/scene (scene nodes are concatenated with their transforms)."""
     if isinstance(source, (trimesh.Trimesh, trimesh.Scene)):
         obj: Any = source
         name = "the given mesh"
+        check_units(obj.vertices if isinstance(obj, trimesh.Trimesh) else
+                    np.concatenate([np.asarray(g.vertices) for g in obj.dump()] or [np.zeros((0, 3))]))
     else:
         path = Path(source)
         name = path.name
@@ -55,6 +83,10 @@ def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_f
             obj = trimesh.load(str(path), force="mesh", skip_materials=True)
         except Exception as exc:  # trimesh raises many types for corrupt files
             raise BadMeshError(f"{name} could not be read as {ext[1:]} ({type(exc).__name__}: {exc}); re-export it or check that it is not truncated") from None
+        if isinstance(obj, trimesh.Trimesh) and len(obj.vertices) and np.ptp(np.asarray(obj.vertices), axis=0).max() == 0:
+            # Loading merges vertices closer than 1e-8 units: a mesh in absurd units collapses to a point. Look
+            # at the file's own coordinates to say so, instead of "no surface" later.
+            check_units(trimesh.load(str(path), force="mesh", skip_materials=True, process=False).vertices)
     if isinstance(obj, trimesh.Scene):
         geoms = [g for g in obj.dump() if isinstance(g, trimesh.Trimesh)] if obj.geometry else []
         obj = trimesh.util.concatenate(geoms) if geoms else None

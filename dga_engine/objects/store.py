@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -23,7 +24,9 @@ import numpy as np
 import trimesh
 
 from dga_engine import fs
-from dga_engine.layout import Layout, safe_name
+from dga_engine.layout import Layout, UnsafeNameError, safe_name
+
+log = logging.getLogger(__name__)
 
 OBJECT_SCHEMA_VERSION = 1
 META_FILE = "meta.json"
@@ -61,6 +64,8 @@ class ObjectMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ObjectMeta":
+        if not isinstance(d, dict):
+            raise ValueError(f"object meta.json holds a {type(d).__name__}, not an object: re-ingest it (dga-engine ingest ...)")
         version = d.get("schema_version")
         if version != OBJECT_SCHEMA_VERSION:
             raise ValueError(
@@ -119,8 +124,24 @@ class ObjectStore:
         return fs.exists(f"{self._dir(object_id)}/{META_FILE}")
 
     def ids(self) -> list[str]:
-        """Ids of complete objects (those with meta.json), sorted."""
-        return [n for n in fs.listdir(self.layout.objects()) if not n.startswith((".", "_")) and self.exists(n)]
+        """Ids of complete objects (those with meta.json), sorted.
+
+        Entries whose name cannot be an object id (a stray ``objects/bad name`` folder) are skipped with a
+        warning, so one odd folder does not stop every command that lists the store.
+        """
+        out = []
+        for name in fs.listdir(self.layout.objects()):
+            if name.startswith((".", "_")):
+                continue
+            try:
+                safe_name(name)
+            except UnsafeNameError:
+                log.warning("skipping %r in %s: not an object id (one plain name of letters, digits and '._+-'); "
+                            "move it out of the object store", name, self.layout.objects())
+                continue
+            if self.exists(name):
+                out.append(name)
+        return out
 
     def meta(self, object_id: str) -> ObjectMeta:
         path = f"{self._dir(object_id)}/{META_FILE}"

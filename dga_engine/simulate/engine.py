@@ -3,9 +3,10 @@
 Per grasp, in the order of :data:`~dga_engine.dataset.schema.REJECT_REASONS` (the first that applies is
 the grasp's ``reason``; null = accepted):
 
-1. ``invalid_pose``: a non-finite number, ``object_scale <= 0``, a quaternion whose norm is off by more
-   than ``quat_norm_tol`` (it is normalised otherwise), a root farther than ``max_translation`` from the
-   object origin, or a joint more than ``joint_limit_tol`` outside the hand's limits;
+1. ``invalid_pose``: a non-finite number, ``object_scale`` outside :data:`OBJECT_SCALE_RANGE`, a quaternion
+   whose norm is off by more than ``quat_norm_tol`` (it is normalised otherwise: unit, ``w >= 0`` in the
+   output), a root farther than ``max_translation`` from the object origin, or a joint more than
+   ``joint_limit_tol`` outside the hand's limits;
 2. ``object_missing``: the object id is not in the object store (or its files cannot be read);
 3. ``penetration_object_hand`` / ``penetration_hand_object``: at the grasp pose, object points deeper
    than ``max_pen_object_hand_mm`` inside the hand's collision geoms, or hand surface points deeper than
@@ -13,7 +14,8 @@ the grasp's ``reason``; null = accepted):
    recorded for every valid grasp, with the reference's Pen ``pen_dga_mm`` and DexGraspNet's summed
    ``pen_object_hand_sum_mm`` beside them). Such grasps are not simulated unless ``simulate_penetrating``;
 4. ``unstable``: fewer than ``directions_required`` of the six pushes passed;
-5. ``sim_error``: the simulator diverged or raised (``detail`` says how).
+5. ``sim_error``: the simulator diverged or raised, for that grasp or for its object's scene (e.g. MuJoCo
+   refusing a mesh), or the penetration measure failed; ``detail`` says how. It never ends the run.
 
 Accepted therefore means: a valid pose on a known object, both penetration limits met, and (by default)
 all six push directions passed - the paper's dataset filter (Suc.6 + penetration).
@@ -40,6 +42,10 @@ import pyarrow as pa
 from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, pose_arrays
 from dga_engine.layout import Layout
 from dga_engine.simulate.config import FilterConfig
+
+# object_scale multiplies a metric, real-size stored mesh: outside this range the grasp's object is no
+# object (a unit slip), and MuJoCo refuses such meshes ("mesh surface area is too small").
+OBJECT_SCALE_RANGE = (1e-2, 1e2)
 
 TASK_ROWS = 32  # grasps per task (one object): small enough to spread one object over workers; fixed so
 # that results never depend on the worker count (a worker keeps the object, its point cloud and scene
@@ -152,8 +158,9 @@ def check_poses(translation, rotation, joints, scale, lower, upper, config: Filt
     for i in range(n):
         if out[i]:
             continue
-        if not scale[i] > 0:
-            out[i] = f"object_scale must be > 0, got {scale[i]:g}"
+        if not OBJECT_SCALE_RANGE[0] <= scale[i] <= OBJECT_SCALE_RANGE[1]:
+            out[i] = (f"object_scale {scale[i]:g} is outside [{OBJECT_SCALE_RANGE[0]:g}, {OBJECT_SCALE_RANGE[1]:g}]: the "
+                      "object would not be an object at that size (units?)")
         elif abs(qn[i] - 1.0) > config.quat_norm_tol:
             out[i] = f"rotation quaternion has norm {qn[i]:.4g} (expected 1 within {config.quat_norm_tol:g})"
         elif tn[i] > config.max_translation:
@@ -298,8 +305,14 @@ def run_task(task: Task) -> TaskResult:
     t0 = time.process_time()
     for scale in np.unique(task.scale[valid]):
         idx = np.where(valid & (task.scale == scale))[0]
-        geometry = object_geometry(task.root, asset, float(scale), config)
-        depths = penetration_mm(hand, geometry, task.translation[idx], rot_m[idx], task.joints[idx], config)
+        try:
+            geometry = object_geometry(task.root, asset, float(scale), config)
+            depths = penetration_mm(hand, geometry, task.translation[idx], rot_m[idx], task.joints[idx], config)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - odd geometry at this scale: these grasps fail, the run goes on
+            _sim_error(res, idx, f"penetration could not be measured: {type(exc).__name__}: {exc}")
+            continue
         for name, values in depths.items():
             getattr(res, name)[idx] = values
         ho, oh = depths["pen_hand_object_mm"], depths["pen_object_hand_mm"]
@@ -315,24 +328,31 @@ def run_task(task: Task) -> TaskResult:
     if not simulate.any():
         return res
 
+    from dga_engine.simulate.backends import BackendUnavailable
+
     backend = _backend(task.backend, tuple(sorted(config.to_dict().items())))
     res.sim_backend = backend.name
     before = dict(backend.stats)
     for scale in np.unique(task.scale[simulate]):
         idx = np.where(simulate & (task.scale == scale))[0]
-        geometry = object_geometry(task.root, asset, float(scale), config)
-        targets = None
-        if config.squeeze == "adam-sign":
-            from dga_engine.simulate.closing import adam_sign_targets
+        try:
+            geometry = object_geometry(task.root, asset, float(scale), config)
+            targets = None
+            if config.squeeze == "adam-sign":
+                from dga_engine.simulate.closing import adam_sign_targets
 
-            targets, _ = adam_sign_targets(hand, geometry.points, task.translation[idx], rot_m[idx], task.joints[idx], config)
-        outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
-                                    task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
-                                    task.joints[idx].astype(np.float64), targets=targets, volume=geometry.push_volume)
+                targets, _ = adam_sign_targets(hand, geometry.points, task.translation[idx], rot_m[idx], task.joints[idx], config)
+            outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
+                                        task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
+                                        task.joints[idx].astype(np.float64), targets=targets, volume=geometry.push_volume)
+        except (MemoryError, BackendUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. MuJoCo refuses the scene at this scale: these grasps fail
+            outcomes = [exc] * len(idx)
         for i, out in zip(idx, outcomes):
             if isinstance(out, BaseException):
                 if res.reason[i] is None:
-                    res.reason[i], res.detail[i] = "sim_error", f"{type(out).__name__}: {out}"
+                    res.reason[i], res.detail[i] = "sim_error", _short(f"{type(out).__name__}: {out}")
                 continue
             res.displacement[i] = out.displacement
             res.suc1[i], res.suc6[i] = int(out.suc1), int(out.suc6)
@@ -350,6 +370,25 @@ def run_task(task: Task) -> TaskResult:
     for k, v in backend.stats.items():
         stats[k] = v - before.get(k, 0)
     return res
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())  # MuJoCo errors span lines
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sim_error(res: TaskResult, idx: np.ndarray, why: str) -> None:
+    for i in idx:
+        if res.reason[i] is None:
+            res.reason[i], res.detail[i] = "sim_error", _short(why)
+
+
+def unit_quaternions(q: np.ndarray) -> np.ndarray:
+    """(n, 4) wxyz quaternions scaled to unit norm with ``w >= 0`` (the same rotation, the stored convention)."""
+    q = np.asarray(q, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.where(unit[:, :1] < 0, -unit, unit)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -372,7 +411,10 @@ def make_tasks(layout: Layout, table: pa.Table, config: FilterConfig, backend: s
     return tasks
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
+    from dga_engine.procs import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed filter command must not leave ~400 MB workers behind
     # One thread per worker: the pool is the parallelism, and results must not depend on thread counts.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -390,7 +432,8 @@ def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
             yield run_task(task)
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenMP threads already running
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_task, t) for t in tasks]
         from concurrent.futures import as_completed
 
@@ -437,6 +480,11 @@ def apply_results(table: pa.Table, results: list[TaskResult], config: FilterConf
         "sim_backend": pa.array(backend.tolist(), pa.string()),
         "protocol_version": pa.array([config.protocol_version] * n, pa.string()),
     }
+    # Valid poses leave in the documented convention (unit quaternion, w >= 0); invalid ones as given.
+    quat = pose_arrays(table)["rotation"].astype(np.float64)
+    valid = np.array([r != "invalid_pose" for r in reason.tolist()], dtype=bool)
+    quat[valid] = unit_quaternions(quat[valid])
+    cols["rotation"] = pa.FixedSizeListArray.from_arrays(pa.array(quat.astype(np.float32).reshape(-1), pa.float32()), 4)
     out = table.select(GRASP_SCHEMA.names)
     for name, arr in cols.items():
         out = out.set_column(out.schema.get_field_index(name), GRASP_SCHEMA.field(name), arr)

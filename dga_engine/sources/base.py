@@ -9,6 +9,7 @@ The curate stage maps that frame onto the ingested object (see :mod:`dga_engine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -46,6 +47,7 @@ class GraspBatch:
     record_ids: N strings ``<source file relative to the source root>:<record index>``.
     residual_mm: (5,) the largest fingertip distance (ff, mf, rf, lf, th) between the source model and
         the converted pose over the FK-verified grasps of this batch.
+    verify_rows: (k,) the rows that were FK-verified; verify_residual_mm: (k, 5) their residuals.
     """
 
     object_key: str
@@ -56,9 +58,22 @@ class GraspBatch:
     mesh_scale: np.ndarray
     record_ids: list[str]
     residual_mm: np.ndarray
+    verify_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    verify_residual_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
 
     def __len__(self) -> int:
         return len(self.record_ids)
+
+    def without(self, rows: np.ndarray) -> "GraspBatch":
+        """This batch less ``rows`` (verification results of the rows kept stay)."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[np.asarray(rows, dtype=np.int64)] = False
+        new_index = np.cumsum(keep) - 1
+        vkeep = keep[self.verify_rows]
+        vres = self.verify_residual_mm[vkeep]
+        return GraspBatch(self.object_key, self.source_file, self.translation[keep], self.rotation[keep], self.joints[keep],
+                          self.mesh_scale[keep], [r for r, k in zip(self.record_ids, keep) if k],
+                          vres.max(axis=0) if len(vres) else np.zeros(5), new_index[self.verify_rows[vkeep]], vres)
 
 
 @dataclass
@@ -100,14 +115,26 @@ def rel(root: Path, path: Path) -> str:
 
 
 def unit_key(unit: str) -> str:
-    """A file-name-safe key for a unit (used as the candidates file key and completion-record unit)."""
+    """A file-name-safe key for a unit (the candidates file key and completion-record unit).
+
+    A readable prefix of the unit's path plus a hash of the exact path, so two units never share a key
+    (``a/b`` and ``a_b``, ``ä`` and ``ö`` read alike once made safe). Curate still recognises units
+    completed under the keys older versions wrote (:func:`legacy_unit_key`).
+    """
+    digest = hashlib.sha256(unit.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    readable = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._+\-]+", "_", unit.strip("/"))).strip("._-")[:96] or "root"
+    if not readable[0].isalnum():
+        readable = "u" + readable
+    return f"{readable}-{digest}"
+
+
+def legacy_unit_key(unit: str) -> str:
+    """The key versions before the hashed keys gave a unit (not injective: only for finding old records)."""
     key = re.sub(r"[^A-Za-z0-9._+\-]+", "_", unit.strip("/")).strip("._") or "root"
     if not key[0].isalnum():
         key = "u" + key
     if len(key) > 180:
-        import hashlib
-
-        key = key[:160] + "-" + hashlib.sha256(unit.encode()).hexdigest()[:16]
+        key = key[:160] + "-" + hashlib.sha256(unit.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return key
 
 
@@ -125,10 +152,20 @@ def label_from_key(key: str) -> str:
     return " ".join(words) or key
 
 
+MAX_NAME_CHARS = 512  # an object name from inside a file; each path component of it at most MAX_COMPONENT_CHARS
+MAX_COMPONENT_CHARS = 200  # file systems allow 255 bytes per name; meshes add an extension
+
+
 def checked_member(name: str, what: str, path: str) -> str:
     """An object name from inside a file, checked before it is used to build a path."""
     if not isinstance(name, str) or not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
-        raise SourceFileError(path, f"{what} {name!r} is not a safe relative name")
+        raise SourceFileError(path, f"{what} {name[:80] if isinstance(name, str) else name!r} is not a safe relative name")
+    if len(name) > MAX_NAME_CHARS or any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_CHARS
+                                         for part in name.replace("\\", "/").split("/")):
+        raise SourceFileError(path, f"{what} of {len(name)} characters ({name[:40]!r}...) is longer than any object "
+                                    f"name (at most {MAX_NAME_CHARS}, {MAX_COMPONENT_CHARS} per path component)")
+    if any(ord(c) < 32 for c in name):
+        raise SourceFileError(path, f"{what} {name[:80]!r} holds control characters")
     return name
 
 
@@ -187,13 +224,13 @@ def read_split_file(path: Path) -> dict[str, str]:
 
 
 def verify_sample(conv: PoseConverter, rotation: np.ndarray, translation: np.ndarray, q_src: np.ndarray,
-                  n: int) -> np.ndarray:
-    """Largest fingertip residual (5,) in mm over up to ``n`` evenly spread grasps of a batch."""
+                  n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows (k,), residual (k, 5) mm)``: fingertip residuals of up to ``n`` evenly spread grasps of a batch."""
     b = len(q_src)
     if b == 0 or n <= 0:
-        return np.zeros(5)
-    idx = np.unique(np.linspace(0, b - 1, min(n, b)).round().astype(int))
-    return conv.fingertip_residual_mm(rotation[idx], translation[idx], q_src[idx]).max(axis=0)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 5))
+    idx = np.unique(np.linspace(0, b - 1, min(n, b)).round().astype(np.int64))
+    return idx, conv.fingertip_residual_mm(rotation[idx], translation[idx], q_src[idx])
 
 
 def make_batch(model: str, object_key: str, source_file: str, rotation: np.ndarray, translation: np.ndarray,
@@ -204,8 +241,9 @@ def make_batch(model: str, object_key: str, source_file: str, rotation: np.ndarr
     translation = np.asarray(translation, dtype=np.float64).reshape(-1, 3)
     q_src = np.asarray(q_src, dtype=np.float64).reshape(len(rotation), -1)
     t, r, q = conv.convert(rotation, translation, q_src)
+    rows, res = verify_sample(conv, rotation, translation, q_src, verify)
     return GraspBatch(object_key, source_file, t, r, q, np.asarray(mesh_scale, dtype=np.float64).reshape(-1),
-                      list(record_ids), verify_sample(conv, rotation, translation, q_src, verify))
+                      list(record_ids), res.max(axis=0) if len(res) else np.zeros(5), rows, res)
 
 
 def finite_rows(*arrays: np.ndarray) -> np.ndarray:
@@ -225,3 +263,62 @@ def iter_files(root: Path, pattern: str) -> Iterator[Path]:
 
 def env_path(path: str | os.PathLike) -> Path:
     return Path(path).expanduser()
+
+
+# A source record is judged on its own: one broken record must not cost the others of its file.
+ORTHONORMAL_TOL = 1e-3  # largest |R^T R - I| entry of a source rotation (float32 sources round to ~1e-7)
+MAX_ROOT_DISTANCE_M = 10.0  # a hand root farther from the object than this is no grasp (units, or a broken record)
+MAX_JOINT_RAD = 2 * np.pi  # a joint value beyond a full turn is no angle a hand takes
+
+
+def pose_check(rotation: np.ndarray, translation: np.ndarray,
+               joints: np.ndarray | None = None) -> tuple[np.ndarray, int, str]:
+    """``(ok (N,), first, why)``: which source poses (N,3,3), (N,3)[, (N,J)] can be grasps, the first row that
+    cannot (-1: none) and why it is refused.
+
+    Refused: non-finite values; a rotation that is not a proper rotation (zero, scaled, sheared or
+    mirrored: the conversion would silently turn it into some other pose); a root farther than
+    MAX_ROOT_DISTANCE_M; a joint beyond MAX_JOINT_RAD. Joints outside the hand's limits but within a
+    turn are kept (the filter decides). Vectorised: millions of records take seconds.
+    """
+    rotation = np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3)
+    translation = np.asarray(translation, dtype=np.float64).reshape(-1, 3)
+    n = len(rotation)
+    if n == 0:
+        return np.ones(0, dtype=bool), -1, ""
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are refused first; their NaNs compare False
+        finite = np.isfinite(rotation).all(axis=(1, 2)) & np.isfinite(translation).all(axis=1)
+        q = None if joints is None or not np.size(joints) else np.asarray(joints, dtype=np.float64).reshape(n, -1)
+        if q is not None:
+            finite &= np.isfinite(q).all(axis=1)
+        ortho = np.abs(np.matmul(np.swapaxes(rotation, 1, 2), rotation) - np.eye(3)).max(axis=(1, 2))
+        det = np.einsum("ni,ni->n", rotation[:, :, 0], np.cross(rotation[:, :, 1], rotation[:, :, 2]))
+        dist = np.sqrt(np.einsum("ni,ni->n", translation, translation))
+        jmax = np.abs(q).max(axis=1) if q is not None else np.zeros(n)
+    checks = [
+        (~finite, lambda i: "non-finite pose values"),
+        (~(ortho <= ORTHONORMAL_TOL), lambda i: "rotation is not a rotation matrix ("
+         + ("all zeros" if not np.any(rotation[i]) else f"|R^T R - I| = {ortho[i]:.3g}") + f"; allowed {ORTHONORMAL_TOL:g})"),
+        (det < 0, lambda i: "rotation is a mirror image (determinant -1), not a rotation"),
+        (dist > MAX_ROOT_DISTANCE_M, lambda i: f"hand root is {dist[i]:.3g} m from the object (more than "
+         f"{MAX_ROOT_DISTANCE_M:g} m: units?)"),
+        (jmax > MAX_JOINT_RAD, lambda i: f"a joint is {jmax[i]:.3g} rad (more than a full turn)"),
+    ]
+    ok = np.ones(n, dtype=bool)
+    first, why = n, ""
+    for bad, message in checks:
+        bad = bad & ok  # each record is refused for the first reason that applies
+        if bad.any():
+            i = int(np.argmax(bad))
+            if i < first:
+                first, why = i, message(i)
+            ok &= ~bad
+    return ok, (first if first < n else -1), why
+
+
+def reject_implausible(ok: np.ndarray, rotation: np.ndarray, translation: np.ndarray, joints: np.ndarray) -> list[str]:
+    """Clear ``ok`` (in place) for the rows :func:`pose_check` refuses; returns ``["record i: why"]`` for the first."""
+    idx = np.flatnonzero(ok)
+    plausible, first, why = pose_check(rotation[idx], translation[idx], joints[idx])
+    ok[idx[~plausible]] = False
+    return [f"record {int(idx[first])}: {why}"] if first >= 0 else []

@@ -30,6 +30,7 @@ from dga_engine.sources.base import (
     label_from_key,
     make_batch,
     read_split_file,
+    reject_implausible,
     rel,
 )
 from dga_engine.sources.kinematics import euler_sxyz_matrix, source_hand
@@ -110,9 +111,10 @@ class DexGraspNetLoader:
         joint_order = source_hand(self.hand_model).joint_order
         rot, trans, joints, ok, more = qpos_dicts_to_arrays(records, joint_order, str(path))
         problems += [p for p in more if "NoneType" not in p]
-        problems.sort(key=lambda p: int(p.split(":")[0].split()[-1]))  # first problem in file order
         scales_arr = np.asarray(scales, dtype=np.float64)
         ok &= np.isfinite(scales_arr) & (scales_arr > 0)
+        problems += reject_implausible(ok, rot, trans, joints)
+        problems.sort(key=lambda p: int(p.split(":")[0].split()[-1]))  # first problem in file order
         result.bad_records = int((~ok).sum())
         if result.bad_records:
             result.bad_record_example = f"{unit}: {problems[0] if problems else 'non-finite or non-positive values'}"

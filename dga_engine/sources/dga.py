@@ -33,11 +33,11 @@ from dga_engine.sources.base import (
     SourceObject,
     UnitResult,
     checked_member,
-    finite_rows,
     find_mesh,
     iter_files,
     label_from_key,
     make_batch,
+    pose_check,
     read_split_file,
     rel,
 )
@@ -133,10 +133,10 @@ def decode_records(metadata: list, path: str, scale_mode: str, robot: str = "sha
     n = len(names)
     dec = Decoded(names, np.asarray(index, dtype=np.int64), np.asarray(rots).reshape(n, 3, 3), np.asarray(trans).reshape(n, 3),
                   np.asarray(qs).reshape(n, 24), np.asarray(scales, dtype=np.float64), bad, example)
-    ok = finite_rows(dec.rotation, dec.translation, dec.q)
+    ok, first, why = pose_check(dec.rotation, dec.translation, dec.q)  # record by record, never the whole file
     if not ok.all():
         dec.bad += int((~ok).sum())
-        dec.bad_example = dec.bad_example or f"{path}: non-finite pose values"
+        dec.bad_example = dec.bad_example or f"{path}: record {int(dec.index[first])}: {why}"
         keep = np.flatnonzero(ok)
         dec = Decoded([dec.names[i] for i in keep], dec.index[keep], dec.rotation[keep], dec.translation[keep], dec.q[keep],
                       dec.mesh_scale[keep], dec.bad, dec.bad_example)

@@ -29,9 +29,9 @@ import numpy as np
 from dga_engine.sources.base import (
     SourceObject,
     UnitResult,
-    finite_rows,
     iter_files,
     make_batch,
+    pose_check,
     rel,
 )
 from dga_engine.sources.dga import HAND_MODEL, DGALoader, release_files
@@ -91,14 +91,14 @@ class RealDexLoader:
         trans = np.einsum("bji,bj->bi", r_o, t_h - t_o)
         q = np.concatenate([np.zeros((len(frames), 2)), q22[frames]], axis=1)  # no wrist in the capture
         result = UnitResult(unit)
-        ok = finite_rows(rot, trans, q)
+        ok, first, why = pose_check(rot, trans, q)  # frame by frame
+        bad = int((~ok).sum())
         if "object_points" in z and ok.any():
             pts = np.asarray(z["object_points"], dtype=np.float64).reshape(-1, 3)
             ok &= self._in_contact(rot, trans, q, pts, ok)
-        bad = int((~finite_rows(rot, trans, q)).sum())
         result.bad_records = bad
         if bad:
-            result.bad_record_example = f"{unit}: {bad} frames with non-finite values"
+            result.bad_record_example = f"{unit}: frame {int(frames[first])}: {why} ({bad} frames refused)"
         idx = np.flatnonzero(ok)
         if len(idx):
             result.batches.append(make_batch(HAND_MODEL, key, unit, rot[idx], trans[idx], q[idx], np.ones(len(idx)),

@@ -27,6 +27,7 @@ from dga_engine.sources.base import (
     label_from_key,
     make_batch,
     read_split_file,
+    reject_implausible,
     rel,
 )
 from dga_engine.sources.dexgraspnet import qpos_dicts_to_arrays
@@ -100,6 +101,7 @@ class UniDexGraspLoader:
         rot, trans, joints, ok, problems = qpos_dicts_to_arrays(qposes, joint_order, str(folder))
         scale_arr = np.asarray(scales)
         ok &= np.isfinite(scale_arr) & (scale_arr > 0)
+        problems += reject_implausible(ok, rot, trans, joints)
         result.bad_records = int((~ok).sum())
         if result.bad_records:
             result.bad_record_example = f"{unit}: {problems[0] if problems else 'non-finite or non-positive scale'}"

@@ -306,10 +306,14 @@ def run_synthesis(
             finish(item, outcome)
     else:
         import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        from dga_engine.procs import pool_worker_init
+
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch/OpenMP threads run
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=pool_worker_init,
+                                 initargs=(os.getpid(),)) as pool:  # workers die with a killed parent
             futures = {pool.submit(_synthesize_unit, layout.root, item.object_id, config, seed): item for item in todo}
             for fut in as_completed(futures):
                 exc = fut.exception()

@@ -23,12 +23,17 @@ def answer_for(label: str) -> str:
 class FakeLLM:
     """Chat-completions server. ``script[label]`` is a list of actions used one per request for that label
     (then "ok"): "ok", "429", "500", "401", "sleep" (longer than the client's timeout), "badjson",
-    "nochoices", "empty". ``delay`` slows every request (to measure concurrency)."""
+    "nochoices", "empty", "trickle" (the body one byte per ``trickle_s``), "trickle_headers" (the status
+    line and headers that way), "length" (finish_reason=length), "garbage" (binary junk as content),
+    "huge" (``huge_bytes`` of content), "huge_chunked" (as much padding, chunked), "echo" (the request's Authorization header in the answer and as
+    the model name). ``delay`` slows every request (to measure concurrency)."""
 
     def __init__(self) -> None:
         self.script: dict[str, list[str]] = {}
         self.delay = 0.0
-        self.sleep_s = 1.0
+        self.sleep_s = 3.0  # longer than fast_llm's per-request limit
+        self.trickle_s = 0.1
+        self.huge_bytes = 64 << 20
         self.requests: list[dict] = []  # {"label", "model", "auth", "action"}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -95,10 +100,41 @@ class FakeLLM:
         base = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"] + "-served"}
         if action == "nochoices":
             return self._send(h, 200, base)
-        content = "   " if action == "empty" else answer_for(label)
-        self._send(h, 200, {**base, "choices": [{"index": 0, "finish_reason": "stop",
-                                                 "message": {"role": "assistant", "content": content}}],
-                            "usage": {"prompt_tokens": 30, "completion_tokens": 30, "total_tokens": 60}})
+        content = {"empty": "   ", "garbage": "\x00\x07\ufffd\x1b[2J" * 20 + "%$#@!" * 30,
+                   "huge": "word " * (self.huge_bytes // 5)}.get(action, answer_for(label))
+        auth = h.headers.get("Authorization") or ""
+        if action == "echo":
+            content, base["model"] = f"{content} (you sent {auth})", auth
+        reply = {**base, "choices": [{"index": 0, "finish_reason": "length" if action == "length" else "stop",
+                                      "message": {"role": "assistant", "content": content}}],
+                 "usage": {"prompt_tokens": 30, "completion_tokens": 30, "total_tokens": 60}}
+        if action in ("trickle", "trickle_headers"):
+            return self._trickle(h, json.dumps(reply).encode(), headers_too=action == "trickle_headers")
+        if action == "huge_chunked":  # no Content-Length: only counting the bytes read can stop it
+            return self._chunked(h, json.dumps({**reply, "pad": "x" * self.huge_bytes}).encode())
+        self._send(h, 200, reply)
+
+    def _chunked(self, h, data: bytes, size: int = 1 << 16) -> None:
+        try:
+            h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(data), size):
+                part = data[i : i + size]
+                h.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+    def _trickle(self, h, data: bytes, headers_too: bool) -> None:
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+        try:
+            if not headers_too:
+                h.wfile.write(head)
+                h.wfile.flush()
+            for b in (head if headers_too else b"") + data:
+                h.wfile.write(bytes([b]))
+                h.wfile.flush()
+                time.sleep(self.trickle_s)
+        except OSError:  # the client hung up: what a deadline is for
+            pass
 
     def _send(self, h, status, obj, headers=None):
         self._send_raw(h, status, json.dumps(obj).encode(), headers)
@@ -140,7 +176,7 @@ def fast_llm():
     from dga_engine.describe import LLMConfig
 
     def make(url: str, **kw) -> LLMConfig:
-        defaults = dict(base_url=url, model="test-model", timeout_s=0.4, max_attempts=4,
+        defaults = dict(base_url=url, model="test-model", timeout_s=1.5, max_attempts=4,
                         backoff_base_s=0.01, backoff_max_s=0.05, retry_budget_s=10.0)
         defaults.update(kw)
         return LLMConfig(**defaults)

@@ -58,7 +58,8 @@ def test_describes_caches_and_rerun_asks_nothing(layout, llm_server, fast_llm, m
     # Another model is another question (the model is part of the key).
     other = describe_objects(layout, ids[:1], _config(fast_llm(llm_server.url, model="other-model")))
     assert other.described == 1 and llm_server.count() == 3
-    assert description(layout, ids[0], model="test-model")["model"] == "test-model"
+    assert description(layout, ids[0], model="test-model", endpoint=llm_server.url)["model"] == "test-model"
+    assert description(layout, ids[0], model="test-model") is None  # no endpoint named: only the last answer counts
     assert description(layout, ids[0])["model"] == "other-model"  # last described with
 
 
@@ -82,7 +83,7 @@ def test_transient_errors_are_retried_and_budget_exhaustion_fails_only_that_obje
     assert report.calls == llm_server.count()
     assert description(layout, ids[0])["attempts"] == 5
     # A failed call never writes an entry.
-    key = cache.description_key("drill", 1, "test-model")
+    key = cache.description_key("drill", 1, "test-model", llm_server.url)
     assert not os.path.exists(cache.description_path(layout, key))
     assert description(layout, ids[2]) is None
 
@@ -136,7 +137,7 @@ def test_bad_objects_fail_alone(layout, llm_server, fast_llm, make_objects, obje
 def test_invalid_cache_entry_is_asked_again(layout, llm_server, fast_llm, make_objects):
     ids = make_objects("mug")
     describe_objects(layout, ids, _config(fast_llm(llm_server.url)))
-    path = cache.description_path(layout, cache.description_key("mug", 1, "test-model"))
+    path = cache.description_path(layout, cache.description_key("mug", 1, "test-model", llm_server.url))
     with open(path, "w") as fh:
         fh.write('{"key": "x", "te')  # torn by hand (atomic writes never leave this)
     report = describe_objects(layout, ids, _config(fast_llm(llm_server.url)))

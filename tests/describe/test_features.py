@@ -76,7 +76,7 @@ def test_semantic_feature_for_described_objects(layout, llm_server, fast_llm, ma
     assert not np.allclose(semantic_feature(layout, ids[1], encoder=tiny_bert), vec)
 
     # The cache holds it under the encoder's name; a rerun computes nothing and asks nothing.
-    key = cache.description_key("mug", 1, "test-model")
+    key = cache.description_key("mug", 1, "test-model", llm_server.url)
     assert os.path.exists(cache.feature_path(layout, cache.feature_key(key, tiny_bert)))
     again = describe_objects(layout, ids, config)
     assert again.features == 3 and again.features_computed == 0 and again.calls == 0
