@@ -551,7 +551,7 @@ class _ChumpyUnpickler(pickle.Unpickler):
         raise UnsafeSourceFile(self._path, "pickle uses persistent ids, which no model file needs")
 
 
-def _plain(value: Any, path: str, depth: int = 0) -> Any:
+def _chumpy_plain(value: Any, path: str, depth: int = 0) -> Any:
     """A stand-in (or a container of them) as numpy / scipy arrays; everything else unchanged."""
     if depth > 8:
         raise SourceFileError(path, "chumpy nodes nested too deeply")
@@ -562,9 +562,9 @@ def _plain(value: Any, path: str, depth: int = 0) -> Any:
         raise SourceFileError(path, f"{value.kind} without its state dictionary")
     try:
         if isinstance(value, _ChValue):
-            return np.asarray(_plain(st["x"], path, depth + 1))
+            return np.asarray(_chumpy_plain(st["x"], path, depth + 1))
         if isinstance(value, _ChSelect):
-            a = np.asarray(_plain(st["a"], path, depth + 1)).ravel()
+            a = np.asarray(_chumpy_plain(st["a"], path, depth + 1)).ravel()
             idxs = np.asarray(st["idxs"]).ravel()
             if idxs.dtype.kind not in "iu" or (idxs.size and (idxs.min() < 0 or idxs.max() >= a.size)):
                 raise SourceFileError(path, "chumpy Select indexes outside its array")
@@ -583,6 +583,11 @@ def _plain(value: Any, path: str, depth: int = 0) -> Any:
         raise SourceFileError(path, f"malformed {value.kind} in the model file: {type(exc).__name__}: {exc}") from None
 
 
+def _as_numpy(value: Any) -> Any:
+    """A checked array as a plain ndarray (scipy matrices and plain values unchanged)."""
+    return value.view(np.ndarray) if isinstance(value, _CheckedArray) else value
+
+
 def load_chumpy_pickle(path: str | os.PathLike, max_bytes: int = 256 << 20) -> dict[str, Any]:
     """A chumpy-pickled model file (``MANO_RIGHT.pkl``) as ``{key: numpy array | scipy CSC | plain value}``."""
     path = str(path)
@@ -592,13 +597,16 @@ def load_chumpy_pickle(path: str | os.PathLike, max_bytes: int = 256 << 20) -> d
         raise SourceFileError(path, f"cannot read: {exc.strerror or exc}") from None
     if size > max_bytes:
         raise SourceFileError(path, f"{size} bytes is larger than a model file ({max_bytes} bytes allowed)")
-    try:
-        data = _ChumpyUnpickler(io.BytesIO(_read(path)), path).load()
-    except SourceFileError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, OverflowError, UnicodeDecodeError) as exc:
-        raise SourceFileError(path, f"malformed or truncated pickle: {type(exc).__name__}: {exc}") from None
+    with _load_context(path, size):  # numpy arrays in it are size-checked like every other source file's
+        try:
+            data = _ChumpyUnpickler(io.BytesIO(_read(path)), path).load()
+        except SourceFileError:
+            raise
+        except _Refused as exc:
+            raise UnsafeSourceFile(path, str(exc), "the file may be corrupt or crafted; nothing in it was run") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                MemoryError, OverflowError, UnicodeDecodeError) as exc:
+            raise SourceFileError(path, f"malformed or truncated pickle: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict):
         raise SourceFileError(path, f"model file holds a {type(data).__name__}, expected a dictionary")
-    return {str(k): _plain(v, path) for k, v in data.items()}
+    return {str(k): _as_numpy(_chumpy_plain(v, path)) for k, v in data.items()}
