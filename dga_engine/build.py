@@ -24,6 +24,7 @@ from typing import Any
 
 from dga_engine.layout import DEFAULT_DATASET, Layout
 from dga_engine.rounds import Ledger
+from dga_engine.units import cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ class BuildConfig:
     describe: bool | None = None  # None: describe only when an LLM endpoint is configured
     generator_preset: str = "tiny"  # generator model/training preset (see dga_engine.generate.config)
     synthesis_preset: str = "fast"  # seed-synthesis preset (see dga_engine.synthesize.config)
+    refine: bool = True  # refine before every filter: repair (round 0: curated or seed grasps), polish (generated)
+    # What rounds >= 1 generate for: "" the seed objects; "builtin" the next n_expand built-in shapes after the
+    # seed subset (ingested by the build); "all" every object in the store without accepted grasps when the round
+    # starts (e.g. an Objaverse selection ingested before); or comma-separated object ids.
+    expand_objects: str = "builtin"
+    n_expand: int | None = 4  # how many built-ins "builtin" expansion takes (None = every other built-in)
+    top_up_below: int = 0  # seed objects with fewer accepted grasps than this are generated for too (0 = never)
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> "BuildConfig":
@@ -62,7 +70,7 @@ class BuildConfig:
         base: dict[str, Any] = {"profile": profile}
         if profile == "full":
             base.update(n_objects=None, rounds=3, seed_per_object=256, generate_per_object=256,
-                        generator_preset="paper", synthesis_preset="default")
+                        generator_preset="paper", synthesis_preset="default", expand_objects="all", n_expand=None)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -131,11 +139,19 @@ def seed_round(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[
     return {SEED_SOURCE: report.candidates}
 
 
+def refine_source(layout: Layout, cfg: BuildConfig, source: str, preset: str) -> dict[str, Any]:
+    """Refine every candidate of ``source`` (``repair`` or ``polish``) before it is filtered; the refine summary."""
+    from dga_engine.refine import RefineConfig, run_refine
+
+    return run_refine(layout, source, RefineConfig.preset(preset), dataset=cfg.dataset, workers=cfg.workers).to_dict()
+
+
 def filter_source(layout: Layout, cfg: BuildConfig, source: str) -> dict[str, Any]:
-    """Filter every unfiltered candidate of ``source`` into the dataset; returns the filter summary."""
+    """Filter every unfiltered candidate of ``source`` (refined ones when ``cfg.refine``); the filter summary."""
     from dga_engine.simulate import run_filter
 
-    summary = run_filter(layout, source=source, backend=cfg.backend, workers=cfg.workers, dataset=cfg.dataset)
+    summary = run_filter(layout, source=source, backend=cfg.backend, workers=cfg.workers, dataset=cfg.dataset,
+                         refined=cfg.refine)
     return summary.to_dict()
 
 
@@ -144,6 +160,42 @@ def train_generator(layout: Layout, cfg: BuildConfig, round_: int) -> str:
     from dga_engine.generate import preset, train_round
 
     return str(train_round(layout, round_, preset(cfg.generator_preset), dataset=cfg.dataset, seed=cfg.seed))
+
+
+def expansion_objects(layout: Layout, cfg: BuildConfig, seed_ids: list[str]) -> list[str]:
+    """The objects a generation round grasps (see ``BuildConfig.expand_objects``), sorted; plus, with
+    ``top_up_below``, the seed objects that have fewer accepted grasps than that."""
+    from dga_engine.dataset.store import Dataset
+    from dga_engine.objects.store import ObjectStore
+
+    store = ObjectStore(layout)
+    how = cfg.expand_objects.strip()
+    counts: dict[str, int] = {}
+    if how == "all" or cfg.top_up_below > 0:
+        ds = Dataset(layout, cfg.dataset)
+        for oid in ds.read(columns=["object_id"]).column("object_id").to_pylist() if ds.exists() else []:
+            counts[oid] = counts.get(oid, 0) + 1
+    if how == "":
+        targets = list(seed_ids)
+    elif how == "builtin":
+        from dga_engine.objects.builtin import BUILTIN_NAMES, demo_subset
+        from dga_engine.objects.ingest import ingest_builtin
+
+        n_seed = len(BUILTIN_NAMES) if cfg.n_objects is None else cfg.n_objects
+        extra = n_seed + (cfg.n_expand if cfg.n_expand is not None else len(BUILTIN_NAMES))
+        names = demo_subset(extra)[n_seed:]
+        report = ingest_builtin(layout, names=names, processes=max(1, cfg.workers)) if names else None
+        targets = [] if report is None else list(report.object_ids)
+    elif how == "all":
+        targets = [o for o in store.ids() if counts.get(o, 0) == 0]
+    else:
+        targets = [x.strip() for x in how.split(",") if x.strip()]
+        missing = [i for i in targets if not store.exists(i)]
+        if missing:
+            raise ValueError(f"expansion objects not in the store: {missing}; ingest them first (dga-engine ingest ...)")
+    if cfg.top_up_below > 0:
+        targets += [o for o in seed_ids if counts.get(o, 0) < cfg.top_up_below]
+    return sorted(set(targets))
 
 
 def generate_candidates(layout: Layout, cfg: BuildConfig, round_: int, object_ids: list[str]) -> int:
@@ -156,11 +208,12 @@ def generate_candidates(layout: Layout, cfg: BuildConfig, round_: int, object_id
     return int(report.candidates)
 
 
-def round_outcome(layout: Layout, cfg: BuildConfig, round_: int) -> dict[str, Any]:
+def round_outcome(layout: Layout, cfg: BuildConfig, round_: int, seen: list[str] | None = None) -> dict[str, Any]:
     """Accepted/rejected counts and filter metrics of one round, read back from the dataset itself.
 
     Counting from the shards (not from what this process happened to filter) keeps the ledger right after
-    a resume, when part of the round was filtered by an earlier, interrupted process.
+    a resume, when part of the round was filtered by an earlier, interrupted process. With ``seen`` (the
+    objects the round's generator was trained on), ``by_object`` splits the counts into seen and unseen.
     """
     import pyarrow as pa
 
@@ -174,7 +227,28 @@ def round_outcome(layout: Layout, cfg: BuildConfig, round_: int) -> dict[str, An
         rejects = rejects.filter(pa.compute.equal(rejects.column("round"), round_))
     both = pa.concat_tables([accepted, rejects.select(accepted.column_names)]) if rejects.num_rows else accepted
     metrics = summarise(both) if both.num_rows else {}
-    return {"accepted": accepted.num_rows, "rejected": rejects.num_rows, "metrics": metrics}
+    out = {"accepted": accepted.num_rows, "rejected": rejects.num_rows, "metrics": metrics}
+    if seen is not None:
+        known = set(seen)
+        split = {"seen": {"candidates": 0, "accepted": 0}, "unseen": {"candidates": 0, "accepted": 0}}
+        for table, key in ((accepted, "accepted"), (rejects, None)):
+            if not table.num_rows:
+                continue
+            for oid in table.column("object_id").to_pylist():
+                part = split["seen" if oid in known else "unseen"]
+                part["candidates"] += 1
+                if key:
+                    part[key] += 1
+        out["by_object"] = split
+    return out
+
+
+def training_objects(layout: Layout, cfg: BuildConfig, round_: int) -> list[str]:
+    """Objects with accepted grasps in rounds before ``round_``: what that round's generator has seen."""
+    from dga_engine.dataset.store import Dataset
+
+    table = Dataset(layout, cfg.dataset).read(rounds=list(range(round_)), columns=["object_id"])
+    return sorted(set(table.column("object_id").to_pylist()))
 
 
 def summary(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[str, Any]:
@@ -188,7 +262,9 @@ def summary(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[str
         "grasps": int(sum(m.rows for m in ds.shards())),
         "rounds": [
             {"round": r.round, "generated": r.generated, "accepted": r.accepted, "rejected": r.rejected,
-             "status": r.status, **{k: r.metrics.get(k) for k in ("suc1", "suc6", "pen_mm", "div")}}
+             "status": r.status, **{k: r.metrics.get(k) for k in ("suc1", "suc6", "pen_mm", "div")},
+             "objects": len(r.objects), "refine": r.refine, "by_object": r.by_object,
+             "cpu_seconds": round(sum(r.cost.values()), 1)}
             for r in rounds
         ],
         "dataset": ds.path,

@@ -22,8 +22,8 @@ LEDGER_DIR = "ledger"
 BUILD_FILE = "build.json"
 LEDGER_VERSION = 1
 
-ROUND0_STAGES = ("ingest", "describe", "seed", "filter")
-ROUND_STAGES = ("train", "generate", "filter")
+ROUND0_STAGES = ("ingest", "describe", "seed", "refine", "filter")
+ROUND_STAGES = ("train", "generate", "refine", "filter")
 
 
 def _now() -> str:
@@ -42,6 +42,9 @@ class RoundRecord:
     accepted: int = 0
     rejected: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)  # suc1, suc6, pen_mm, div of this round's filter
+    refine: dict[str, int] = field(default_factory=dict)  # refine statuses: unchanged / refined / failed counts
+    cost: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (this process and its finished workers)
+    by_object: dict[str, Any] = field(default_factory=dict)  # rounds >= 1: candidates/accepted on seen vs unseen objects
     started_at: str | None = None
     finished_at: str | None = None
     version: int = LEDGER_VERSION

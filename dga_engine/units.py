@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import resource
 
 import numpy as np
 import pyarrow as pa
@@ -50,3 +51,10 @@ def table_fingerprint(table: pa.Table) -> str:
             values = col.flatten() if pa.types.is_fixed_size_list(col.type) else col
             h.update(np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).tobytes())
     return h.hexdigest()[:24]
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children that have finished: around a stage,
+    the difference is what the stage cost, its worker processes included once their pool has closed."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime

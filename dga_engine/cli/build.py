@@ -13,16 +13,24 @@ rounds_app = typer.Typer(help="The round ledger: what each round did; resume an 
 
 
 def _print_summary(result: dict[str, Any]) -> None:
-    table(
-        f"build-dga: {result['objects']} objects, {result['grasps']} grasps in the dataset",
-        ["round", "status", "generated", "accepted", "rejected", "acceptance", "Suc.1", "Suc.6", "pen (mm)", "div (rad)"],
-        [
-            (r["round"], r["status"], r["generated"], r["accepted"], r["rejected"],
-             f"{r['accepted'] / (r['accepted'] + r['rejected']):.1%}" if (r["accepted"] + r["rejected"]) else "-",
-             *(r.get(k) if r.get(k) is not None else "-" for k in ("suc1", "suc6", "pen_mm", "div")))
-            for r in result["rounds"]
-        ],
-    )
+    def share(a: int, n: int) -> str:
+        return f"{a / n:.1%}" if n else "-"
+
+    rows = []
+    for r in result["rounds"]:
+        unseen = (r.get("by_object") or {}).get("unseen") or {}
+        rows.append((r["round"], r["status"], r.get("objects", "-"), r["generated"], r["accepted"], r["rejected"],
+                     share(r["accepted"], r["accepted"] + r["rejected"]),
+                     share(unseen.get("accepted", 0), unseen.get("candidates", 0)) if unseen else "-",
+                     *(r.get(k) if r.get(k) is not None else "-" for k in ("suc1", "suc6", "pen_mm", "div")),
+                     r.get("cpu_seconds", "-")))
+    table(f"build-dga: {result['objects']} seed objects, {result['grasps']} grasps in the dataset",
+          ["round", "status", "objects", "generated", "accepted", "rejected", "acceptance", "unseen objects", "Suc.1",
+           "Suc.6", "pen (mm)", "div (rad)", "CPU s"], rows)
+    typer.echo("acceptance: accepted / filtered; unseen objects: acceptance on objects the round's generator was not "
+               "trained on. Suc.1/Suc.6: share of simulated grasps that held in at least one / all six push "
+               "directions; pen: mean deepest hand point inside the object (the reference's Pen); div: per-joint "
+               "spread of the Suc.6 grasps per object (rad).")
     typer.echo(f"storage root: {result['root']}  (dga-engine shards ls / shards verify / rounds status)")
 
 
@@ -45,9 +53,15 @@ def build(
     workers: Optional[int] = typer.Option(None, help="Filter worker processes (default 2)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="DGA_RAY_ADDRESS", help="Run generation on Ray: 'local' or a cluster address."),
     seed: Optional[int] = typer.Option(None, help="Seed of the whole build (default 0)."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Refine before every filter: repair "
+                                          "round 0's grasps, polish generated ones (default on)."),
+    expand_objects: Optional[str] = typer.Option(None, "--expand-objects", help="What rounds >= 1 generate for: "
+                                                 "'builtin' (default: built-ins beyond the seed subset), 'all' objects "
+                                                 "without accepted grasps, comma-separated ids, or '' for the seed objects."),
+    n_expand: Optional[int] = typer.Option(None, "--n-expand", help="How many built-ins --expand-objects builtin takes (default 4)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run the build-dga flow in-process: ingest, seed, filter, then train -> generate -> filter per round.
+    """Run the build-dga flow in-process: ingest, seed, refine, filter, then train -> generate -> refine -> filter per round.
 
     Uses Prefect's temporary local API and the storage root (default ./storage). Stopping it at any point
     is safe: run it again, or `dga-engine rounds resume`, and it continues where it stopped.
@@ -56,7 +70,8 @@ def build(
         "root": layout(ctx).root, "profile": profile, "objects": objects, "n_objects": n_objects,
         "sources": [s for s in sources.split(",") if s] if sources else None, "rounds": rounds,
         "seed_per_object": per_object, "generate_per_object": per_object, "backend": backend,
-        "workers": workers, "ray_address": ray_address, "seed": seed,
+        "workers": workers, "ray_address": ray_address, "seed": seed, "refine": refine,
+        "expand_objects": expand_objects, "n_expand": n_expand,
     }
     result = _run_flow(params)
     if as_json:
@@ -100,6 +115,7 @@ def rounds_resume(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         "sources": saved["sources"], "rounds": saved["rounds"], "seed_per_object": saved["seed_per_object"],
         "generate_per_object": saved["generate_per_object"], "backend": saved["backend"], "workers": saved["workers"],
         "ray_address": saved["ray_address"], "dataset": saved["dataset"], "seed": saved["seed"],
+        **{k: saved[k] for k in ("refine", "expand_objects", "n_expand", "top_up_below") if k in saved},
     }
     console.print(f"resuming the {saved['profile']} build under {lay.root}")
     result = _run_flow(params)

@@ -177,7 +177,8 @@ class ObjectRefiner:
                                      temperature=cfg.anneal_temperature, restart_at=(),
                                      temperature_final=min(FAST.temperature_final, cfg.anneal_temperature))  # fmt: skip
                 energy = GraspEnergy(hand, self.spheres, self.grid(), self.centre, synth)
-                pose = anneal(energy, pose, synth, torch.Generator().manual_seed(seed), bounds=bounds).pose
+                pose = anneal(energy, pose, synth, torch.Generator().manual_seed(seed), bounds=bounds,
+                              contact_idx=energy.nearest_contacts(pose)).pose
             deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
             pose = Pose.unflat(self.solver()(pose.flat(), bounds, keep_contacts=cfg.keep_contacts,
                                              deep=None if cfg.anneal_steps else deep))

@@ -117,6 +117,21 @@ class GraspEnergy:
         cols = [pool[torch.randint(len(pool), (b,), generator=gen)] for pool in self.pools]
         return torch.stack(cols, dim=1)
 
+    def nearest_contacts(self, pose: Pose) -> Tensor:
+        """(B, n_contact) for poses that already hold the object: in each slot, the pool's palm-side point
+        nearest the surface, distinct per grasp (a warm start's contacts instead of random ones)."""
+        with torch.no_grad():
+            fk = self.hand.forward_kinematics(pose.t, pose.matrix(), pose.q)
+            d = self.field.sdf(self.hand.inner_points(fk)).abs()  # (B, Ni)
+        cols, taken = [], torch.zeros_like(d, dtype=torch.bool)
+        for pool in self.pools:
+            score = torch.full_like(d, float("inf"))
+            score[:, pool] = d[:, pool]
+            best = score.masked_fill(taken, float("inf")).argmin(-1)
+            taken[torch.arange(len(best)), best] = True
+            cols.append(best)
+        return torch.stack(cols, dim=1)
+
     def redraw_one(self, idx: Tensor, rows: Tensor, gen: torch.Generator) -> Tensor:
         """A copy of ``idx`` where each grasp in ``rows`` has one random slot re-drawn from that slot's pool."""
         out = idx.clone()

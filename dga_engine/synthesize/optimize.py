@@ -128,17 +128,20 @@ def _schedule(start: float, end: float, k: int, n: int) -> float:
 
 
 def anneal(energy: GraspEnergy, pose: Pose, config: SynthesisConfig, gen: torch.Generator,
-           reinit: Callable[[int], Pose] | None = None, *, bounds: PoseBounds | None = None) -> AnnealResult:
+           reinit: Callable[[int], Pose] | None = None, *, bounds: PoseBounds | None = None,
+           contact_idx: Tensor | None = None) -> AnnealResult:
     """Minimise the energy of a batch of grasps starting at ``pose``; random draws from ``gen``.
 
     bounds: every proposal is projected into them (no restarts then: a fresh pose would leave them).
+    contact_idx: (B, n_contact) starting contact candidates (default: drawn at random), e.g.
+    ``GraspEnergy.nearest_contacts`` for a warm start.
     """
     b = pose.t.shape[0]
     x = _orthonormal(pose.flat().detach())
     if bounds is not None:
         x = bounds.project(x)
         reinit = None
-    idx = energy.draw_contacts(b, gen)
+    idx = contact_idx.clone() if contact_idx is not None else energy.draw_contacts(b, gen)
     e, g, terms = _evaluate(energy, x, idx)
     v = torch.zeros(x.shape[1], dtype=x.dtype)
     scale = torch.full((x.shape[1],), config.step_size, dtype=x.dtype)  # per variable: metres, 6D, radians
