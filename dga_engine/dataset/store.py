@@ -451,6 +451,10 @@ class Dataset:
             state = self._state(strict=False)
             old = state.deltas.get(key)
             in_snapshot = state.index is not None and key in state.index.write_ids
+            if key in state.damaged and not in_snapshot:  # an unreadable manifest: its parts become orphans
+                self._remove_quietly(self.p(MANIFEST_FILE.format(key=key)))
+                self._manifest_cache.pop(key, None)
+                return True
             if old is not None and old.deleted:
                 return False
             if old is None and not in_snapshot and key not in state.folded:
@@ -938,11 +942,12 @@ class Dataset:
         self._index_cache = (snap.id, index)
         return index
 
-    def _state(self, strict: bool = True) -> _State:
+    def _state(self, strict: bool = True, report_versions: bool = False) -> _State:
         """The committed state. The manifests are listed before the snapshot is read (see the module docstring).
 
         ``strict`` readers raise ManifestError on a damaged manifest (never a silently incomplete answer);
-        writers pass False so one damaged shard does not block the others (verify reports it).
+        writers pass False so one damaged shard does not block the others (verify reports it). Unknown
+        versions always raise SchemaVersionError, except for ``verify`` (``report_versions``), which lists them.
         """
         listing = self._manifest_listing()
         live = {n[: -len(".json")] for n in listing}
@@ -960,6 +965,11 @@ class Dataset:
             except ManifestError as exc:
                 damaged[k] = str(exc)
                 return None
+            except SchemaVersionError as exc:
+                if not report_versions:
+                    raise
+                damaged[k] = str(exc)
+                return None
 
         names = sorted(listing)
         if self._local or len(names) < 8:
@@ -971,8 +981,8 @@ class Dataset:
         try:
             snap = self._load_snapshot()
             index = self._load_index(snap) if snap is not None else None
-        except ManifestError as exc:
-            if strict:
+        except (ManifestError, SchemaVersionError) as exc:
+            if strict or (isinstance(exc, SchemaVersionError) and not report_versions):
                 raise
             damaged["meta/snapshot.json"] = str(exc)
             snap, index = None, None

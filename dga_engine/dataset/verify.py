@@ -209,7 +209,7 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
     def warn(shard: str, problem: str) -> None:
         bad.append({"shard": shard, "problem": problem, "level": "warning"})
 
-    state = ds._state(strict=False)
+    state = ds._state(strict=False, report_versions=True)
     for key, why in state.damaged.items():
         if key == "meta/snapshot.json":
             err(SNAPSHOT_FILE, why + "; `dga-engine shards repair` drops the snapshot's shards and reruns them")
