@@ -69,6 +69,35 @@ def _pid_alive(pid: int) -> bool:
 _MEMORY: dict[str, dict[str, Any]] = {}  # memory:// locks: path -> holder (one process only)
 _MEMORY_GUARD = threading.Lock()
 
+# One heartbeat thread per process beats every lock it holds (no thread start/join per short commit).
+_HELD: dict[int, "FileLock"] = {}
+_HELD_GUARD = threading.Lock()
+_BEATER: list[threading.Thread] = []
+
+
+def _beat_forever() -> None:
+    while True:
+        time.sleep(0.05)
+        with _HELD_GUARD:
+            held = list(_HELD.values())
+        now = time.monotonic()
+        for lock in held:
+            if now - lock._last_beat >= max(0.05, lock.ttl_s / 4):
+                lock._beat_once()
+
+
+def _register(lock: "FileLock") -> None:
+    with _HELD_GUARD:
+        _HELD[id(lock)] = lock
+        if not _BEATER or not _BEATER[0].is_alive():  # also after a fork, where the parent's thread is gone
+            _BEATER[:] = [threading.Thread(target=_beat_forever, name="dga-lock-heartbeat", daemon=True)]
+            _BEATER[0].start()
+
+
+def _unregister(lock: "FileLock") -> None:
+    with _HELD_GUARD:
+        _HELD.pop(id(lock), None)
+
 
 class FileLock:
     """An exclusive lock at ``path`` (a local path or an fsspec URL); use as a context manager or acquire/release."""
@@ -79,8 +108,7 @@ class FileLock:
         self.ttl_s = float(ttl_s)
         self.token: str | None = None
         self._etag: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
         self._lost = False
         self._local = fsio.local_path(path)
         self._s3 = path.startswith("s3://") or path.startswith("s3a://")
@@ -161,7 +189,7 @@ class FileLock:
             return True
         return False
 
-    def acquire(self, timeout: float | None = None, poll_s: float = 0.05) -> "FileLock":
+    def acquire(self, timeout: float | None = None, poll_s: float = 0.005) -> "FileLock":
         """Wait until the lock is ours; LockHeld (naming the holder) after ``timeout`` seconds (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_s
@@ -169,15 +197,12 @@ class FileLock:
             if deadline is not None and time.monotonic() >= deadline:
                 raise LockHeld(self.path, self.holder())
             time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, 0.2 if self._local is not None else 1.0)
         return self
 
     def release(self) -> None:
         """Give the lock back (only if it is still ours)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        _unregister(self)
         if self.token is None:
             return
         got = self._read()
@@ -281,35 +306,36 @@ class FileLock:
             return True
 
     def _started(self) -> bool:
-        self._stop.clear()
         self._lost = False
+        self._last_beat = time.monotonic()
+        self._since = _now()
         if self._local is not None or self._s3:
-            self._thread = threading.Thread(target=self._beat, name=f"lock-heartbeat {self.path}", daemon=True)
-            self._thread.start()
+            _register(self)
         return True
 
-    def _beat(self) -> None:
-        every = max(0.05, self.ttl_s / 4)
-        while not self._stop.wait(every):
-            try:
-                if self._local is not None:
-                    got = self._read()
-                    if got is None or got[0].get("token") != self.token:
-                        self._lost = True
-                        return
-                    os.utime(self._local)
-                else:
-                    fs, key = fsio.filesystem(self.path)
-                    bucket, obj = key.split("/", 1)
-                    rec = self._record()
-                    rec["since"] = (self._read() or ({},))[0].get("since", rec["since"])
-                    rec["heartbeat_at"] = _now()
-                    resp = fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=json.dumps(rec).encode(), IfMatch=self._etag)
-                    self._etag = resp.get("ETag")
-            except Exception as exc:  # noqa: BLE001 - a failed beat: the lock may be lost; check() decides
-                if _precondition_failed(exc) or isinstance(exc, FileNotFoundError):
+    def _beat_once(self) -> None:
+        """Refresh the heartbeat (local: the file's mtime; S3: a conditional rewrite); mark the lock lost if it is not ours."""
+        self._last_beat = time.monotonic()
+        try:
+            if self._local is not None:
+                got = self._read()
+                if got is None or got[0].get("token") != self.token:
                     self._lost = True
+                    _unregister(self)
                     return
+                os.utime(self._local)
+            else:
+                fs, key = fsio.filesystem(self.path)
+                bucket, obj = key.split("/", 1)
+                rec = self._record()
+                rec["since"] = self._since
+                rec["heartbeat_at"] = _now()
+                resp = fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=json.dumps(rec).encode(), IfMatch=self._etag)
+                self._etag = resp.get("ETag")
+        except Exception as exc:  # noqa: BLE001 - a failed beat: the lock may be lost; check() decides
+            if _precondition_failed(exc) or isinstance(exc, FileNotFoundError):
+                self._lost = True
+                _unregister(self)
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
