@@ -166,8 +166,11 @@ def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JS
         raise fail(f"no dataset {dataset!r} under {layout(ctx).root}: check --root / $DGA_ROOT (nothing to verify)")
     if repair:
         done = _guard(ds.repair, min_age_s=min_age)
-        console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
-                      + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
+        if done.get("refused"):
+            console.print(f"repair: {done['refused']}")
+        else:
+            console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
+                          + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
     report = ds.verify(checksums=not no_checksums)
     if as_json:
         emit_json(report.to_dict())

@@ -92,7 +92,8 @@ def _readable(ds: "Dataset", path: str) -> str | None:
 
 
 def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
-    """A locked-down DuckDB connection with the views ``sql`` needs, and the warnings met building them."""
+    """A locked-down DuckDB connection with the views ``sql`` needs, the warnings met building them, and the
+    data files the views read."""
     import duckdb
 
     from dga_engine.dataset.store import REJECTS_FILE
@@ -175,7 +176,7 @@ def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
-    return con, warnings
+    return con, warnings, [ds.p(r) for r in rels]
 
 
 def run_query(ds: "Dataset", sql: str) -> pa.Table:
@@ -186,15 +187,15 @@ def run_query(ds: "Dataset", sql: str) -> pa.Table:
     import duckdb
 
     _check_sql(sql)
-    con, warnings = connect(ds, sql)
+    con, warnings, files = connect(ds, sql)
     try:
         try:
             rel = con.sql(sql)
             table = rel.to_arrow_table() if rel is not None else pa.table({})
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "No such file" in text or "No files found" in text or "does not exist" in text:
-                raise FileNotFoundError(text) from exc
+        except duckdb.Error as exc:
+            gone = [p for p in files if not fsio.exists(p)]
+            if gone:  # a concurrent rewrite or compaction retired a file after the views were built
+                raise FileNotFoundError(f"{gone[0]} was removed while the query ran ({exc})") from exc
             raise
     finally:
         con.close()

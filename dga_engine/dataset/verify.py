@@ -427,6 +427,10 @@ def repair_dataset(ds: "Dataset", min_age_s: float = 3600.0) -> dict[str, Any]:
 
     with ds._commit_lock("repair"):
         state = ds._state(strict=False)
+        if state.damaged:  # files a damaged manifest or snapshot names look unreferenced: delete nothing
+            return {"info_rebuilt": False, "removed": [], "kept_young": [],
+                    "refused": f"{', '.join(sorted(state.damaged))} cannot be read; nothing was removed "
+                               "(`dga-engine shards repair` rebuilds damaged shards)"}
         ds.rebuild_info()
         referenced = {p.path for m in state.deltas.values() for p in m.parts}
         if state.snapshot is not None:
