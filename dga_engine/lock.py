@@ -26,6 +26,8 @@ import time
 import uuid
 from typing import Any
 
+from fsspec.asyn import sync
+
 from dga_engine import fs as fsio
 
 DEFAULT_TTL_S = 60.0  # a holder that stopped beating for this long is presumed dead
@@ -152,12 +154,17 @@ class FileLock:
         if self._s3:
             fs, key = fsio.filesystem(self.path)
             bucket, obj = key.split("/", 1)
+
+            async def get() -> tuple[dict[str, Any], bytes]:
+                resp = await fs._call_s3("get_object", Bucket=bucket, Key=obj)
+                async with resp["Body"] as body:
+                    return resp, await body.read()
+
             try:
-                resp = fs.call_s3("get_object", Bucket=bucket, Key=obj)
+                resp, raw = sync(fs.loop, get)
             except FileNotFoundError:
                 return None
-            raw = resp["Body"].read(65536) if hasattr(resp["Body"], "read") else b""
-            rec = _parse(raw)
+            rec = _parse(raw[:65536])
             beat = rec.get("heartbeat_at") or rec.get("since")
             try:
                 age = time.time() - _dt.datetime.fromisoformat(str(beat)).timestamp()
