@@ -140,11 +140,16 @@ class StoreConfig:
     # more often costs writers more rewriting. 256 keeps a cold listing well under 100 ms.
     compact_after_keys: int = 256  # write_shard compacts once this many shards are pending (0: never by itself)
     target_file_rows: int = 500_000  # rows per compacted file (~90 MB at ~180 B/grasp); memory is per object
+    # Each compaction writes the pending shards into a new file and leaves full files alone; once this many
+    # files are under half the target, they are merged. Higher: fewer rewrites, more (smaller) files.
+    compact_fanin: int = 8
     lock_timeout_s: float = 900.0  # how long a writer waits for the commit lock before it names the holder
 
     def __post_init__(self) -> None:
         if self.max_rows_per_shard < 1 or self.max_bytes_per_shard < 1 or self.target_file_rows < 1:
             raise ValueError("StoreConfig: max_rows_per_shard, max_bytes_per_shard and target_file_rows must be >= 1")
+        if self.compact_fanin < 2:
+            raise ValueError("StoreConfig.compact_fanin must be >= 2")
         if self.compact_after_keys < 0:
             raise ValueError("StoreConfig.compact_after_keys must be >= 0 (0 turns automatic compaction off)")
 
@@ -523,11 +528,13 @@ class Dataset:
     # --- compaction --------------------------------------------------------------------------------
 
     def compact(self, force: bool = False) -> dict[str, Any]:
-        """Fold the pending shards into large object-sorted files and a new object index; see the module docstring.
+        """Fold the pending shards into object-sorted files and a new object index; see the module docstring.
 
-        Rewrites the snapshot files that hold superseded rows and the under-full ones (at most one remains
-        after each compaction), never the full, clean ones, so its cost is bounded by the pending data plus
-        one file, not by the dataset. ``force`` also rewrites a lone under-full file. Returns what it did.
+        Writes the pending shards' rows, and the live rows of snapshot files that hold superseded ones,
+        into new files; full, clean files are never rewritten. Files under half of ``target_file_rows`` are
+        merged once ``compact_fanin`` of them exist (or always with ``force``), so a row is rewritten about
+        log_fanin(target / rows per compaction) times and the cost of one compaction is bounded by the
+        pending data plus ``compact_fanin`` small files, not by the dataset. Returns what it did.
         """
         with self._commit_lock("compact") as lock:
             return self._compact_locked(lock, force)
@@ -545,12 +552,12 @@ class Dataset:
         live_rows = np.bincount(index.file[live_pos], weights=index.rows[live_pos], minlength=len(files)) if files else []
         dirty = state.dirty_files()
         target = self.config.target_file_rows
-        underfull = [i for i, f in enumerate(files) if i not in dirty and live_rows[i] and f.rows < target // 2]
         empty = [i for i in range(len(files)) if not live_rows[i]]
         pending = [m for m in state.deltas.values() if not m.deleted]
         rewrite = set(dirty) | set(empty)
-        if pending or dirty or len(underfull) > 1 or (force and underfull):
-            rewrite |= set(underfull)
+        small = [i for i, f in enumerate(files) if i not in rewrite and f.rows < target // 2]
+        if len(small) + bool(pending or dirty) >= self.config.compact_fanin or (force and len(small) + bool(pending) > 1):
+            rewrite |= set(small)
         folded_keys = sorted(state.deltas)
         if not rewrite and not folded_keys:
             self._cleanup_leftovers(state)
@@ -609,22 +616,22 @@ class Dataset:
         self._snapshot_cache = None
 
         # Clean up: folded manifests and their parts, files and the index nothing names any more.
+        listing = self._manifest_listing()
+        gone: list[str] = []
         for k in folded_keys:
             m = state.deltas[k]
-            mpath = self.p(MANIFEST_FILE.format(key=k))
-            try:
-                current = self.load_manifest(k)
+            try:  # under the lock nobody rewrote it; the check keeps a manifest that is not the one folded
+                current = self.load_manifest(k, stamp=listing.get(f"{k}.json"))
             except (FileNotFoundError, ManifestError, SchemaVersionError):
                 current = None
             if current is not None and current.write_id == m.write_id:
-                self._remove_quietly(mpath)
+                gone.append(self.p(MANIFEST_FILE.format(key=k)))
             self._manifest_cache.pop(k, None)
-            for p in m.parts:
-                self._remove_quietly(self.p(p.path))
-        for i in sorted(rewrite):
-            self._remove_quietly(self.p(files[i].path))
+            gone += [self.p(p.path) for p in m.parts]
+        gone += [self.p(files[i].path) for i in sorted(rewrite)]
         if snap is not None:
-            self._remove_quietly(self.p(snap.index))
+            gone.append(self.p(snap.index))
+        self._remove_many(gone)
         self._cleanup_leftovers(state)
         self.rebuild_info()
         report = {"compacted": True, "snapshot": sid, "keys": len(folded_keys), "files_written": len(new_files),
@@ -1343,6 +1350,15 @@ class Dataset:
         return self._retrying(lambda: run_query(self, sql))
 
     # --- helpers -----------------------------------------------------------------------------------
+
+    def _remove_many(self, paths: list[str]) -> None:
+        """Remove files (unreferenced ones: order does not matter), overlapping the slow deletes."""
+        if len(paths) < 4:
+            for path in paths:
+                self._remove_quietly(path)
+            return
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._remove_quietly, paths))
 
     def _remove_quietly(self, path: str) -> None:
         try:

@@ -290,7 +290,7 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
             if problem:
                 err(f.path, f"{f.path}: {problem}; `dga-engine shards repair`", file_keys)
             else:
-                rows += int(index.rows[np.isin(pos, state.live_entries())].sum()) if len(pos) else 0
+                rows += int(index.rows[pos[np.isin(pos, state.live_entries())]].sum()) if len(pos) else 0
 
     # grasp_id is unique within the dataset.
     if not any(b["level"] == "error" for b in bad):

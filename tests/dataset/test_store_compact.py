@@ -117,9 +117,18 @@ def test_write_shard_compacts_by_itself_after_enough_pending_shards(layout, gras
     for key, t in _units(grasps, 20):
         ds.write_shard(t, key)
     assert len(os.listdir(ds.p("manifests"))) == 20 - 16 and ds.read().num_rows == 100
-    # Each compaction rewrites the under-full file and the new shards: still one data file.
-    assert len([n for n in os.listdir(ds.p("data")) if n.startswith("c-")]) == 1
+    # Each compaction writes its shards into a new file; small files are merged once there are enough.
+    assert len([n for n in os.listdir(ds.p("data")) if n.startswith("c-")]) == 2
     assert Dataset(layout).verify().bad == []
+    assert ds.compact(force=True)["files"] == 1 and Dataset(layout).read().num_rows == 100
+
+
+def test_small_files_are_merged_once_there_are_compact_fanin_of_them(layout, grasps):
+    ds = Dataset(layout, config=StoreConfig(compact_after_keys=2, compact_fanin=3))
+    for key, t in _units(grasps, 12):
+        ds.write_shard(t, key)
+    files = [n for n in os.listdir(ds.p("data")) if n.startswith("c-")]
+    assert len(files) < 3 and ds.read().num_rows == 60 and Dataset(layout).verify().bad == []
 
 
 def _old_layout_dataset(layout, grasps):
