@@ -139,7 +139,10 @@ class StoreConfig:
     # Compaction. Pending shards cost readers one small file each (and one listing entry on S3); compacting
     # more often costs writers more rewriting. 256 keeps a cold listing well under 100 ms.
     compact_after_keys: int = 256  # write_shard compacts once this many shards are pending (0: never by itself)
-    target_file_rows: int = 500_000  # rows per compacted file (~90 MB at ~180 B/grasp); memory is per object
+    # Rows per compacted file (~18 MB at ~180 B/grasp). One row group per object makes a file's footer grow
+    # with its objects (~2 KiB each), and a cold lookup parses one footer: 100k rows keep that near 20 ms;
+    # 3.4M grasps are then ~60 files. Compaction memory is per object, not per file.
+    target_file_rows: int = 100_000
     # Each compaction writes the pending shards into a new file and leaves full files alone; once this many
     # files are under half the target, they are merged. Higher: fewer rewrites, more (smaller) files.
     compact_fanin: int = 8
