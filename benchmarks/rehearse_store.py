@@ -217,7 +217,7 @@ def main() -> None:
         if comps:
             cf, cl = comps[0], comps[-1]
             print(f"compaction CPU: first {cf['cpu_s']:.2f} s, last {cl['cpu_s']:.2f} s, mean {statistics.mean(c['cpu_s'] for c in comps):.2f} s "
-                  f"(each folds <= 256 units and rewrites at most one under-full file); "
+                  f"(each folds <= 256 units into a new file; small files are merged {8} at a time); "
                   f"amortised per commit {sum(c['cpu_s'] for c in comps) / len(commits) * 1e3:.2f} ms; final {final_cpu:.2f} s")
 
         # --- what is on disk
@@ -246,6 +246,7 @@ def main() -> None:
         ls_cli = time.perf_counter() - t
         assert cli.returncode == 0, cli.stderr[-2000:]
         print(f"shards ls: {len(listed)} shards in {ls_ms:.0f} ms in process; CLI (--json, with interpreter start) {ls_cli:.1f} s")
+        print(f"maxrss so far (writes in this process, compaction, ls): {_maxrss_mb():.0f} MB", flush=True)
         rng = random.Random(1)
         probe = [f"obj-{rng.randrange(args.objects):05d}" for _ in range(40)]
         cold = []
@@ -271,8 +272,10 @@ def main() -> None:
               f"{time.process_time() - c:.1f} s CPU (target <= 10 s); ok={report.ok}, {report.rows} rows, "
               f"{len(report.bad)} problems")
         assert report.ok and report.rows == n_rows
+        print(f"maxrss after verify: {_maxrss_mb():.0f} MB", flush=True)
         q = ds.query("SELECT count(*) AS n, count(DISTINCT grasp_id) AS d FROM grasps").to_pylist()[0]
-        print(f"query: {q['n']} rows, {q['d']} distinct ids (lost {n_rows - q['d']}, duplicated {q['n'] - q['d']})")
+        print(f"query: {q['n']} rows, {q['d']} distinct ids (lost {n_rows - q['d']}, duplicated {q['n'] - q['d']}); "
+              f"maxrss after the DuckDB query: {_maxrss_mb():.0f} MB", flush=True)
         if not args.s3:
             import datasets
 

@@ -465,7 +465,9 @@ class Dataset:
                 return True
             if old is not None and old.deleted:
                 return False
-            if old is None and not in_snapshot and key not in state.folded:
+            if old is None and not in_snapshot:
+                if key in state.folded:  # a manifest an interrupted compaction already folded: tidy it
+                    self._cleanup_leftovers(_State(None, None, {}, {key: state.folded[key]}, {}))
                 return False
             lock.check()
             mpath = self.p(MANIFEST_FILE.format(key=key))
@@ -743,7 +745,10 @@ class Dataset:
 
     def rebuild_info(self) -> DatasetInfo:
         """Compute the summary of the committed dataset and write it to ``meta/info.json``; returns it."""
-        info = self._summary(self._state(strict=False))
+        state = self._state(strict=False)
+        if "meta/snapshot.json" in state.damaged:
+            raise ManifestError(f"{state.damaged['meta/snapshot.json']}; meta/info.json was left as it is")
+        info = self._summary(state)
         fsio.write_json(self.p(INFO_FILE), info.to_json())
         return info
 
