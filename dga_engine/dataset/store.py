@@ -125,6 +125,9 @@ _FLOAT_COLUMNS = ["object_scale", "translation", "rotation", "joints", "displace
 _STATS_COLUMNS = [f.name for f in GRASP_SCHEMA if not pa.types.is_fixed_size_list(f.type)] + ["reason", "detail"]
 _MAX_RETRIES = 2  # a reader retries this often when a concurrent rewrite deleted a file it was about to read
 _STATS_BATCH_ROWS = 65_536  # compaction computes column statistics over batches of this many rows
+# Parsed footers kept per Dataset. A compacted file's footer (one row group per object) takes ~10 MB in memory
+# at 100k rows, so this bounds a reader that touched every file to ~300 MB; a warm lookup needs its file's.
+_FOOTER_CACHE = 32
 
 
 @dataclass(frozen=True)
@@ -1145,7 +1148,7 @@ class Dataset:
             raise OSError(f"the footer of {rel} does not match the sha256 recorded when it was written")
         meta = pq.read_metadata(pa.BufferReader(b"PAR1" + tail))
         self._footer_cache[rel] = meta
-        while len(self._footer_cache) > 256:
+        while len(self._footer_cache) > _FOOTER_CACHE:
             self._footer_cache.popitem(last=False)
         return meta
 
