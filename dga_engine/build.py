@@ -150,8 +150,11 @@ def filter_source(layout: Layout, cfg: BuildConfig, source: str) -> dict[str, An
     """Filter every unfiltered candidate of ``source`` (refined ones when ``cfg.refine``); the filter summary."""
     from dga_engine.simulate import run_filter
 
+    from dga_engine.dataset.store import Dataset
+
     summary = run_filter(layout, source=source, backend=cfg.backend, workers=cfg.workers, dataset=cfg.dataset,
                          refined=cfg.refine)
+    Dataset(layout, cfg.dataset).compact()  # the stage's many small shards become a few large files
     return summary.to_dict()
 
 

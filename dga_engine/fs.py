@@ -37,6 +37,11 @@ def _local(path: str) -> str | None:
     return None if "://" in path else path
 
 
+def local_path(path: str) -> str | None:
+    """The plain path of a local ``path`` (``file://`` stripped); None for other URLs."""
+    return _local(path)
+
+
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``path`` and the path as that filesystem names it."""
     fs, _, paths = fsspec.get_fs_token_paths(path)

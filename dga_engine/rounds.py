@@ -1,6 +1,7 @@
 """The round ledger: what each round of the build did, so a stopped build resumes where it stopped.
 
     <root>/runs/ledger/build.json        the parameters of the build in progress (resume reuses them)
+    <root>/runs/ledger/build.lock        held by the running build (who, since when): one build per root
     <root>/runs/ledger/round-000.json    one record per round
 
 Round 0 is the seed round (curated sources, or seed synthesis when there are none); round k >= 1 trains a
@@ -12,15 +13,58 @@ are done, the ledger only summarises them for people and for ``rounds status``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from dga_engine import fs
 from dga_engine.layout import Layout
+from dga_engine.lock import FileLock, describe
 
 LEDGER_DIR = "ledger"
 BUILD_FILE = "build.json"
+BUILD_LOCK = "build.lock"
 LEDGER_VERSION = 1
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BuildRunning(RuntimeError):
+    """Another build holds this storage root (``holder`` says who and since when)."""
+
+    def __init__(self, root: str, holder: dict[str, Any]) -> None:
+        self.holder = holder
+        super().__init__(f"a build is already running under {root}: {describe(holder)} (heartbeat "
+                         f"{holder.get('heartbeat_age_s', 0):.0f} s ago). Wait for it (`dga-engine rounds status`), or stop "
+                         "it; a build that died frees the root by itself (at once on this host, else after its lease)")
+
+
+def build_lock(layout: Layout) -> FileLock:
+    """The lock a running build holds on its storage root."""
+    return FileLock(layout.join("runs", LEDGER_DIR, BUILD_LOCK), purpose="build")
+
+
+def running_build(layout: Layout) -> dict[str, Any] | None:
+    """The holder of the root's build lock (host, pid, since, heartbeat age) if a live build holds it, else None."""
+    holder = build_lock(layout).holder()
+    return holder if holder is not None and not holder["stale"] else None
+
+
+def exclusive_build(fn: F) -> F:
+    """Run ``fn`` (a build flow with a ``root`` argument) holding the root's build lock; BuildRunning if held."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        root = kwargs.get("root", args[0] if args else None)
+        layout = Layout.at(root)
+        lock = build_lock(layout)
+        if not lock.try_acquire():
+            raise BuildRunning(layout.root, lock.holder() or {})
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            lock.release()
+
+    return wrapper  # type: ignore[return-value]
 
 ROUND0_STAGES = ("ingest", "describe", "seed", "refine", "filter")
 ROUND_STAGES = ("train", "generate", "refine", "filter")
@@ -124,9 +168,9 @@ class Ledger:
     def status(self) -> dict[str, Any]:
         """JSON-ready summary: the build parameters and every round."""
         rounds = [r.to_dict() for r in self.rounds()]
-        return {
-            "build": self.build_params(),
-            "rounds": rounds,
-            "complete": bool(rounds) and all(r["status"] == "done" for r in rounds)
-            and len(rounds) == 1 + int((self.build_params() or {}).get("rounds", 0)),
-        }
+        complete = bool(rounds) and all(r["status"] == "done" for r in rounds) \
+            and len(rounds) == 1 + int((self.build_params() or {}).get("rounds", 0))
+        running = running_build(self.layout)
+        state = "running" if running else "complete" if complete else "incomplete" if rounds else "none"
+        return {"build": self.build_params(), "rounds": rounds, "complete": complete, "state": state,
+                "running": running}

@@ -63,3 +63,29 @@ def done_units(layout: Layout, stage: str) -> list[str]:
 def clear(layout: Layout, stage: str, unit: str) -> None:
     """Forget that ``unit`` is done (its outputs are left for the stage to overwrite)."""
     fs.remove(_record_path(layout, stage, unit))
+
+
+def find_units(layout: Layout, stage: str | None = None, **fields: Any) -> list[dict[str, Any]]:
+    """Completion records (of ``stage``, or of every stage) whose fields equal ``fields``, e.g. ``key=<shard key>``.
+
+    Records are read back from storage, so they are treated as untrusted: unreadable ones, and ones whose
+    stage or unit is not a plain name, are skipped.
+    """
+    from dga_engine.layout import UnsafeNameError
+
+    base = layout.join("runs", STAGES_DIR)
+    stages = [stage] if stage is not None else [s for s in fs.listdir(base) if not s.startswith(".")]
+    found = []
+    for s in stages:
+        try:
+            safe_name(s)
+        except UnsafeNameError:
+            continue
+        for unit in done_units(layout, s):
+            try:
+                record = fs.read_json(_record_path(layout, s, unit))
+            except (OSError, ValueError, UnsafeNameError):
+                continue
+            if isinstance(record, dict) and all(record.get(k) == v for k, v in fields.items()):
+                found.append({**record, "stage": s, "unit": unit})
+    return found

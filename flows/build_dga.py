@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from dga_engine import build
 from dga_engine.build import GENERATOR_SOURCE, SEED_SOURCE, BuildConfig
 from dga_engine.layout import Layout
-from dga_engine.rounds import Ledger
+from dga_engine.rounds import Ledger, exclusive_build
 from dga_engine.units import cpu_seconds
 
 
@@ -87,6 +87,7 @@ def _deployment_safe_root(root: Optional[str]) -> Optional[str]:
 
 
 @flow(name="build-dga", log_prints=True)
+@exclusive_build  # one build per storage root: a second one says who runs it and since when
 def build_dga(
     root: Optional[str] = None,
     profile: str = "demo",

@@ -35,10 +35,19 @@ def _print_summary(result: dict[str, Any]) -> None:
 
 
 def _run_flow(params: dict[str, Any]) -> dict[str, Any]:
+    from dga_engine.layout import Layout
+    from dga_engine.rounds import BuildRunning, running_build
+
+    holder = running_build(Layout.at(params["root"]))
+    if holder is not None:  # before Prefect starts: no failed flow run for a build that never began
+        raise fail(str(BuildRunning(params["root"], holder)))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.build_dga import build_dga
 
-    return build_dga(**params)
+    try:
+        return build_dga(**params)
+    except BuildRunning as exc:  # lost the race to another build starting at the same moment
+        raise fail(str(exc))
 
 
 def build(
@@ -89,8 +98,13 @@ def rounds_status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     if as_json:
         emit_json(status)
         return
+    if status["running"]:
+        from dga_engine.lock import describe
+
+        typer.echo(f"running: {describe(status['running'])}")
     if not status["rounds"]:
-        typer.echo("no build has started under this storage root (dga-engine build)")
+        if not status["running"]:
+            typer.echo("no build has started under this storage root (dga-engine build)")
         return
     table(
         "rounds",
@@ -98,7 +112,8 @@ def rounds_status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         [(r["round"], r["status"], " ".join(f"{k}:{v}" for k, v in r["stages"].items()), len(r["objects"]),
           r["generated"], r["accepted"], r["checkpoint"] or "-") for r in status["rounds"]],
     )
-    typer.echo("complete" if status["complete"] else "incomplete: dga-engine rounds resume")
+    if not status["running"]:
+        typer.echo("complete" if status["complete"] else "incomplete: dga-engine rounds resume")
 
 
 @rounds_app.command("resume")

@@ -90,6 +90,9 @@ def filter_command(
         raise fail(str(exc))
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc))
+    from dga_engine.dataset.store import Dataset
+
+    Dataset(lay, dataset).compact()  # the run's many small shards become a few large files
 
     m = summary.metrics
     if as_json:

@@ -27,11 +27,12 @@ def _dataset(ctx: typer.Context, name: str):
 def _guard(fn, *args, **kwargs):
     """Run a store call, turning the store's known failures into clean CLI errors."""
     from dga_engine.dataset.manifest import SchemaVersionError
-    from dga_engine.dataset.store import ManifestError
+    from dga_engine.dataset.store import CorruptShardError, ManifestError
+    from dga_engine.lock import LockHeld
 
     try:
         return fn(*args, **kwargs)
-    except (SchemaVersionError, ManifestError) as exc:
+    except (SchemaVersionError, ManifestError, CorruptShardError, LockHeld) as exc:
         raise fail(str(exc))
 
 
@@ -48,19 +49,24 @@ def _counts(d: dict[str, int]) -> str:
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """List the committed shards: rows, objects, rounds, sources, size."""
+def ls(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
+       max_rows: int = typer.Option(50, "--max-rows", help="At most this many shards are printed as a table (JSON lists all).")) -> None:
+    """List the committed shards: rows, objects, rounds, sources, size (a compacted shard's share of its files)."""
     ds = _dataset(ctx, dataset)
     shards = _guard(ds.shards)
     rows = [m.summary() for m in shards]
+    files = sorted({p.path for m in shards for p in m.parts})
     if as_json:
         emit_json({"dataset": ds.name, "path": ds.path, "shards": rows, "rows": sum(r["rows"] for r in rows),
-                   "bytes": sum(r["bytes"] for r in rows)})
+                   "bytes": sum(r["bytes"] for r in rows), "files": len(files)})
         return
     table(f"Shards of {ds.name} ({ds.path})", ["shard", "rows", "objects", "rounds", "sources", "size", "parts"],
           [(r["shard"], r["rows"], r["objects"], _counts(r["rounds"]), _counts(r["sources"]), _size(r["bytes"]),
-            len(r["parts"])) for r in rows])
-    typer.echo(f"{len(rows)} shards, {sum(r['rows'] for r in rows)} rows, {_size(sum(r['bytes'] for r in rows))}")
+            len(r["parts"])) for r in rows[:max_rows]])
+    if len(rows) > max_rows:
+        typer.echo(f"... {len(rows) - max_rows} more shards (use --json or --max-rows)")
+    typer.echo(f"{len(rows)} shards, {sum(r['rows'] for r in rows)} rows, {_size(sum(r['bytes'] for r in rows))} "
+               f"in {len(files)} data files")
 
 
 @app.command("show")
@@ -72,6 +78,11 @@ def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (o
         m = _guard(ds.shard, shard)
     except KeyError as exc:
         raise fail(exc.args[0])
+    stats = m.stats
+    if not stats and m.rows:  # a compacted shard: its statistics are computed from its rows
+        from dga_engine.dataset.manifest import column_stats
+
+        stats = column_stats(_guard(ds.read_shard, m.key))
     if as_json:
         emit_json(m.to_json())
         return
@@ -81,7 +92,7 @@ def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (o
     table("Parts", ["part", "file", "rows", "row groups", "size", "sha256"],
           [(p.name, p.path, p.rows, p.row_groups, _size(p.bytes), p.sha256[:16] + "...") for p in m.parts])
     stat_rows = []
-    for col, s in sorted(m.stats.items()):
+    for col, s in sorted(stats.items()):
         if "true" in s:
             stat_rows.append((col, s["count"], s["nulls"], "", "", s["mean"]))
         elif "std" in s:
@@ -93,6 +104,53 @@ def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (o
                 mean = "per component"
             stat_rows.append((col, s["count"], s["nulls"], lo, hi, mean))
     table("Column statistics", ["column", "count", "nulls", "min", "max", "mean"], stat_rows)
+
+
+@app.command("compact")
+def compact(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
+            force: bool = typer.Option(False, "--force", help="Also rewrite a lone under-full compacted file.")) -> None:
+    """Merge the shards committed since the last compaction into large object-sorted files and a new object index.
+
+    Safe while other writers run (they wait on the dataset's commit lock) and at any interruption (the old or
+    the new layout stays, both verify). Old datasets (one file per shard) are compacted in place.
+    """
+    ds = _dataset(ctx, dataset)
+    done = _guard(ds.compact, force=force)
+    if as_json:
+        emit_json(done)
+        return
+    if not done["compacted"]:
+        typer.echo("nothing to compact")
+        return
+    typer.echo(f"compacted {done['keys']} shards into {done['files_written']} new file(s) ({done['rows']} rows); "
+               f"{done['files_removed']} file(s) retired; {done['files']} data files in the snapshot; "
+               f"{done['seconds']:.1f} s")
+
+
+@app.command("repair")
+def repair(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
+           dry_run: bool = typer.Option(False, "--dry-run", help="Only say which units would run again.")) -> None:
+    """Rebuild damaged shards: verify, retire each damaged shard and clear the completion records of the units
+    that wrote it (found by their ``key`` field), so the next run of that stage redoes exactly those units."""
+    from dga_engine.dataset.repair import rerun_damaged
+
+    ds = _dataset(ctx, dataset)
+    done = _guard(rerun_damaged, ds, dry_run=dry_run)
+    if as_json:
+        emit_json(done)
+        return
+    if not done["actions"] and not done["manual"]:
+        typer.echo("nothing to repair: verify found no damaged shard")
+        return
+    if done["actions"]:
+        table("Damaged shards", ["shard", "action", "units"],
+              [(a["key"], a["action"], ", ".join(a["units"]) or "-") for a in done["actions"]])
+    for m in done["manual"]:
+        typer.echo(f"cannot rerun {m['shard']}: {m['problem']}")
+    if done["sources"]:
+        verb = "would need" if dry_run else "now redo"
+        typer.echo(f"the next runs of {', '.join(done['stages'])} {verb} these units: "
+                   + "; ".join(f"dga-engine filter --source {s}" for s in done["sources"]))
 
 
 @app.command("verify")
@@ -108,8 +166,11 @@ def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JS
         raise fail(f"no dataset {dataset!r} under {layout(ctx).root}: check --root / $DGA_ROOT (nothing to verify)")
     if repair:
         done = _guard(ds.repair, min_age_s=min_age)
-        console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
-                      + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
+        if done.get("refused"):
+            console.print(f"repair: {done['refused']}")
+        else:
+            console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
+                          + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
     report = ds.verify(checksums=not no_checksums)
     if as_json:
         emit_json(report.to_dict())
@@ -139,11 +200,17 @@ def query(ctx: typer.Context, sql: str = typer.Argument(..., help="DuckDB SQL ov
     """Run SQL over the committed shards (view ``grasps``), the rejects (``rejects``) and the part list (``shards``)."""
     import duckdb
 
+    from dga_engine.dataset.query import QueryRefused, query_warnings
+
     ds = _dataset(ctx, dataset)
     try:
         result = _guard(ds.query, sql)
     except duckdb.Error as exc:
         raise fail(f"query failed: {exc}")
+    except QueryRefused as exc:
+        raise fail(str(exc))
+    for w in query_warnings(result):
+        console.print(f"warning: {w}")
     rows = result.to_pylist()
     if as_json:
         emit_json({"columns": result.column_names, "rows": [_jsonable(r) for r in rows]})

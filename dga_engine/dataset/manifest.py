@@ -5,9 +5,10 @@ it consists of, their row counts and sha256, each object's row group and row ran
 statistics. A key whose table exceeded the size bound has several parts named ``<key>-000``,
 ``<key>-001``, ...; they are committed together because one manifest names them all.
 
-The **dataset info** (``meta/info.json``) is a summary derived from the manifests: schema version,
-pose conventions, totals, the shard list, splits and merged statistics. It is rebuilt after every
-commit and can always be rebuilt again; it never decides what exists.
+The **dataset info** (``meta/info.json``) is a summary: schema version, pose conventions, totals (rows,
+objects, keys, files, rounds, sources, splits) and merged statistics. It no longer lists the shards (the
+object index under ``meta/`` does), so it stays a few KiB at any size. It is rewritten by every compaction
+and can always be rebuilt; it never decides what exists.
 
 Both documents carry version numbers. Reading one written by a newer engine fails with
 :class:`SchemaVersionError`, whose message says what to do.
@@ -27,7 +28,8 @@ import pyarrow.compute as pc
 from dga_engine.dataset.schema import SCHEMA_VERSION
 
 MANIFEST_VERSION = 1  # layout of manifests/<key>.json
-INFO_VERSION = 1  # layout of meta/info.json
+INFO_VERSION = 2  # layout of meta/info.json (1: listed every shard; 2: totals only, the index is under meta/)
+SUPPORTED_INFO_VERSIONS = (1, 2)
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)  # grasp-record schema versions this engine reads (it writes the newest)
 
 # Per-field descriptions written into meta/info.json, so the dataset documents itself.
@@ -67,6 +69,31 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
 
 class SchemaVersionError(RuntimeError):
     """A dataset document was written with a schema or layout version this engine does not know."""
+
+
+class UnsafePathError(ValueError):
+    """A path read from the dataset's own metadata points outside the files it may name."""
+
+
+def check_data_path(rel: Any, where: str) -> str:
+    """``rel`` if it is ``data/<plain name>.parquet``; UnsafePathError otherwise.
+
+    Every file path the store reads from its metadata (manifests, the snapshot) goes through this before it
+    is joined to the dataset folder, read or deleted: metadata is untrusted input, and a path such as
+    ``../../victim`` in a shared root must never make a reader open, or a writer delete, a file elsewhere.
+    """
+    from dga_engine.layout import UnsafeNameError, safe_name
+
+    ok = isinstance(rel, str) and rel.startswith("data/") and rel.count("/") == 1 and rel.endswith(".parquet")
+    if ok:
+        try:
+            safe_name(rel[len("data/"):])
+        except UnsafeNameError:
+            ok = False
+    if not ok:
+        raise UnsafePathError(f"{where} names {rel!r}, which is not a file directly under data/: the metadata was "
+                              "edited or damaged; nothing was read or deleted through it (`dga-engine shards repair`)")
+    return rel
 
 
 def check_version(kind: str, found: Any, supported: Iterable[int], where: str) -> int:
@@ -229,6 +256,7 @@ class ShardPart:
     rounds: dict[str, int]  # rows per round present in this part
     sources: dict[str, int]  # rows per source present in this part
     stats: dict[str, dict[str, Any]]  # column_stats() of this part
+    footer_sha256: str = ""  # of the Parquet footer (readers check it when they open the file; "" = not recorded)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -237,13 +265,14 @@ class ShardPart:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ShardPart":
+    def from_json(cls, d: Mapping[str, Any], where: str = "manifest") -> "ShardPart":
         objects = tuple(map(ObjectSpan._make, d["objects"]))
         if objects and not (isinstance(objects[0].object_id, str) and isinstance(objects[-1].rows, int)):
             raise ValueError("objects must be [object_id, row_group, row_start, rows] entries")
-        return cls(name=str(d["name"]), path=str(d["path"]), rows=int(d["rows"]), bytes=int(d["bytes"]),
-                   sha256=str(d["sha256"]), row_groups=int(d["row_groups"]), objects=objects,
-                   rounds=dict(d.get("rounds", {})), sources=dict(d.get("sources", {})), stats=dict(d.get("stats", {})))
+        return cls(name=str(d["name"]), path=check_data_path(d["path"], where), rows=int(d["rows"]),
+                   bytes=int(d["bytes"]), sha256=str(d["sha256"]), row_groups=int(d["row_groups"]), objects=objects,
+                   rounds=dict(d.get("rounds", {})), sources=dict(d.get("sources", {})), stats=dict(d.get("stats", {})),
+                   footer_sha256=str(d.get("footer_sha256", "")))
 
 
 @dataclass(frozen=True)
@@ -263,6 +292,8 @@ class ShardManifest:
     split: str | None = None  # optional split this shard belongs to (e.g. "train", "test")
     engine_version: str = ""
     manifest_version: int = MANIFEST_VERSION
+    deleted: bool = False  # a tombstone: the key was deleted after it had been compacted (no parts)
+    compacted: bool = False  # a view of a key whose rows live in compacted files (from the object index)
 
     @property
     def shard(self) -> str:
@@ -317,6 +348,8 @@ class ShardManifest:
             "rows": self.rows,
             "bytes": self.bytes,
             "parts": [p.to_json() for p in self.parts],
+            **({"deleted": True} if self.deleted else {}),
+            **({"compacted": True} if self.compacted else {}),
         }
 
     @classmethod
@@ -325,8 +358,9 @@ class ShardManifest:
         schema_version = check_version("grasp schema version", d.get("schema_version"), SUPPORTED_SCHEMA_VERSIONS, where)
         return cls(key=str(d["key"]), dataset=str(d.get("dataset", "")), write_id=str(d["write_id"]),
                    created_at=str(d.get("created_at", "")), schema_version=schema_version,
-                   parts=tuple(ShardPart.from_json(p) for p in d["parts"]), split=d.get("split"),
-                   engine_version=str(d.get("engine_version", "")), manifest_version=int(d["manifest_version"]))
+                   parts=tuple(ShardPart.from_json(p, where) for p in d["parts"]), split=d.get("split"),
+                   engine_version=str(d.get("engine_version", "")), manifest_version=int(d["manifest_version"]),
+                   deleted=bool(d.get("deleted", False)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -346,11 +380,14 @@ class DatasetInfo:
     bytes: int  # Parquet bytes over all shards
     rounds: dict[str, int]  # rows per round
     sources: dict[str, int]  # rows per source
-    shards: list[dict[str, Any]]  # per shard: key, write_id, rows, bytes, split, parts [{name, path, rows, bytes, sha256}]
-    splits: dict[str, dict[str, Any]]  # split name -> {"shards": [keys], "rows": n}; empty when no shard names a split
+    keys: int  # committed shards (write keys)
+    files: int  # Parquet data files holding them
+    splits: dict[str, dict[str, Any]]  # split name -> {"keys": n, "rows": n}; empty when no shard names a split
     stats: dict[str, dict[str, Any]]  # merged column statistics (see manifest.column_stats)
     layout: dict[str, str]  # where things live inside the dataset folder (path templates)
     updated_at: str  # ISO UTC time this summary was built
+    snapshot: str | None = None  # id of the compacted snapshot this summary includes (meta/snapshot.json)
+    pending_keys: int = 0  # shards committed after that snapshot (in manifests/), included in the totals
     engine_version: str = ""
     info_version: int = INFO_VERSION
     codebase: str = "dga-engine"
@@ -360,14 +397,15 @@ class DatasetInfo:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], where: str = "meta/info.json") -> "DatasetInfo":
-        check_version("info version", d.get("info_version"), (INFO_VERSION,), where)
+        version = check_version("info version", d.get("info_version"), SUPPORTED_INFO_VERSIONS, where)
         check_version("grasp schema version", d.get("schema_version"), SUPPORTED_SCHEMA_VERSIONS, where)
+        d = dict(d)
+        if version == 1:  # the older summary listed every shard: keep its totals
+            shards = d.pop("shards", []) or []
+            d.setdefault("keys", len(shards))
+            d.setdefault("files", sum(len(s.get("parts", [])) for s in shards if isinstance(s, dict)))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
-
-    @property
-    def shard_keys(self) -> list[str]:
-        return [s["key"] for s in self.shards]
 
 
 def features_of(schema: pa.Schema) -> list[dict[str, Any]]:
@@ -375,37 +413,28 @@ def features_of(schema: pa.Schema) -> list[dict[str, Any]]:
             for f in schema]
 
 
-def build_info(name: str, manifests: list[ShardManifest], *, conventions: Mapping[str, Any], schema: pa.Schema,
-               layout: Mapping[str, str], updated_at: str, engine_version: str) -> DatasetInfo:
-    """Summarise ``manifests`` (the truth) into a :class:`DatasetInfo`."""
-    rounds: dict[str, int] = {}
-    sources: dict[str, int] = {}
-    objects: set[str] = set()
-    splits: dict[str, dict[str, Any]] = {}
-    shards = []
-    for m in sorted(manifests, key=lambda m: m.key):
-        for p in m.parts:
-            _add_counts(rounds, p.rounds)
-            _add_counts(sources, p.sources)
-            objects.update(o.object_id for o in p.objects)
-        if m.split:
-            s = splits.setdefault(m.split, {"shards": [], "rows": 0})
-            s["shards"].append(m.key)
-            s["rows"] += m.rows
-        shards.append({"key": m.key, "write_id": m.write_id, "rows": m.rows, "bytes": m.bytes, "split": m.split,
-                       "parts": [{"name": p.name, "path": p.path, "rows": p.rows, "bytes": p.bytes, "sha256": p.sha256}
-                                 for p in m.parts]})
+def build_info(name: str, *, rows: int, objects: int, bytes_: int, rounds: Mapping[str, int],
+               sources: Mapping[str, int], keys: int, files: int, splits: Mapping[str, Mapping[str, int]],
+               stats: Iterable[Mapping[str, Mapping[str, Any]]], conventions: Mapping[str, Any], schema: pa.Schema,
+               layout: Mapping[str, str], updated_at: str, engine_version: str, snapshot: str | None,
+               pending_keys: int) -> DatasetInfo:
+    """A :class:`DatasetInfo` from totals (the store computes them from the snapshot and the pending manifests)."""
     return DatasetInfo(
         name=name, schema_version=SCHEMA_VERSION, conventions=dict(conventions), features=features_of(schema),
-        rows=sum(m.rows for m in manifests), objects=len(objects), bytes=sum(m.bytes for m in manifests),
-        rounds=_sorted_counts(rounds, numeric=True), sources=_sorted_counts(sources), shards=shards, splits=splits,
-        stats=merge_stats(p.stats for m in manifests for p in m.parts if p.rows),
-        layout=dict(layout), updated_at=updated_at, engine_version=engine_version,
+        rows=int(rows), objects=int(objects), bytes=int(bytes_), rounds=_sorted_counts(dict(rounds), numeric=True),
+        sources=_sorted_counts(dict(sources)), keys=int(keys), files=int(files),
+        splits={k: dict(v) for k, v in sorted(splits.items())}, stats=merge_stats(stats), layout=dict(layout),
+        updated_at=updated_at, snapshot=snapshot, pending_keys=int(pending_keys), engine_version=engine_version,
     )
 
 
+def add_counts(into: dict[str, int], more: Mapping[str, int]) -> None:
+    """``into[k] += more[k]`` for every k (counts kept as JSON-friendly string keys)."""
+    _add_counts(into, more)
+
+
 __all__ = [
-    "MANIFEST_VERSION", "INFO_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "FIELD_DESCRIPTIONS", "SchemaVersionError",
-    "check_version", "column_stats", "merge_stats", "value_counts", "ObjectSpan", "ShardPart", "ShardManifest",
+    "MANIFEST_VERSION", "INFO_VERSION", "SUPPORTED_INFO_VERSIONS", "SUPPORTED_SCHEMA_VERSIONS", "FIELD_DESCRIPTIONS",
+    "SchemaVersionError", "UnsafePathError", "check_data_path", "add_counts", "check_version", "column_stats", "merge_stats", "value_counts", "ObjectSpan", "ShardPart", "ShardManifest",
     "DatasetInfo", "features_of", "build_info",
 ]
