@@ -73,7 +73,12 @@ def round_dir(layout: Layout, round_: int) -> str:
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint (weights on ``device``). ``meta`` is checkpoint.json as written."""
+    """A loaded checkpoint (weights on ``device``). ``meta`` is checkpoint.json as written.
+
+    model: the weights to sample with - the best held-out epoch's EMA weights when training kept them,
+    else the EMA, else the trained weights. train_states: with ``with_optimizer``, the weights a resumed
+    training continues from ({"model", "ema", "best"}; absent entries were not kept).
+    """
 
     config: GeneratorConfig
     normaliser: PoseNormaliser
@@ -82,6 +87,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None = None
     rng_state: torch.Tensor | None = None
     path: str = ""
+    train_states: dict[str, dict[str, Any]] | None = None
 
     @property
     def epoch(self) -> int:
@@ -114,11 +120,20 @@ def save(
     data_hash: str,
     extra: dict[str, Any] | None = None,
     rng_state: torch.Tensor | None = None,
+    ema: torch.nn.Module | None = None,
+    best: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Write the round's checkpoint atomically; returns the checkpoint.json contents."""
+    """Write the round's checkpoint atomically; returns the checkpoint.json contents.
+
+    ema: the moving-average weights; best: the state dict to sample with (the best held-out epoch's).
+    """
     folder = round_dir(layout, round_)
     fs.makedirs(folder)
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    if best is not None:
+        state["best"] = {k: v.detach().cpu() for k, v in best.items()}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if rng_state is not None:
@@ -213,7 +228,7 @@ def load(layout: Layout, round_: int, device: torch.device | str = "cpu", with_o
     try:
         config = GeneratorConfig.from_dict(meta["config"])
         model = GraspDiffusionNet(config.model)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("best") or state.get("ema") or state["model"])
         normaliser = PoseNormaliser.from_dict(meta["normaliser"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
@@ -227,4 +242,5 @@ def load(layout: Layout, round_: int, device: torch.device | str = "cpu", with_o
         optimizer_state=state.get("optimizer") if with_optimizer else None,
         rng_state=state.get("rng"),
         path=folder,
+        train_states={k: state[k] for k in ("model", "ema", "best") if k in state} if with_optimizer else None,
     )

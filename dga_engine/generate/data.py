@@ -62,6 +62,20 @@ class ObjectBank:
     def index(self, object_id: str, scale: float) -> int:
         return self.keys.index((object_id, float(scale)))
 
+    def variants(self, cfg: ModelConfig, k: int, jitter: float, seed: int) -> ObjectGroups:
+        """``k`` groupings per entry (k x O, entry-major) of resampled points for augmentation: each takes a
+        random subset of the object's dense surface points (with Gaussian ``jitter``, metres), so the
+        encoder never sees the same tokens twice and cannot memorise its few training objects."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for object_id, scale in self.keys:
+            a = self.assets[object_id]
+            for _ in range(k):
+                pick = rng.choice(len(a.dense_points), size=min(len(a.dense_points), 2 * cfg.n_points), replace=False)
+                pts = a.dense_points[pick] + rng.normal(scale=jitter / max(scale, 1e-9), size=(len(pick), 3))
+                out.append(group_object(pts, a.dense_normals[pick], cfg, scale, start=int(rng.integers(len(pick)))))
+        return ObjectGroups.stack(out)
+
     @classmethod
     def build(
         cls, layout: Layout, keys: list[tuple[str, float]], cfg: ModelConfig, use_semantic: bool = True,

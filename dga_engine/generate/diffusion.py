@@ -3,6 +3,11 @@
 Physics enters through a callable ``physics(x0_hat) -> (B,)`` on the *normalised* estimated clean
 pose; the caller closes over everything else (denormalisation, the grasps' rotations, the object
 fields). Keeping it a callable keeps this module free of hand and object code.
+
+Fewer sampling steps (``Diffusion.respaced(S)``): the model trained on T steps samples on S of them
+(evenly spaced timesteps t_1 < ... < t_S, betas recomputed from their cumulative alphas, as in improved
+DDPM's respacing). The sampler is still ancestral DDPM, so the guided step of eq. 13-15 keeps its form.
+Unguided sampling can instead use DPM-Solver++(2M) (``sample_dpm``), the reference code's fast option.
 """
 
 from __future__ import annotations
@@ -37,17 +42,19 @@ def make_betas(cfg: DiffusionConfig) -> Tensor:
 class Diffusion:
     """Schedule tensors (float32, on ``device``) and the forward/reverse processes."""
 
-    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu", timesteps: Tensor | None = None) -> None:
         self.cfg = cfg
-        self.T = cfg.steps
-        betas = make_betas(cfg)
-        alphas = 1 - betas
-        ab = torch.cumprod(alphas, 0)
+        ab = torch.cumprod(1 - make_betas(cfg), 0)
+        if timesteps is None:  # every training step
+            timesteps = torch.arange(cfg.steps)
+        else:  # a respaced schedule on these training steps (increasing)
+            ab = ab[timesteps]
+        self.T = len(timesteps)
+        self.model_t = timesteps.to(device)  # the training timestep of each sampling step (the network's input)
         ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
-        post_var = betas * (1 - ab_prev) / (1 - ab)
-        # t = 0 has zero posterior variance; the guided step still needs a radius there, so the clipped
-        # variance (DDPM "fixedsmall" log-variance clipping) uses step 1's value at t = 0.
-        post_var_clipped = torch.cat([post_var[1:2], post_var[1:]]) if self.T > 1 else betas.clone()
+        betas = 1 - ab / ab_prev
+        alphas = 1 - betas
+        post_var = betas * (1 - ab_prev) / (1 - ab)  # 0 at the last step: the sample is the posterior mean
         f = lambda a: a.to(device=device, dtype=torch.float32)  # noqa: E731
         self.betas = f(betas)
         self.alphas_cumprod = f(ab)
@@ -56,8 +63,15 @@ class Diffusion:
         self.post_coef_x0 = f(betas * ab_prev.sqrt() / (1 - ab))
         self.post_coef_xt = f((1 - ab_prev) * alphas.sqrt() / (1 - ab))
         self.post_std = f(post_var.clamp_min(0).sqrt())
-        self.post_std_clipped = f(post_var_clipped.sqrt())
         self.device = torch.device(device)
+
+    def respaced(self, steps: int) -> "Diffusion":
+        """The same model's schedule on ``steps`` evenly spaced training timesteps (all of them when
+        ``steps`` is 0 or >= T): fewer network evaluations per sample, same trained weights."""
+        if steps <= 0 or steps >= self.cfg.steps:
+            return self
+        t = torch.unique(torch.linspace(0, self.cfg.steps - 1, steps).round().long())
+        return Diffusion(self.cfg, self.device, timesteps=t)
 
     # ---- forward process and estimates -----------------------------------------------------------
     @staticmethod
@@ -129,7 +143,8 @@ class Diffusion:
         Guided step (eq. 14-15, the spherical Gaussian constraint): with g = grad_{h_t} sum_i alpha_i
         L_PA_i(h0_hat(h_t)) per grasp, r = sqrt(n) sigma_t, d* = -r g/|g|, d_sample = sigma_t z,
         d_m = d_sample + g_r (d* - d_sample), h_{t-1} = mu + r d_m/|d_m|. A grasp whose gradient vanishes
-        (nothing near, nothing penetrating) takes the plain DDPM step.
+        (nothing near, nothing penetrating) takes the plain DDPM step. At the last step sigma is 0, so
+        r = 0 and the sample is the posterior mean, as in the reference (no extra step along -g).
 
         noise: draws one (B, n) standard normal tensor per call (h_T, then one per step); default: from
         ``generator`` on its device (CPU), so a seed gives the same grasps on any device.
@@ -140,28 +155,29 @@ class Diffusion:
         randn = lambda: noise().to(self.device)  # noqa: E731
         x = randn()
         for step in range(self.T - 1, -1, -1):
-            t = torch.full((B,), step, device=self.device, dtype=torch.long)
+            t = torch.full((B,), int(self.model_t[step]), device=self.device, dtype=torch.long)  # the network's timestep
+            i = torch.full((B,), step, device=self.device, dtype=torch.long)  # the schedule's index
             z = randn() if step > 0 else torch.zeros(shape, device=self.device)
             if physics is None:
                 with torch.no_grad():
-                    x0 = self._clip(self.predict_x0(x, t, eps_fn(x, t).float()))
-                    x = self.posterior_mean(x0, x, t) + self.post_std[step] * z
+                    x0 = self._clip(self.predict_x0(x, i, eps_fn(x, t).float()))
+                    x = self.posterior_mean(x0, x, i) + self.post_std[step] * z
                 continue
             with torch.enable_grad():
                 if grad_through_model:
                     xin = x.detach().requires_grad_(True)
-                    x0 = self.predict_x0(xin, t, eps_fn(xin, t).float())
+                    x0 = self.predict_x0(xin, i, eps_fn(xin, t).float())
                     (g,) = torch.autograd.grad(physics(x0).sum(), xin)
                 else:
                     with torch.no_grad():
-                        x0 = self.predict_x0(x, t, eps_fn(x, t).float())
+                        x0 = self.predict_x0(x, i, eps_fn(x, t).float())
                     x0r = x0.detach().requires_grad_(True)
                     (g,) = torch.autograd.grad(physics(x0r).sum(), x0r)
                     g = g / self.sqrt_ab[step]  # d h0_hat / d h_t with eps held fixed
             with torch.no_grad():
-                mu = self.posterior_mean(self._clip(x0.detach()), x, t)
+                mu = self.posterior_mean(self._clip(x0.detach()), x, i)
                 sigma = self.post_std[step]
-                r = math.sqrt(n) * self.post_std_clipped[step]
+                r = math.sqrt(n) * sigma
                 gn = g.norm(dim=-1, keepdim=True)
                 ok = (gn > 1e-12) & torch.isfinite(gn)
                 d_star = torch.where(ok, -r * g / gn.clamp_min(1e-12), torch.zeros_like(g))
@@ -171,3 +187,25 @@ class Diffusion:
                 dn = d_m.norm(dim=-1, keepdim=True)
                 x = mu + torch.where(dn > 1e-12, r * d_m / dn.clamp_min(1e-12), torch.zeros_like(d_m))
         return x.detach()
+
+    @torch.no_grad()
+    def sample_dpm(self, eps_fn: EpsFn, shape: tuple[int, int], noise: Callable[[], Tensor]) -> Tensor:
+        """Unguided sampling with DPM-Solver++(2M) (Lu et al. 2022, data prediction, multistep) on this
+        schedule's timesteps (use :meth:`respaced` for few steps); deterministic given h_T = ``noise()``."""
+        B = shape[0]
+        x = noise().to(self.device)
+        ab = self.alphas_cumprod.double()
+        alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+        lam = torch.log(alpha / sigma)
+        prev_x0, prev_h = None, None
+        for step in range(self.T - 1, -1, -1):
+            t = torch.full((B,), int(self.model_t[step]), device=self.device, dtype=torch.long)
+            i = torch.full((B,), step, device=self.device, dtype=torch.long)
+            x0 = self._clip(self.predict_x0(x, i, eps_fn(x, t).float()))
+            if step == 0:
+                return x0
+            h = float(lam[step - 1] - lam[step])
+            d = x0 if prev_x0 is None else (1 + h / (2 * prev_h)) * x0 - (h / (2 * prev_h)) * prev_x0
+            x = float(sigma[step - 1] / sigma[step]) * x - float(alpha[step - 1] * math.expm1(-h)) * d
+            prev_x0, prev_h = x0, h
+        return x

@@ -56,8 +56,10 @@ class ObjectGroups:
         return ObjectGroups(*(torch.cat([getattr(g, f) for g in items]) for f in ("centres", "local", "normals")))
 
 
-def group_object(points: np.ndarray, normals: np.ndarray, config: ModelConfig, scale: float = 1.0) -> ObjectGroups:
-    """Deterministic grouping of one object's points (P,3)/(P,3) -> ObjectGroups with O = 1."""
+def group_object(points: np.ndarray, normals: np.ndarray, config: ModelConfig, scale: float = 1.0,
+                 start: int = 0) -> ObjectGroups:
+    """Deterministic grouping of one object's points (P,3)/(P,3) -> ObjectGroups with O = 1 (``start``:
+    the point farthest-point sampling begins at)."""
     points = np.asarray(points, dtype=np.float64) * float(scale)
     normals = np.asarray(normals, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or normals.shape != points.shape or len(points) < config.group_size:
@@ -66,9 +68,9 @@ def group_object(points: np.ndarray, normals: np.ndarray, config: ModelConfig, s
             f"{points.shape} and {normals.shape}"
         )
     if len(points) > config.n_points:  # a fixed, evenly spread subset
-        keep = farthest_point_sampling(points, config.n_points)
+        keep = farthest_point_sampling(points, config.n_points, start=start % len(points))
         points, normals = points[keep], normals[keep]
-    centres_idx = farthest_point_sampling(points, config.n_groups)
+    centres_idx = farthest_point_sampling(points, config.n_groups, start=start % len(points))
     centres = points[centres_idx]
     d = np.linalg.norm(centres[:, None, :] - points[None, :, :], axis=-1)  # (N, P)
     nbr = np.argsort(d, axis=1, kind="stable")[:, : config.group_size]

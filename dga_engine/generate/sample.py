@@ -66,7 +66,7 @@ class GraspSampler:
         self.device = torch.device(device)
         self.model = checkpoint.model.to(self.device).eval()  # guidance asks autograd for d/dx only
         self.normaliser = checkpoint.normaliser
-        self.diffusion = Diffusion(checkpoint.config.diffusion, self.device)
+        self.diffusion = Diffusion(checkpoint.config.diffusion, self.device).respaced(self.config.steps)
         # the shared CPU hand; the physics terms make (and cache) their own copy for other devices
         self.hand = default_hand()
         self.lower = self.hand.lower.to(self.device, torch.float64)
@@ -75,6 +75,8 @@ class GraspSampler:
             raise ValueError(f"autocast must be 'bf16' or 'fp32', got {self.config.autocast!r}")
         if self.config.rotation != "uniform":
             raise ValueError(f"unknown rotation sampling {self.config.rotation!r}: only 'uniform' is implemented")
+        if self.config.sampler not in ("ddpm", "dpm-solver++"):
+            raise ValueError(f"unknown sampler {self.config.sampler!r}: use 'ddpm' or 'dpm-solver++'")
 
     def _autocast(self):
         if self.config.autocast == "bf16":
@@ -152,7 +154,14 @@ class GraspSampler:
                 return torch.cat([torch.randn(k, 27, generator=gens[e]) for e, _, k in batch])
 
             phys = (lambda x0n, R=R_dev, o=o_dev: physics.per_grasp(x0n, R, o)) if physics is not None else None  # noqa: E731
-            x = self.diffusion.sample(eps_fn, (len(o), 27), None, phys, cfg.guidance_rate, cfg.grad_through_model, noise=noise)
+            if cfg.sampler == "dpm-solver++":
+                if phys is not None:
+                    raise ValueError("dpm-solver++ samples unguided: turn guidance off, or use the ddpm sampler (respaced "
+                                     "with SampleConfig.steps) for physics-guided sampling")
+                x = self.diffusion.sample_dpm(eps_fn, (len(o), 27), noise)
+            else:
+                x = self.diffusion.sample(eps_fn, (len(o), 27), None, phys, cfg.guidance_rate, cfg.grad_through_model,
+                                          noise=noise)
             xs.append(x)
             Rs.append(R)
             objs.append(o)

@@ -9,8 +9,10 @@ data (the shards' checksums) are the same; otherwise it refuses, unless ``restar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,6 +55,10 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)  # last epoch's mean losses
     history: list[dict[str, float]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    split: dict[str, int] = field(default_factory=dict)  # objects and grasps trained on / held out / test
+    best_epoch: int | None = None  # the held-out loss's best epoch: its weights are the ones sampled
+    best_val_loss: float | None = None
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -65,7 +71,11 @@ def default_device() -> torch.device:
 
 
 class Trainer:
-    """The training loop over a TrainingSet. Holds model, optimizer, normaliser and the RNG."""
+    """The training loop over a TrainingSet. Holds model, optimizer, normaliser, the EMA weights and the RNG.
+
+    train_rows / val_rows: indices of the TrainingSet's grasps to train on and to measure the held-out
+    loss on (default: every grasp trains, none is held out).
+    """
 
     def __init__(
         self,
@@ -73,6 +83,8 @@ class Trainer:
         data: TrainingSet,
         device: torch.device | str | None = None,
         normaliser: PoseNormaliser | None = None,
+        train_rows: np.ndarray | None = None,
+        val_rows: np.ndarray | None = None,
     ) -> None:
         self.config = config
         self.data = data
@@ -82,10 +94,13 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
         self.hand = default_hand()  # shared CPU instance: never moved (the physics terms copy it per device)
+        self.train_rows = np.arange(len(data)) if train_rows is None else np.asarray(train_rows)
+        self.val_rows = np.zeros(0, dtype=np.int64) if val_rows is None else np.asarray(val_rows)
         self.normaliser = normaliser or PoseNormaliser.from_data(
-            data.x, self.hand.lower.cpu().numpy(), self.hand.upper.cpu().numpy()
+            data.x[self.train_rows], self.hand.lower.cpu().numpy(), self.hand.upper.cpu().numpy()
         )
         self.model = GraspDiffusionNet(config.model).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if tc.ema_decay > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.diffusion = Diffusion(config.diffusion, self.device)
         self.generator = torch.Generator(device="cpu").manual_seed(tc.seed)
@@ -96,6 +111,8 @@ class Trainer:
         self.R = torch.as_tensor(data.R, dtype=torch.float32).to(dev)
         self.obj = torch.as_tensor(data.obj).to(dev)
         self.groups = data.bank.groups.to(dev)
+        self.variants = (data.bank.variants(config.model, tc.point_variants, tc.point_jitter, tc.seed).to(dev)
+                         if tc.point_variants > 0 else None)  # fmt: skip
         self.semantic = data.bank.semantic.to(dev)
         self.has_semantic = data.bank.has_semantic.to(dev)
         self.physics = PoseObjectives(
@@ -103,20 +120,51 @@ class Trainer:
         ) if (tc.physics_aware and tc.physics.any()) else None
 
     # ---- state ------------------------------------------------------------------------------------
-    def load_state(self, model_state: dict, optimizer_state: dict | None, rng: torch.Tensor | None, epoch: int, step: int) -> None:
+    def load_state(self, model_state: dict, optimizer_state: dict | None, rng: torch.Tensor | None, epoch: int, step: int,
+                   ema_state: dict | None = None) -> None:
         self.model.load_state_dict(model_state)
+        if self.ema is not None:
+            self.ema.load_state_dict(ema_state or model_state)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         if rng is not None:
             self.generator.set_state(rng)
         self.epoch, self.step = epoch, step
 
+    def sampling_model(self) -> GraspDiffusionNet:
+        """The weights to sample with: the EMA when kept, else the trained ones."""
+        return self.ema if self.ema is not None else self.model
+
+    def _learning_rate(self) -> float:
+        tc = self.config.train
+        if tc.lr_schedule == "cosine":
+            return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, self.epoch / max(1, tc.epochs)))))
+        if tc.lr_schedule != "constant":
+            raise ValueError(f"unknown lr_schedule {tc.lr_schedule!r}: use 'constant' or 'cosine'")
+        return tc.lr
+
+    def _context(self, model: GraspDiffusionNet, idx: Tensor, R: Tensor, obj: Tensor, augment: bool) -> Tensor:
+        if augment and self.variants is not None:  # a random resampled grouping of each grasp's object
+            k = self.config.train.point_variants
+            pick = obj * k + torch.randint(k, (len(idx),), generator=self.generator).to(self.device)
+            centres, local, normals = rotate_groups(self.variants, pick, R)
+        else:
+            centres, local, normals = rotate_groups(self.groups, obj, R)
+        has = self.has_semantic[obj]
+        if augment and self.config.train.semantic_dropout > 0:
+            keep = torch.rand(len(idx), generator=self.generator).to(self.device) >= self.config.train.semantic_dropout
+            has = has & keep
+        return model.encode(centres, local, normals, self.semantic[obj], has)
+
     # ---- one epoch --------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, float]:
         tc = self.config.train
         self.model.train()
-        n = len(self.x)
-        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate()
+        rows = torch.as_tensor(self.train_rows, device=self.device)
+        n = len(rows)
+        perm = rows[torch.randperm(n, generator=self.generator).to(self.device)]
         bs = min(tc.batch_size, n)
         n_batches = max(1, n // bs)  # drop the ragged tail (it is in the next epoch's permutation)
         use_physics = self.physics is not None and self.epoch >= tc.physics_warmup_epochs
@@ -125,12 +173,7 @@ class Trainer:
         for b in range(n_batches):
             idx = perm[b * bs : (b + 1) * bs]
             x0, R, obj = self.x[idx], self.R[idx], self.obj[idx]
-            centres, local, normals = rotate_groups(self.groups, obj, R)
-            has = self.has_semantic[obj]
-            if tc.semantic_dropout > 0:
-                keep = torch.rand(len(idx), generator=self.generator).to(self.device) >= tc.semantic_dropout
-                has = has & keep
-            ctx = self.model.encode(centres, local, normals, self.semantic[obj], has)
+            ctx = self._context(self.model, idx, R, obj, augment=True)
             t = self.diffusion.sample_timesteps(len(idx), self.generator, tc.antithetic).to(self.device)
             noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
             physics = (lambda x0n: self.physics.loss(x0n, R, obj)) if use_physics else None  # noqa: E731
@@ -146,14 +189,73 @@ class Trainer:
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                        e.mul_(tc.ema_decay).add_(p.detach(), alpha=1 - tc.ema_decay)
             self.step += 1
             sums["simple"] += float(losses["simple"].detach())
             sums["physics"] += float(losses["physics"].detach())
             sums["total"] += float(loss.detach())
         self.epoch += 1
         out = {k: v / n_batches for k, v in sums.items()}
-        out.update(epoch=self.epoch, seconds=time.perf_counter() - t0)
+        out.update(epoch=self.epoch, seconds=time.perf_counter() - t0, lr=self._learning_rate())
         return out
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """The noise-prediction loss of the sampling weights on the held-out grasps, with fixed timesteps and
+        noise (comparable across epochs); None without held-out grasps."""
+        if not len(self.val_rows):
+            return None
+        model = self.sampling_model().eval()
+        gen = torch.Generator().manual_seed(12345)
+        total, count = 0.0, 0
+        rows = torch.as_tensor(self.val_rows, device=self.device)
+        for b0 in range(0, len(rows), 256):
+            idx = rows[b0 : b0 + 256]
+            x0, R, obj = self.x[idx], self.R[idx], self.obj[idx]
+            ctx = self._context(model, idx, R, obj, augment=False)
+            t = self.diffusion.sample_timesteps(len(idx), gen, True).to(self.device)
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            losses = self.diffusion.training_losses(lambda xt, tt: model(xt, tt, ctx), x0, t, noise, None)
+            total += float(losses["simple"]) * len(idx)
+            count += len(idx)
+        return total / count
+
+
+def _kept_rows(table: pa.Table, data: TrainingSet) -> pa.Table:
+    """The rows of ``table`` that ``TrainingSet.from_table`` kept, in its order (object ids only)."""
+    ids = [data.bank.keys[i][0] for i in data.obj]
+    return pa.table({"object_id": pa.array(ids, pa.string())})
+
+
+def split_rows(layout: Layout, table: pa.Table, val_fraction: float, dataset: str) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(train rows, held-out rows, counts) of a training table.
+
+    Objects a source's split file marks ``test`` never train (the paper's protocol: generate for test
+    objects, measure there); ``val`` objects are held out; of the rest, ``val_fraction`` of the objects
+    (by a hash of their id, so the split is stable) are held out when there are at least 3 objects.
+    """
+    from dga_engine.sources.curate import object_splits
+
+    official = object_splits(layout, dataset)
+    ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
+    objects = sorted(set(ids.tolist()))
+    free = [o for o in objects if official.get(o) not in ("test", "val")]
+    held = {o for o in objects if official.get(o) == "val"}
+    if val_fraction > 0 and len(free) >= 3:
+        rank = sorted(free, key=lambda o: hashlib.sha256(o.encode()).hexdigest())
+        held |= set(rank[: max(1, int(round(val_fraction * len(free))))])
+    test = {o for o in objects if official.get(o) == "test"}
+    is_held = np.isin(ids, list(held))
+    is_test = np.isin(ids, list(test))
+    train_rows, val_rows = np.flatnonzero(~is_held & ~is_test), np.flatnonzero(is_held)
+    counts = {"train_objects": len(set(objects) - held - test), "val_objects": len(held), "test_objects": len(test),
+              "train_grasps": len(train_rows), "val_grasps": len(val_rows), "test_grasps": int(is_test.sum())}
+    if not len(train_rows):
+        train_rows, val_rows = np.arange(len(ids)), np.zeros(0, dtype=np.int64)  # too few objects to hold any out
+    return train_rows, val_rows, counts
 
 
 # ---- the stage ------------------------------------------------------------------------------------
@@ -221,31 +323,53 @@ def train(
         resume = ckpt.load(layout, round_, device="cpu", with_optimizer=True)
 
     data = TrainingSet.from_table(layout, table, config.model)
-    trainer = Trainer(config, data, device=device, normaliser=resume.normaliser if resume else None)
+    tc = config.train
+    train_rows, val_rows, split = split_rows(layout, _kept_rows(table, data), tc.val_fraction, dataset)
+    trainer = Trainer(config, data, device=device, normaliser=resume.normaliser if resume else None,
+                      train_rows=train_rows, val_rows=val_rows)
     history: list[dict[str, float]] = list(existing.get("history", [])) if resume else []
+    best = {"state": None, "loss": float("inf"), "epoch": None, "bad": 0}
     if resume is not None:
-        state = resume.model.state_dict()
-        trainer.load_state(state, resume.optimizer_state, resume.rng_state, resume.epoch, int(resume.meta.get("step", 0)))
+        states = resume.train_states or {}
+        trainer.load_state(states["model"], resume.optimizer_state, resume.rng_state, resume.epoch,
+                           int(resume.meta.get("step", 0)), ema_state=states.get("ema"))
+        if "best" in states:
+            best.update(state=states["best"], loss=float(resume.meta.get("best_val_loss", float("inf"))),
+                        epoch=resume.meta.get("best_epoch"), bad=int(resume.meta.get("evaluations_since_best", 0)))
     start = trainer.epoch
     run_history: list[dict[str, float]] = []
+    stopped = bool(existing and existing.get("stopped_early")) and resume is not None
 
     def save() -> None:
         ckpt.save(
             layout, round_, config, trainer.normaliser, trainer.model, trainer.optimizer,
             epoch=trainer.epoch, step=trainer.step, data_hash=data_hash, rng_state=trainer.generator.get_state(),
+            ema=trainer.ema, best=best["state"],
             extra={
                 "history": history, "n_grasps": len(data), "objects": sorted({k[0] for k in data.bank.keys}),
-                "shards": shards, "skipped": data.skipped, "complete": trainer.epoch >= target,
+                "shards": shards, "skipped": data.skipped, "complete": trainer.epoch >= target or stopped,
+                "split": split, "best_epoch": best["epoch"], "best_val_loss": best["loss"] if best["state"] else None,
+                "evaluations_since_best": best["bad"], "stopped_early": stopped,
             },
         )
 
-    while trainer.epoch < target:
+    while trainer.epoch < target and not stopped:
         stats = trainer.run_epoch()
+        if trainer.epoch % max(1, tc.eval_every) == 0 or trainer.epoch >= target:
+            val = trainer.validation_loss()
+            if val is not None:
+                stats["val"] = val
+                if val < best["loss"]:
+                    best.update(state=copy.deepcopy(trainer.sampling_model().state_dict()), loss=val,
+                                epoch=trainer.epoch, bad=0)
+                else:
+                    best["bad"] += 1
+                    stopped = tc.patience > 0 and best["bad"] >= tc.patience
         history.append(stats)
         run_history.append(stats)
         if on_epoch:
             on_epoch(stats)
-        if trainer.epoch % max(1, config.train.checkpoint_every) == 0 or trainer.epoch >= target:
+        if trainer.epoch % max(1, tc.checkpoint_every) == 0 or trainer.epoch >= target or stopped:
             save()
     if not run_history and (existing is None or restart):
         save()  # zero epochs requested: still leave a (untrained) checkpoint with the normaliser
@@ -254,6 +378,7 @@ def train(
         round=round_, epoch=trainer.epoch, epochs_run=len(run_history), steps=trainer.step, n_grasps=len(data),
         n_objects=len(data.bank.keys), resumed_from=start if resume else None, checkpoint=ckpt.round_dir(layout, round_),
         data_hash=data_hash, seconds=time.perf_counter() - t0, final=final, history=run_history, skipped=data.skipped,
+        split=split, best_epoch=best["epoch"], best_val_loss=best["loss"] if best["state"] else None, stopped_early=stopped,
     )
 
 

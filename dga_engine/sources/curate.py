@@ -309,6 +309,34 @@ def _splits_path(layout: Layout, dataset: str, source: str) -> str:
     return layout.dataset(dataset) + f"/splits/{safe_name(source)}.json"
 
 
+SPLITS = ("train", "val", "test")
+
+
+def object_splits(layout: Layout, dataset: str = DEFAULT_DATASET) -> dict[str, str]:
+    """{object_id: train | val | test} from every source's split file of the dataset (objects a source
+    names no split for are left out). Read back from storage, so checked: a damaged file is skipped with
+    a warning, unknown split names are ignored."""
+    folder = layout.dataset(dataset) + "/splits"
+    out: dict[str, str] = {}
+    for name in sorted(fs.listdir(folder)):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = f"{folder}/{name}"
+        try:
+            if fs.size(path) > 64 << 20:
+                raise ValueError("larger than 64 MiB")
+            objects = fs.read_json(path).get("objects", {})
+            items = objects.items() if isinstance(objects, dict) else ()
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("skipping split file %s: %s", path, exc)
+            continue
+        for object_id, entry in items:
+            split = entry.get("split") if isinstance(entry, dict) else None
+            if isinstance(object_id, str) and split in SPLITS:
+                out[object_id] = split
+    return out
+
+
 def _write_splits(layout: Layout, dataset: str, source: str, placed: dict[str, PlacedObject]) -> str:
     path = _splits_path(layout, dataset, source)
     current = fs.read_json(path) if fs.exists(path) else {"source": source, "objects": {}}

@@ -20,7 +20,8 @@ import pytest
 from .local_services import REPO, S3_KEY, S3_SECRET, Service, exe, http_json, run, s3_env, start_prefect_server
 
 FLOW_PARAMETERS = ("root", "profile", "objects", "n_objects", "sources", "rounds", "seed_per_object",
-                   "generate_per_object", "backend", "workers", "ray_address", "dataset", "seed")
+                   "generate_per_object", "backend", "workers", "ray_address", "dataset", "seed", "refine",
+                   "expand_objects", "n_expand", "top_up_below")
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_config_round_trip_and_presets():
     assert longer.model_hash() == tiny_config().model_hash()  # training longer resumes
     assert paper_config().model.width == 512 and paper_config().diffusion.steps == 100
     assert paper_config().sample.weights.erf == 0.3 and tiny_config().train.physics.erf == 1.0  # reference weights
-    assert tiny_config().sample.weights.erf == 3.0  # the CPU preset favours acceptance (docs/generator.md)
+    assert tiny_config().sample.weights.erf == 0.3 and tiny_config().sample.steps == 20  # polish removes the depth
     with pytest.raises(ValueError):
         preset("huge")
     with pytest.raises(ValueError):
