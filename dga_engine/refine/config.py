@@ -52,6 +52,7 @@ class RefineConfig:
     anneal_steps: int = 0  # 0 = no anneal (repair)
     anneal_step_size: float = 0.002  # first step (m for the translation; seed synthesis starts at 0.005 from far away)
     anneal_temperature: float = 1.0  # first Metropolis temperature (seed synthesis: 18; a warm start needs little exploring)
+    anneal_contacts: int = 6  # contact points of the force-closure energy (seed synthesis: 4); 6 kept 46% vs 38% of generated grasps (measured)
     field_resolution: int = 64  # nodes per axis of the object's SDF grid used by the anneal
     # ---- execution ----
     batch_size: int = 128  # grasps of one object optimised together

@@ -116,6 +116,10 @@ class ObjectRefiner:
         Poses the filter would call invalid (non-finite, a bad quaternion or scale, far away) are left
         ``unchanged`` for the filter to reject; ``seed`` makes the anneal's draws reproducible.
         """
+        return refine_together([(self, translation, rotation, joints, seed)])[0]
+
+    def check(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray) -> "_Work":
+        """Step 1: measure every grasp; the work left is the rows to optimise."""
         from dga_engine.simulate.engine import check_poses
 
         cfg, fc = self.config, self.filter_config
@@ -135,53 +139,39 @@ class ObjectRefiner:
             stats={"grasps": n, "checked": 0, "optimised": 0, "refined": 0, "failed": 0, "check_cpu_s": 0.0,
                    "optimise_cpu_s": 0.0, "recheck_cpu_s": 0.0},
         )  # fmt: skip
-        valid = np.array([why is None for why in invalid])
-        if not valid.any():
-            return out
-        idx = np.flatnonzero(valid)
+        valid = np.array([why is None for why in invalid], dtype=bool)
         R = np.zeros((n, 3, 3))
-        R[idx] = quat_to_matrix(torch.as_tensor(quat[idx] / np.linalg.norm(quat[idx], axis=1, keepdims=True))).numpy()
-        c0 = time.process_time()
-        oh, ho = self.measure(t[idx], R[idx], q[idx])
-        out.stats["check_cpu_s"] = time.process_time() - c0
-        out.pen_object_hand_mm[idx, 0], out.pen_hand_object_mm[idx, 0] = oh, ho
-        excess = self._joint_excess(q[idx]).max(axis=1)
-        out.stats["checked"] = len(idx)
-        over = (oh > fc.max_pen_object_hand_mm) | (ho > fc.max_pen_hand_object_mm) | (excess > fc.joint_limit_tol)
-        todo = idx if cfg.refine_all else idx[over]
-        for b0 in range(0, len(todo), cfg.batch_size):
-            rows = todo[b0 : b0 + cfg.batch_size]
-            self._refine_batch(out, rows, t, R, q, seed=zlib.crc32(f"{seed}:{b0}".encode()))
-        return out
+        idx = np.flatnonzero(valid)
+        if len(idx):
+            R[idx] = quat_to_matrix(torch.as_tensor(quat[idx] / np.linalg.norm(quat[idx], axis=1, keepdims=True))).numpy()
+            c0 = time.process_time()
+            oh, ho = self.measure(t[idx], R[idx], q[idx])
+            out.stats["check_cpu_s"] = time.process_time() - c0
+            out.pen_object_hand_mm[idx, 0], out.pen_hand_object_mm[idx, 0] = oh, ho
+            excess = self._joint_excess(q[idx]).max(axis=1)
+            out.stats["checked"] = len(idx)
+            over = (oh > fc.max_pen_object_hand_mm) | (ho > fc.max_pen_hand_object_mm) | (excess > fc.joint_limit_tol)
+            idx = idx if cfg.refine_all else idx[over]
+        return _Work(self, out, idx, t, R, q)
 
-    def _refine_batch(self, out: RefineOutcome, rows: np.ndarray, t: np.ndarray, R: np.ndarray, q: np.ndarray,
-                      seed: int) -> None:
-        from dga_engine.synthesize.config import FAST
-        from dga_engine.synthesize.energy import GraspEnergy, Pose
-        from dga_engine.synthesize.optimize import PoseBounds, anneal
+    def finish(self, work: "_Work", pose) -> None:
+        """Step 3 (after the anneal, if any, moved ``pose`` - the work's rows): the repair, the second check, and
+        every row's status."""
+        cfg, fc, out, rows = self.config, self.filter_config, work.out, work.rows
+        t, R, q, bounds = work.t, work.R, work.q, work.bounds
+        c0 = time.process_time()
+        from dga_engine.synthesize.energy import Pose
         from dga_engine.threads import torch_threads
 
-        cfg, fc, hand = self.config, self.filter_config, self.hand
-        dtype = hand.lower.dtype
-        pose0 = Pose(torch.as_tensor(t[rows], dtype=dtype), matrix_to_rot6d(torch.as_tensor(R[rows], dtype=dtype)),
-                     torch.as_tensor(q[rows], dtype=dtype))  # fmt: skip
-        bounds = PoseBounds.around(pose0, hand.lower, hand.upper, cfg.max_joint_change, cfg.max_translation_change,
-                                   cfg.max_rotation_change)  # fmt: skip
-        feasible = bounds.feasible().numpy()
-        out.stats["optimised"] += len(rows)
-        c0 = time.process_time()
+        solver, x = self.solver(), pose.flat()
         with torch_threads(cfg.threads):
-            pose = pose0
-            if cfg.anneal_steps:
-                synth = FAST.replace(n_iter=cfg.anneal_steps, step_size=cfg.anneal_step_size,
-                                     temperature=cfg.anneal_temperature, restart_at=(),
-                                     temperature_final=min(FAST.temperature_final, cfg.anneal_temperature))  # fmt: skip
-                energy = GraspEnergy(hand, self.spheres, self.grid(), self.centre, synth)
-                pose = anneal(energy, pose, synth, torch.Generator().manual_seed(seed), bounds=bounds,
-                              contact_idx=energy.nearest_contacts(pose)).pose
             deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
-            pose = Pose.unflat(self.solver()(pose.flat(), bounds, keep_contacts=cfg.keep_contacts,
-                                             deep=None if cfg.anneal_steps else deep))
+            parts = []
+            for a in range(0, len(rows), cfg.batch_size):  # bounded memory whatever the object's grasp count
+                sl = torch.arange(a, min(len(rows), a + cfg.batch_size))
+                parts.append(solver(x[sl], bounds.take(sl), keep_contacts=cfg.keep_contacts,
+                                    deep=None if cfg.anneal_steps else deep[sl]))
+            pose = Pose.unflat(torch.cat(parts))
         with torch.no_grad():
             t1 = pose.t.double().numpy()
             R1 = pose.matrix().double().numpy()
@@ -197,6 +187,7 @@ class ObjectRefiner:
         eps = 1e-5  # float32 round-off of the projection
         within = (dq <= cfg.max_joint_change + eps) & (dt <= cfg.max_translation_change + eps) & (dr <= cfg.max_rotation_change + eps)
         in_limits = self._joint_excess(q1).max(axis=1) <= eps
+        feasible = bounds.feasible().numpy()
         ok = feasible & within & in_limits & (oh <= fc.max_pen_object_hand_mm) & (ho <= fc.max_pen_hand_object_mm)
         quat1 = matrix_to_quat(torch.as_tensor(R1)).numpy()
         for k, i in enumerate(rows):
@@ -237,3 +228,91 @@ class ObjectRefiner:
 
             self._grid = GridField.from_asset(self.asset, self.scale, resolution=self.config.field_resolution)
         return self._grid
+
+
+@dataclass
+class _Work:
+    """One object's grasps between the steps of :func:`refine_together`."""
+
+    refiner: ObjectRefiner
+    out: RefineOutcome
+    rows: np.ndarray  # the grasps to optimise
+    t: np.ndarray  # (n, 3) every grasp's translation, float64
+    R: np.ndarray  # (n, 3, 3)
+    q: np.ndarray  # (n, 24)
+    bounds: object = None  # PoseBounds of the rows
+
+    def pose(self):
+        from dga_engine.synthesize.energy import Pose
+
+        dtype = self.refiner.hand.lower.dtype
+        return Pose(torch.as_tensor(self.t[self.rows], dtype=dtype),
+                    matrix_to_rot6d(torch.as_tensor(self.R[self.rows], dtype=dtype)),
+                    torch.as_tensor(self.q[self.rows], dtype=dtype))  # fmt: skip
+
+
+def refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.ndarray, int]]) -> list[RefineOutcome]:
+    """Refine the grasps of several objects: (refiner, translation, rotation, joints, seed) each.
+
+    The anneal of ``polish`` runs over the grasps of all the objects at once, ``batch_size`` at a time (one
+    stacked SDF grid, each grasp reading its own object's): a batch's fixed cost per step is shared by
+    more grasps, which is where most of its time goes for the few dozen grasps of one object. The
+    repair and the checks run per object. Every refiner must have the same config.
+    """
+    from dga_engine.physics.fields import GridField, PerGraspField
+    from dga_engine.synthesize.config import FAST
+    from dga_engine.synthesize.energy import GraspEnergy, Pose
+    from dga_engine.synthesize.optimize import PoseBounds, anneal
+    from dga_engine.threads import torch_threads
+
+    works = [refiner.check(t, quat, q) for refiner, t, quat, q, _ in items]
+    if not works:
+        return []
+    cfg = works[0].refiner.config
+    hand = works[0].refiner.hand
+    for w in works:
+        w.out.stats["optimised"] = len(w.rows)
+        w.bounds = PoseBounds.around(w.pose(), hand.lower, hand.upper, cfg.max_joint_change,
+                                     cfg.max_translation_change, cfg.max_rotation_change)  # fmt: skip
+    poses = {id(w): w.pose() for w in works}
+    if cfg.anneal_steps:
+        synth = FAST.replace(n_iter=cfg.anneal_steps, step_size=cfg.anneal_step_size, n_contact=cfg.anneal_contacts,
+                             temperature=cfg.anneal_temperature, restart_at=(),
+                             temperature_final=min(FAST.temperature_final, cfg.anneal_temperature))  # fmt: skip
+        # (work, first row, last row) chunks of at most batch_size grasps, objects kept whole where they fit
+        chunks, current, used = [], [], 0
+        for w in works:
+            for a in range(0, len(w.rows), cfg.batch_size):
+                b = min(len(w.rows), a + cfg.batch_size)
+                if used + (b - a) > cfg.batch_size and current:
+                    chunks.append(current)
+                    current, used = [], 0
+                current.append((w, a, b))
+                used += b - a
+        if current:
+            chunks.append(current)
+        seed = zlib.crc32(":".join(str(it[4]) for it in items).encode())
+        for c, chunk in enumerate(chunks):
+            c0 = time.process_time()
+            grids = GridField.stack([w.refiner.grid() for w, _, _ in chunk])
+            index = torch.cat([torch.full((b - a,), k, dtype=torch.long) for k, (_, a, b) in enumerate(chunk)])
+            centre = torch.cat([w.refiner.centre.expand(b - a, 3) for w, a, b in chunk])
+            pose = Pose(*(torch.cat([getattr(poses[id(w)], f)[a:b] for w, a, b in chunk]) for f in ("t", "r6", "q")))
+            bounds = PoseBounds.cat([w.bounds.take(torch.arange(a, b)) for w, a, b in chunk])
+            with torch_threads(cfg.threads):
+                energy = GraspEnergy(hand, works[0].refiner.spheres, PerGraspField(grids, index), centre, synth)
+                moved = anneal(energy, pose, synth, torch.Generator().manual_seed(seed + c), bounds=bounds,
+                               contact_idx=energy.nearest_contacts(pose)).pose
+            k0 = 0
+            for w, a, b in chunk:
+                p = poses[id(w)]
+                for f in ("t", "r6", "q"):
+                    getattr(p, f)[a:b] = getattr(moved, f)[k0 : k0 + (b - a)]
+                k0 += b - a
+            share = (time.process_time() - c0) / len(index)
+            for w, a, b in chunk:
+                w.out.stats["optimise_cpu_s"] += share * (b - a)
+    for w in works:
+        if len(w.rows):
+            w.refiner.finish(w, poses[id(w)])
+    return [w.out for w in works]

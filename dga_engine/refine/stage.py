@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "refine"
 REFINED_SUFFIX = "+refined"
+_KEEP_REFINERS = 16  # objects (their points, parts and grid) a process keeps between tasks
 
 
 def refined_source(source: str) -> str:
@@ -76,61 +78,91 @@ class RefineSummary:
 
 
 @dataclass
-class _Task:
-    root: str
+class _Part:
+    """Grasps of one (object, scale) in a task: ``rows`` index the unit's table; arrays are (n, ...)."""
+
     object_id: str
     scale: float
     rows: np.ndarray
     translation: np.ndarray
     rotation: np.ndarray
     joints: np.ndarray
+    seed: int
+
+
+@dataclass
+class _Task:
+    root: str
+    parts: list[_Part]
     config: dict[str, Any]
     filter_config: dict[str, Any]
-    seed: int
     tag: int = 0  # unit index
 
 
-_REFINERS: dict[tuple, Any] = {}
+_REFINERS: "OrderedDict[tuple, Any]" = OrderedDict()
 
 
 def _refiner(root: str, object_id: str, scale: float, config: RefineConfig, filter_config: FilterConfig):
-    """The refiner of one (object, scale), kept for the last object this process saw."""
+    """The refiner of one (object, scale), kept for the last few objects this process saw."""
     from dga_engine.objects.store import ObjectStore
     from dga_engine.refine.optimize import ObjectRefiner
 
     key = (root, object_id, scale, config.config_hash(), filter_config.protocol_version)
-    if key not in _REFINERS:
-        _REFINERS.clear()
-        asset = ObjectStore(Layout.at(root)).load(object_id)
-        _REFINERS[key] = ObjectRefiner(asset, scale, config, filter_config)
+    if key in _REFINERS:
+        _REFINERS.move_to_end(key)
+        return _REFINERS[key]
+    asset = ObjectStore(Layout.at(root)).load(object_id)
+    _REFINERS[key] = ObjectRefiner(asset, scale, config, filter_config)
+    while len(_REFINERS) > _KEEP_REFINERS:
+        _REFINERS.popitem(last=False)
     return _REFINERS[key]
 
 
-def _run_task(task: _Task) -> tuple[_Task, RefineOutcome | str, float]:
-    """Refine one task (in-process or in a worker); an object that cannot be loaded leaves its rows as they are."""
+def _run_task(task: _Task) -> tuple[_Task, list[RefineOutcome | str], float]:
+    """Refine one task (in-process or in a worker). An object that cannot be loaded leaves its rows as they are."""
+    from dga_engine.refine.optimize import refine_together
+
     t0 = time.process_time()
+    config, filter_config = RefineConfig(**task.config), FilterConfig(**task.filter_config)
+    outcomes: list[RefineOutcome | str] = []
+    items, where = [], []
+    for k, part in enumerate(task.parts):
+        try:
+            items.append((_refiner(task.root, part.object_id, part.scale, config, filter_config), part.translation,
+                          part.rotation, part.joints, part.seed))  # fmt: skip
+            where.append(k)
+            outcomes.append("")
+        except Exception as exc:  # noqa: BLE001 - the object's rows go to the filter unrefined, which reports them
+            outcomes.append(f"{type(exc).__name__}: {exc}")
     try:
-        refiner = _refiner(task.root, task.object_id, task.scale, RefineConfig(**task.config), FilterConfig(**task.filter_config))
-        outcome: RefineOutcome | str = refiner.refine(task.translation, task.rotation, task.joints, seed=task.seed)
-    except Exception as exc:  # noqa: BLE001 - the object's rows go to the filter unrefined, which reports them
-        outcome = f"{type(exc).__name__}: {exc}"
-    return task, outcome, time.process_time() - t0
+        for k, out in zip(where, refine_together(items)):
+            outcomes[k] = out
+    except Exception as exc:  # noqa: BLE001 - e.g. odd geometry: the task's grasps go to the filter as they are
+        for k in where:
+            outcomes[k] = f"{type(exc).__name__}: {exc}"
+    return task, outcomes, time.process_time() - t0
 
 
 def _tasks(layout: Layout, table: pa.Table, config: RefineConfig, filter_config: FilterConfig, tag: int) -> list[_Task]:
-    """Tasks of at most ``config.batch_size`` rows of one (object, scale), in a fixed order."""
+    """Tasks of at most ``config.batch_size`` grasps, in a fixed order. A task holds one (object, scale), or,
+    for presets that anneal (whose cost per step is shared by the whole batch), several."""
     arrays = pose_arrays(table)
     ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
     scales = arrays["object_scale"]
     cfg, fcfg = config.to_dict(), filter_config.to_dict()
-    tasks = []
+    tasks: list[_Task] = []
     for oid in sorted(set(ids.tolist())):
         for scale in np.unique(scales[ids == oid]):
             rows = np.flatnonzero((ids == oid) & (scales == scale))
             for s in range(0, len(rows), config.batch_size):
                 r = rows[s : s + config.batch_size]
-                tasks.append(_Task(layout.root, oid, float(scale), r, arrays["translation"][r], arrays["rotation"][r],
-                                   arrays["joints"][r], cfg, fcfg, seed=s, tag=tag))  # fmt: skip
+                part = _Part(oid, float(scale), r, arrays["translation"][r], arrays["rotation"][r], arrays["joints"][r], s)
+                last = tasks[-1] if tasks else None
+                if (config.anneal_steps and last is not None
+                        and sum(len(p.rows) for p in last.parts) + len(r) <= config.batch_size):
+                    last.parts.append(part)
+                else:
+                    tasks.append(_Task(layout.root, [part], cfg, fcfg, tag=tag))
     return tasks
 
 
@@ -148,7 +180,7 @@ def _iter_outcomes(tasks: list[_Task], workers: int):
             yield fut.result()
 
 
-def apply_outcomes(table: pa.Table, results: list[tuple[_Task, RefineOutcome | str]], config: RefineConfig) -> pa.Table:
+def apply_outcomes(table: pa.Table, results: list[tuple[_Task, list[RefineOutcome | str]]], config: RefineConfig) -> pa.Table:
     """``table`` (GRASP_SCHEMA) with every row's refine fields set and refined rows' poses and ids replaced."""
     n = table.num_rows
     arrays = pose_arrays(table)
@@ -157,14 +189,15 @@ def apply_outcomes(table: pa.Table, results: list[tuple[_Task, RefineOutcome | s
     dq = np.zeros(n, np.float32)
     dt = np.zeros(n, np.float32)
     dr = np.zeros(n, np.float32)
-    for task, out in results:
-        if isinstance(out, str):
-            log.warning("refine: object %s left unrefined: %s", task.object_id, out)
-            continue
-        rows = task.rows
-        t[rows], quat[rows], q[rows] = out.translation, out.rotation, out.joints
-        status[rows] = out.status
-        dq[rows], dt[rows], dr[rows] = out.joint_change, out.translation_change, out.rotation_change
+    for task, outs in results:
+        for part, out in zip(task.parts, outs):
+            if isinstance(out, str):
+                log.warning("refine: object %s left unrefined: %s", part.object_id, out)
+                continue
+            rows = part.rows
+            t[rows], quat[rows], q[rows] = out.translation, out.rotation, out.joints
+            status[rows] = out.status
+            dq[rows], dt[rows], dr[rows] = out.joint_change, out.translation_change, out.rotation_change
     refined = status == STATUS_REFINED
     ids = table.column("grasp_id").to_pylist()
     new_ids = list(ids)
@@ -203,7 +236,7 @@ def refine_table(layout: Layout, table: pa.Table, config: RefineConfig = REPAIR,
         results.append((task, out))
         cpu += seconds
         if progress is not None:
-            progress(len(task.rows))
+            progress(sum(len(p.rows) for p in task.parts))
     return apply_outcomes(table, results, config), cpu
 
 
@@ -267,7 +300,7 @@ def run_refine(
         collected[u].append((task, out))
         summary.cpu_seconds += seconds
         remaining[u] -= 1
-        done += len(task.rows)
+        done += sum(len(p.rows) for p in task.parts)
         if progress is not None:
             progress(done, total)
         if remaining[u] == 0:

@@ -71,10 +71,11 @@ def skew(v: Tensor) -> Tensor:
 
 
 def force_closure(points: Tensor, normals: Tensor, centre: Tensor) -> Tensor:
-    """||G c|| for contacts (B, n, 3) with unit normals (B, n, 3); torques about ``centre`` (3,) -> (B,)."""
+    """||G c|| for contacts (B, n, 3) with unit normals (B, n, 3); torques about ``centre`` (3,), or (B, 3) one
+    per grasp -> (B,)."""
     b, n, _ = points.shape
     eye = torch.eye(3, dtype=points.dtype, device=points.device).expand(b, n, 3, 3)
-    g = torch.cat([eye, skew(points - centre)], dim=-2)  # (B, n, 6, 3): contact i's block of G
+    g = torch.cat([eye, skew(points - (centre.unsqueeze(1) if centre.ndim == 2 else centre))], dim=-2)  # (B, n, 6, 3): contact i's block of G
     wrench = (g @ normals.unsqueeze(-1)).squeeze(-1).sum(1)  # (B, 6)
     return wrench.norm(dim=-1)
 
@@ -90,7 +91,8 @@ def field_normals(field: ObjectField, points: Tensor) -> Tensor:
 class GraspEnergy:
     """Evaluates the energy terms for one object (field already at the object's scale) and a batch of poses.
 
-    centre: (3,) the point torques are taken about (the object's bounding-box centre).
+    centre: (3,) the point torques are taken about (the object's bounding-box centre), or (B, 3) one per grasp
+    (a batch mixing objects, with a :class:`~dga_engine.physics.fields.PerGraspField`).
     """
 
     def __init__(self, hand: HandModel, spheres: HandSpheres, field: ObjectField, centre: Tensor,

@@ -85,6 +85,13 @@ class PoseBounds:
         allowed change cannot be brought inside)."""
         return (self.q_lo <= self.q_hi).all(-1)
 
+    @staticmethod
+    def cat(items: list["PoseBounds"]) -> "PoseBounds":
+        """The bounds of several batches in one (they must share the root's limits)."""
+        first = items[0]
+        return PoseBounds(*(torch.cat([getattr(b, f) for b in items]) for f in ("t0", "R0", "q_lo", "q_hi")),
+                          first.max_translation, first.max_rotation)
+
     def take(self, rows: Tensor) -> "PoseBounds":
         """The bounds of a subset of the poses."""
         return PoseBounds(self.t0[rows], self.R0[rows], self.q_lo[rows], self.q_hi[rows], self.max_translation,
