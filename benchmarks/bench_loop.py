@@ -1,7 +1,8 @@
 """Does the model in the loop pay for itself? Accepted grasps per CPU-second on objects the generator never saw.
 
     .venv/bin/python benchmarks/bench_loop.py [--seed-objects 12] [--per-object 32] [--unseen duck,bunny_hires,...]
-                                              [--steps 20] [--json out.json]
+                                              [--steps 20] [--variant preset|no-ema|...] [--arms abcde]
+                                              [--json out.json]
 
 One process, one run, every arm on the same unseen objects (real-ish meshes, ``benchmarks/realish.py``):
 
@@ -66,11 +67,40 @@ def seed_root(n_seed: int, per_object: int, workers: int = 2):
     return layout, seed_ids, ids
 
 
-def train(layout, epochs: int | None):
+# Training variants (``--variant``): the tiny preset with one of its generalisation aids taken out, or all of them
+# (``reference``: the reference code's recipe at the tiny preset's size). Each trains in its own root.
+VARIANTS = {
+    "preset": {},
+    "no-ema": {"ema_decay": 0.0},
+    "no-point-variants": {"point_variants": 0, "point_jitter": 0.0},
+    "no-early-stop": {"val_fraction": 0.0, "patience": 0},
+    "reference": {"ema_decay": 0.0, "point_variants": 0, "point_jitter": 0.0, "val_fraction": 0.0, "patience": 0,
+                  "lr_schedule": "constant"},
+}
+
+
+def variant_root(seed_layout, name: str):
+    """The seed root itself for the preset; else a root sharing its objects and datasets with its own models."""
+    from dga_engine.layout import Layout
+
+    if name == "preset":
+        return seed_layout
+    root = OUT / f"variant-{name}-{Path(seed_layout.root).name}"
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("objects", "datasets"):
+        if not (root / sub).exists():
+            (root / sub).symlink_to(Path(seed_layout.root) / sub)
+    return Layout.at(str(root))
+
+
+def train(layout, epochs: int | None, variant: str = "preset"):
+    import dataclasses
+
     from dga_engine.generate import tiny_config
     from dga_engine.generate.train import train as run
 
     config = tiny_config()
+    config.train = dataclasses.replace(config.train, **VARIANTS[variant])
     if epochs:
         config.train.epochs = epochs
     t0 = time.process_time()
@@ -90,11 +120,14 @@ def outcome(layout, dataset: str, source: str) -> dict:
         rej = rej.filter(pa.compute.equal(rej.column("source"), source))
     both = pa.concat_tables([acc, rej.select(acc.column_names)]) if rej.num_rows else acc
     m = summarise(both) if both.num_rows else {}
+    kept = summarise(acc) if acc.num_rows else {}
     reasons: dict[str, int] = {}
     for r in (rej.column("reason").to_pylist() if rej.num_rows else []):
         reasons[r] = reasons.get(r, 0) + 1
     return {"candidates": both.num_rows, "accepted": acc.num_rows, "share": acc.num_rows / max(1, both.num_rows),
             "suc1": m.get("suc1"), "suc6": m.get("suc6"), "pen_mm": m.get("pen_mm"), "div": m.get("div"),
+            # the filter's own depths, mean over the accepted grasps
+            "accepted_object_hand_mm": kept.get("pen_object_hand_mm"), "accepted_hand_object_mm": kept.get("pen_hand_object_mm"),
             "reasons": reasons}
 
 
@@ -146,6 +179,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: the tiny preset's)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the tiny preset's)")
     ap.add_argument("--arms", default="abcde")
+    ap.add_argument("--variant", default="preset", choices=sorted(VARIANTS),
+                    help="train the generator with one of the tiny preset's generalisation aids taken out")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -162,9 +197,11 @@ def main() -> None:
     from dga_engine.synthesize.initialize import initial_poses
 
     torch.set_num_threads(1)
-    layout, seed_ids, realish_ids = seed_root(args.seed_objects, args.seed_per_object)
+    seed_layout, seed_ids, realish_ids = seed_root(args.seed_objects, args.seed_per_object)
+    layout = variant_root(seed_layout, args.variant)
     report: dict = {"machine": os.uname().nodename, "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(),
-                    "seed_objects": len(seed_ids), "training": train(layout, args.epochs)}
+                    "seed_objects": len(seed_ids), "variant": args.variant,
+                    "training": train(layout, args.epochs, args.variant)}
     unseen = [realish_ids[n] for n in args.unseen.split(",")]
     n = args.per_object
     sample = SampleConfig.preset("tiny")

@@ -104,8 +104,10 @@ def speed(seqs: list[np.ndarray], workers: int) -> dict:
 
 
 def grab_filter_share(n_sequences: int, seed: int = 0) -> dict:
-    """Synthetic GRAB download -> curate --source grab -> filter (no refine)."""
+    """Synthetic GRAB download -> curate --source grab -> filter without refine (the baseline), then repair +
+    filter on the same candidates (what ``dga-engine filter --source grab`` does)."""
     from dga_engine.layout import Layout
+    from dga_engine.refine import RefineConfig, run_refine
     from dga_engine.simulate.stage import run_filter
     from dga_engine.sources.curate import CurateConfig, curate
     from dga_engine.sources.grab import read_sequence, right_hand_contact
@@ -129,11 +131,19 @@ def grab_filter_share(n_sequences: int, seed: int = 0) -> dict:
         t0 = time.perf_counter()
         summary = run_filter(layout, source="grab", workers=2)
         t_filter = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        refined = run_refine(layout, "grab", RefineConfig.preset("repair"), workers=2)
+        t_refine = time.perf_counter() - t0
+        with_refine = run_filter(layout, source="grab", workers=2, refined=True)
     return {"sequences": n_sequences, "right_hand_contact_frames": contact, "candidates": report.grasps_written,
             "bad_records": report.bad_records, "accepted": summary.accepted, "rejected": summary.rejected,
             "accepted_share": round(summary.accepted / max(1, summary.total), 3), "reject_reasons": summary.reasons,
             "fk_residual_mm": report.fk_residual_mm, "curate_s": round(t_curate, 1), "filter_s": round(t_filter, 1),
-            "metrics": summary.metrics}
+            "metrics": summary.metrics,
+            "with_refine": {"accepted": with_refine.accepted, "rejected": with_refine.rejected,
+                            "accepted_share": round(with_refine.accepted / max(1, with_refine.total), 3),
+                            "reject_reasons": with_refine.reasons, "refine": refined.statuses, "refine_cpu_s": round(refined.cpu_seconds, 1),
+                            "refine_s": round(t_refine, 1), "metrics": with_refine.metrics}}
 
 
 # Peak memory from /proc/self/status VmHWM: unlike ru_maxrss it is not inherited from the forking parent.
