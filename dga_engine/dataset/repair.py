@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from dga_engine.dataset.verify import VerifyReport
 
 
-def rerun_damaged(ds: "Dataset", report: "VerifyReport | None" = None, dry_run: bool = False) -> dict[str, Any]:
+def rerun_damaged(ds: Dataset, report: VerifyReport | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Make the units that wrote the damaged shards of ``report`` (default: a fresh verify) run again."""
     from dga_engine.dataset.store import REJECTS_DIR, REJECTS_FILE
 

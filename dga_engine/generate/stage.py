@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +100,9 @@ def sampling_config_hash(checkpoint_id: str, sample: SampleConfig, per_object: i
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def plan_jobs(object_ids: Iterable[str], per_object: int, round_: int, config_hash: str, objects_per_batch: int) -> list[BatchJob]:
+def plan_jobs(
+    object_ids: Iterable[str], per_object: int, round_: int, config_hash: str, objects_per_batch: int
+) -> list[BatchJob]:
     ids = sorted(set(object_ids))
     size = max(1, int(objects_per_batch))
     jobs = []
@@ -139,9 +142,15 @@ def run_batch(sampler: GraspSampler, layout: Layout, job: BatchJob, generator: s
         k = counter.get(o, 0)
         counter[o] = k + 1
         rec.append(f"{job.config_hash}:{o}:{k}")
-    finite = np.isfinite(samples.translation).all(1) & np.isfinite(samples.joints).all(1) & np.isfinite(samples.rotation).all(1)
+    finite = (
+        np.isfinite(samples.translation).all(1)
+        & np.isfinite(samples.joints).all(1)
+        & np.isfinite(samples.rotation).all(1)
+    )
     if not finite.all():
-        errors.append({"object_id": "*", "error": f"{int((~finite).sum())} sampled grasps were not finite and were dropped"})
+        errors.append(
+            {"object_id": "*", "error": f"{int((~finite).sum())} sampled grasps were not finite and were dropped"}
+        )
     keep = np.flatnonzero(finite)
     table = pose_table(
         [ids[i] for i in keep], samples.translation[keep], samples.rotation[keep], samples.joints[keep],

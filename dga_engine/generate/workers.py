@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 from dga_engine.generate.config import PhysicsWeights, SampleConfig
 from dga_engine.layout import Layout

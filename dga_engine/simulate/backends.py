@@ -13,7 +13,8 @@ stopped that grasp). Everything else - pose checks, penetration, the decision - 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import trimesh

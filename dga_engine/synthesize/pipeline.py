@@ -12,8 +12,9 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +109,11 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
             gen = torch.Generator().manual_seed(s)
             pose0 = initial_poses(hand, mesh, n, config, rng)
             res = anneal(energy, pose0, config, gen, reinit=lambda m: initial_poses(hand, mesh, m, config, rng))
-            pose, diag = clean_up(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None) if (config.close_steps or config.cleanup_steps) else (res.pose, None)
+            pose, diag = (
+                clean_up(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None)
+                if (config.close_steps or config.cleanup_steps)
+                else (res.pose, None)
+            )
             with torch.no_grad():
                 ts.append(pose.t.double().numpy())
                 qs.append(matrix_to_quat(pose.matrix().double()).numpy())
@@ -211,7 +216,9 @@ def _summarise_stats(stats: list[BatchStats]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _synthesize_unit(root: str, object_id: str, config: SynthesisConfig, seed: int) -> tuple[pa.Table, list[BatchStats], float]:
+def _synthesize_unit(
+    root: str, object_id: str, config: SynthesisConfig, seed: int
+) -> tuple[pa.Table, list[BatchStats], float]:
     """One object's synthesis (in this process or a worker): its table, batch diagnostics, wall seconds."""
     t0 = time.perf_counter()
     stats: list[BatchStats] = []
@@ -354,7 +361,9 @@ def _filter_and_collect(layout: Layout, ds: Any, report: SynthesisReport, filter
         if rejected is not None and rejected.num_rows:
             rejected = rejected.filter(pc.is_in(rejected.column("grasp_id"), value_set=ids))
             parts.append(rejected.select(accepted.column_names))
-            item.reasons = {r: int(c) for r, c in zip(*np.unique(rejected.column("reason").to_pylist(), return_counts=True))}
+            item.reasons = {
+                r: int(c) for r, c in zip(*np.unique(rejected.column("reason").to_pylist(), return_counts=True))
+            }
         both = pa.concat_tables(parts)
         m = summarise(both) if both.num_rows else {}
         item.accepted = accepted.num_rows

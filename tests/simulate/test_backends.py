@@ -40,7 +40,9 @@ def test_scene_puts_the_object_at_the_inverse_root_pose():
     assert scene.mass == pytest.approx(1000 * 0.05 * 0.05 * 0.10, rel=1e-6)
     assert scene.model.nu == 24 and scene.model.ntendon == 0 and scene.model.opt.gravity.tolist() == [0, 0, 0]
     # Push directions are the object's axes seen from the hand.
-    assert np.allclose(push_directions(r)[0], r.T @ [1, 0, 0]) and np.allclose(push_directions(r)[5], -(r.T @ [0, 0, 1]))
+    assert np.allclose(push_directions(r)[0], r.T @ [1, 0, 0]) and np.allclose(
+        push_directions(r)[5], -(r.T @ [0, 0, 1])
+    )
     # Scale multiplies the object.
     assert build_scene([BOX], 2.0, FilterConfig()).mass == pytest.approx(8 * scene.mass, rel=1e-6)
 
@@ -58,7 +60,10 @@ def test_squeeze_moves_touching_fingers_into_the_object():
     # Moving the joints along the step brings the hand closer to the object: contact depth grows.
     def depth(qq):
         dd = scene.reset(t, r, qq)
-        return -min([c.dist for c in dd.contact[: dd.ncon] if scene.obj_geom_mask[c.geom1] or scene.obj_geom_mask[c.geom2]] + [0])
+        return -min(
+            [c.dist for c in dd.contact[: dd.ncon] if scene.obj_geom_mask[c.geom1] or scene.obj_geom_mask[c.geom2]]
+            + [0]
+        )
     assert depth(q + 0.2 * step) > depth(q)
     # A hand far from everything gets no squeeze.
     d = scene.reset(np.array([0, 0, 0.8]), np.eye(3), q)
@@ -232,7 +237,9 @@ def _cuda() -> bool:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs mujoco_warp and a CUDA device (on CPU the first run compiles for minutes)")
+@pytest.mark.skipif(
+    not _cuda(), reason="needs mujoco_warp and a CUDA device (on CPU the first run compiles for minutes)"
+)
 def test_warp_backend_agrees_with_mujoco():
     t, r, q = _cage()
     rng = np.random.default_rng(0)

@@ -28,7 +28,10 @@ def test_candidates_respect_limits_and_carry_provenance(layout, box_object, tiny
     chash = config.config_hash()
     assert set(d["source"]) == {"synthesis"} and set(d["round"]) == {0}
     assert set(d["generator"]) == {f"synthesis-{GENERATOR_VERSION}"} and set(d["generator_config_hash"]) == {chash}
-    assert d["source_record_id"][0] == f"{chash}:seed=7:scale=1:0" and d["source_record_id"][-1] == f"{chash}:seed=7:scale=0.8:5"
+    assert (
+        d["source_record_id"][0] == f"{chash}:seed=7:scale=1:0"
+        and d["source_record_id"][-1] == f"{chash}:seed=7:scale=0.8:5"
+    )
     assert len(set(d["grasp_id"])) == 12
     assert d["grasp_id"][0] == make_grasp_id(box_object.object_id, "synthesis", d["source_record_id"][0], 0)
     assert all(v is None for v in d["suc6"])  # unfiltered
@@ -96,7 +99,9 @@ def test_worker_processes_give_the_same_grasps(layout, object_store, box_object,
 
     from dga_engine.objects.store import write_simple_object
 
-    cyl = write_simple_object(object_store, trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24), "cylinder")
+    cyl = write_simple_object(
+        object_store, trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24), "cylinder"
+    )
     ids = [box_object.object_id, cyl.object_id]
     pooled = run_synthesis(layout, ids, tiny_config, seed=2, run_filter=False, workers=2)
     assert pooled.failed == 0 and pooled.candidates == 8
