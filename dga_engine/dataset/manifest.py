@@ -78,6 +78,14 @@ class UnsafePathError(ValueError):
     """A path read from the dataset's own metadata points outside the files it may name."""
 
 
+class ManifestError(RuntimeError):
+    """A manifest (or the snapshot) cannot be read or does not describe its shard."""
+
+
+class CorruptShardError(RuntimeError):
+    """A committed shard file cannot be read (damaged or replaced after it was written)."""
+
+
 def check_data_path(rel: Any, where: str) -> str:
     """``rel`` if it is ``data/<plain name>.parquet``; UnsafePathError otherwise.
 

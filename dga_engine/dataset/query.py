@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dga_engine import fs as fsio
+from dga_engine.dataset.paths import REJECTS_FILE
 from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
 
 if TYPE_CHECKING:
@@ -95,8 +96,6 @@ def connect(ds: Dataset, sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     """A locked-down DuckDB connection with the views ``sql`` needs, the warnings met building them, and the
     data files the views read."""
     import duckdb
-
-    from dga_engine.dataset.store import REJECTS_FILE
 
     warnings: list[str] = []
     con = duckdb.connect()

@@ -67,7 +67,9 @@ from dga_engine import __version__
 from dga_engine import fs as fsio
 from dga_engine.dataset.manifest import (
     SUPPORTED_SCHEMA_VERSIONS,
+    CorruptShardError,
     DatasetInfo,
+    ManifestError,
     ObjectSpan,
     SchemaVersionError,
     ShardManifest,
@@ -81,6 +83,21 @@ from dga_engine.dataset.manifest import (
     merge_stats,
     value_counts,
 )
+from dga_engine.dataset.paths import (
+    CANDIDATES_DIR,
+    CANDIDATES_FILE,
+    COMPACT_FILE,
+    INFO_FILE,
+    LAYOUT,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    MANIFESTS_DIR,
+    PART_FILE,
+    REJECTS_DIR,
+    REJECTS_FILE,
+    SNAPSHOT_FILE,
+)
+from dga_engine.dataset.query import run_query
 from dga_engine.dataset.schema import (
     GRASP_SCHEMA,
     REJECT_REASONS,
@@ -91,30 +108,12 @@ from dga_engine.dataset.schema import (
     upgrade,
 )
 from dga_engine.dataset.snapshot import INDEX_SCHEMA, Index, Snapshot, SnapshotFile, index_path, sort_index
-from dga_engine.dataset.verify import VerifyReport
+from dga_engine.dataset.verify import VerifyReport, repair_dataset, verify_dataset
 from dga_engine.layout import DEFAULT_DATASET, Layout, safe_name
 from dga_engine.lock import FileLock, LockHeld
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Paths inside a dataset folder.
-INFO_FILE = "meta/info.json"
-META_DIR = "meta"
-SNAPSHOT_FILE = "meta/snapshot.json"
-LOCK_FILE = "meta/commit.lock"
-DATA_DIR = "data"
-MANIFESTS_DIR = "manifests"
-REJECTS_DIR = "rejects"
-CANDIDATES_DIR = "candidates"
-PART_FILE = DATA_DIR + "/{part}.{write_id}.parquet"
-COMPACT_FILE = DATA_DIR + "/c-{snapshot}-{n:03d}.parquet"
-MANIFEST_FILE = MANIFESTS_DIR + "/{key}.json"
-REJECTS_FILE = REJECTS_DIR + "/{key}.parquet"
-CANDIDATES_FILE = CANDIDATES_DIR + "/{source}/{key}.parquet"
-LAYOUT = {"info": INFO_FILE, "snapshot": SNAPSHOT_FILE, "index": "meta/index.{snapshot}.parquet",
-          "manifest": MANIFEST_FILE, "data": PART_FILE, "compacted": COMPACT_FILE, "rejects": REJECTS_FILE,
-          "candidates": CANDIDATES_FILE}
 
 # Float columns stored with BYTE_STREAM_SPLIT encoding: zstd then compresses them ~25% better.
 # No dictionary encoding at all: with one object per row group, zstd already squeezes the repeated
@@ -160,14 +159,6 @@ class StoreConfig:
             raise ValueError("StoreConfig.compact_fanin must be >= 2")
         if self.compact_after_keys < 0:
             raise ValueError("StoreConfig.compact_after_keys must be >= 0 (0 turns automatic compaction off)")
-
-
-class ManifestError(RuntimeError):
-    """A manifest (or the snapshot) cannot be read or does not describe its shard."""
-
-
-class CorruptShardError(RuntimeError):
-    """A committed shard file cannot be read (damaged or replaced after it was written)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1388,20 +1379,14 @@ class Dataset:
 
     def verify(self, checksums: bool = True) -> VerifyReport:
         """Check every file against its manifest or the snapshot, ids, the index and the summary; see :mod:`.verify`."""
-        from dga_engine.dataset.verify import verify_dataset
-
         return verify_dataset(self, checksums=checksums)
 
     def repair(self, min_age_s: float = 3600.0) -> dict[str, Any]:
         """Rebuild ``meta/info.json`` and delete unreferenced files older than ``min_age_s`` (see :mod:`.verify`)."""
-        from dga_engine.dataset.verify import repair_dataset
-
         return repair_dataset(self, min_age_s=min_age_s)
 
     def query(self, sql: str) -> pa.Table:
         """Run one read-only DuckDB SELECT over views ``grasps``, ``rejects`` and ``shards``; see :mod:`.query`."""
-        from dga_engine.dataset.query import run_query
-
         return self._retrying(lambda: run_query(self, sql))
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -1506,7 +1491,5 @@ def _dumps(obj: Any) -> bytes:
 __all__ = [
     "Dataset", "StoreConfig", "ShardManifest", "ShardPart", "ObjectSpan", "DatasetInfo", "VerifyReport",
     "SchemaVersionError", "ManifestError", "CorruptShardError", "UnsafePathError", "LockHeld", "to_numpy", "to_torch",
-    "conform", "INFO_FILE", "SNAPSHOT_FILE", "LOCK_FILE", "DATA_DIR", "MANIFESTS_DIR", "REJECTS_DIR", "CANDIDATES_DIR",
-    "PART_FILE", "COMPACT_FILE", "MANIFEST_FILE", "REJECTS_FILE", "CANDIDATES_FILE", "LAYOUT", "check_version",
-    "SUPPORTED_SCHEMA_VERSIONS",
+    "conform", "check_version", "SUPPORTED_SCHEMA_VERSIONS",
 ]

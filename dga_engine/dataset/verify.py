@@ -35,7 +35,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dga_engine import fs as fsio
-from dga_engine.dataset.manifest import SchemaVersionError
+from dga_engine.dataset.manifest import ManifestError, SchemaVersionError
+from dga_engine.dataset.paths import (
+    CANDIDATES_DIR,
+    DATA_DIR,
+    INFO_FILE,
+    LOCK_FILE,
+    MANIFESTS_DIR,
+    REJECTS_DIR,
+    SNAPSHOT_FILE,
+)
 from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA, upgrade
 
 if TYPE_CHECKING:
@@ -205,16 +214,6 @@ def _group_object(meta: pq.FileMetaData, g: int) -> tuple[Any, Any] | None:
 
 
 def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
-    from dga_engine.dataset.store import (
-        CANDIDATES_DIR,
-        DATA_DIR,
-        INFO_FILE,
-        MANIFESTS_DIR,
-        REJECTS_DIR,
-        SNAPSHOT_FILE,
-        ManifestError,
-    )
-
     bad: list[dict[str, Any]] = []
 
     def err(shard: str, problem: str, keys: list[str] | None = None) -> None:
@@ -462,8 +461,6 @@ def _age_s(path: str) -> float | None:
 def repair_dataset(ds: Dataset, min_age_s: float = 3600.0) -> dict[str, Any]:
     """Rewrite ``meta/info.json``; delete unreferenced/temporary files and folded manifests at least ``min_age_s``
     old."""
-    from dga_engine.dataset.store import DATA_DIR, LOCK_FILE, MANIFESTS_DIR, REJECTS_DIR
-
     with ds._commit_lock("repair"):
         state = ds._state(strict=False)
         if state.damaged:  # files a damaged manifest or snapshot names look unreferenced: delete nothing
