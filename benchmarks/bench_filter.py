@@ -57,10 +57,11 @@ from dga_engine.hand.mjcf import JOINT_NAMES  # noqa: E402
 from dga_engine.layout import Layout  # noqa: E402
 from dga_engine.objects.store import ObjectStore, write_simple_object  # noqa: E402
 from dga_engine.simulate import FilterConfig  # noqa: E402
+from dga_engine.simulate.backends.base import quiet_warnings  # noqa: E402
+from dga_engine.simulate.backends.mujoco_backend import MujocoSimulator  # noqa: E402
 from dga_engine.simulate.config import PRESETS  # noqa: E402
 from dga_engine.simulate.engine import filter_table_stats  # noqa: E402
 from dga_engine.simulate.metrics import summarise  # noqa: E402
-from dga_engine.simulate.mujoco_backend import MujocoSimulator, quiet_warnings  # noqa: E402
 from dga_engine.simulate.scene import build_scene  # noqa: E402
 
 J = {n: i for i, n in enumerate(JOINT_NAMES)}

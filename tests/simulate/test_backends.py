@@ -12,8 +12,9 @@ import trimesh
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.backends import BackendUnavailable, check_backend, make_backend
+from dga_engine.simulate.backends.base import push_directions, quiet_warnings
+from dga_engine.simulate.backends.mujoco_backend import MujocoBackend, MujocoSimulator
 from dga_engine.simulate.closing import adam_sign_targets, squeeze_targets
-from dga_engine.simulate.mujoco_backend import MujocoBackend, MujocoSimulator, push_directions, quiet_warnings
 from dga_engine.simulate.scene import build_scene
 
 from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
@@ -198,7 +199,7 @@ def test_isaacgym_backend_without_isaacgym_says_how_to_install(monkeypatch):
 
 def test_isaacgym_job_files(tmp_path, monkeypatch):
     # The job the Isaac Gym worker reads; running it needs Isaac Gym (never available here).
-    from dga_engine.simulate.isaacgym_backend import IsaacGymBackend
+    from dga_engine.simulate.backends.isaacgym_backend import IsaacGymBackend
 
     fake_python = tmp_path / "python3.8"
     fake_python.write_text("")

@@ -5,7 +5,7 @@ where dga-engine is developed and tested. The code follows the Preview 4 API (gy
 tests only check the parts that do not need it (job files, the clear error without it).
 
 Because dga-engine needs Python >= 3.11, the Isaac Gym half lives in a standalone script,
-:mod:`dga_engine.simulate.isaacgym_worker` (Python 3.6-3.8 syntax, no dga_engine imports). This side:
+:mod:`dga_engine.simulate.backends.isaacgym_worker` (Python 3.6-3.8 syntax, no dga_engine imports). This side:
 
 1. computes the squeeze targets with MuJoCo exactly as the other backends (same protocol);
 2. writes a job folder: the filter's hand MJCF (servos removed; Isaac Gym drives DOFs with PD targets),
@@ -39,16 +39,16 @@ import mujoco
 import numpy as np
 
 from dga_engine.hand.mjcf import JOINT_NAMES, PREFIX
-from dga_engine.simulate.backends import BackendUnavailable
-from dga_engine.simulate.closing import squeeze_targets
-from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.mujoco_backend import (
+from dga_engine.simulate.backends.base import (
+    BackendUnavailable,
     SimResult,
     SimulationError,
     push_directions,
     quiet_warnings,
     touching_geoms,
 )
+from dga_engine.simulate.closing import squeeze_targets
+from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, hand_settings, object_pose
 
 PYTHON_ENV = "DGA_ISAACGYM_PYTHON"

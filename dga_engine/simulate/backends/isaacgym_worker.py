@@ -3,7 +3,7 @@
 NOT RUN IN DGA-ENGINE'S TEST ENVIRONMENT: written against the documented Preview 4 API (gymapi,
 gymtorch) without an Isaac Gym install to test it on. It imports nothing from dga_engine, because Isaac
 Gym runs only on Python <= 3.8 while dga-engine needs >= 3.11: the backend
-(:mod:`dga_engine.simulate.isaacgym_backend`) prepares a job folder and runs this file with the
+(:mod:`dga_engine.simulate.backends.isaacgym_backend`) prepares a job folder and runs this file with the
 interpreter named by ``$DGA_ISAACGYM_PYTHON`` (or imports it directly where ``isaacgym`` imports).
 
 Job folder (written by the backend)::

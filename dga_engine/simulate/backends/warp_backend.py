@@ -32,16 +32,16 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from dga_engine.simulate.backends import BackendUnavailable
-from dga_engine.simulate.closing import squeeze_targets
-from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.mujoco_backend import (
+from dga_engine.simulate.backends.base import (
+    BackendUnavailable,
     SimResult,
     SimulationError,
     push_directions,
     quiet_warnings,
     touching_geoms,
 )
+from dga_engine.simulate.closing import squeeze_targets
+from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.scene import Scene, build_scene
 
 INSTALL = ("the mujoco-warp backend needs the mujoco_warp package: pip install 'mujoco-warp>=0.1' "
