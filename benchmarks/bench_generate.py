@@ -188,7 +188,8 @@ def ablation(args) -> dict:
     from dga_engine.layout import Layout
     from dga_engine.objects.builtin import demo_subset
     from dga_engine.objects.ingest import ingest_builtin
-    from dga_engine.simulate import FilterConfig
+    from dga_engine.simulate import FilterConfig, run_filter
+    from dga_engine.synthesize import SOURCE as SYNTHESIS
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 
     torch.set_num_threads(args.threads)
@@ -208,7 +209,8 @@ def ablation(args) -> dict:
     ds = Dataset(layout)
     if not ds.read(rounds=[0]).num_rows:
         syn = SynthesisConfig.preset(args.synthesis_preset).replace(per_object=args.seed_per_object)
-        run_synthesis(layout, train_ids, syn, seed=0, run_filter=True)
+        if run_synthesis(layout, train_ids, syn, seed=0).candidates:
+            run_filter(layout, source=SYNTHESIS)
     seeds = ds.read(rounds=[0])
     timings["seed_s"] = time.perf_counter() - t0
     print(f"seed round: {seeds.num_rows} accepted grasps on {len(train_ids)} objects", file=sys.stderr, flush=True)

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import TYPE_CHECKING
+
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
 
+if TYPE_CHECKING:
+    from dga_engine.layout import Layout
+    from dga_engine.synthesize import SynthesisReport
+
+log = logging.getLogger(__name__)
+
 
 def _fmt_rate(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _filter_candidates(lay: Layout, report: SynthesisReport, dataset: str, workers: int) -> None:
+    """The filter stage on the synthesis candidates, then each object's verdict into ``report``. A failure is
+    recorded in ``report.filter_error``, not raised: the candidates stay written for a later
+    ``dga-engine filter --source synthesis``."""
+    from dga_engine.simulate import run_filter
+    from dga_engine.synthesize import SOURCE, read_verdicts
+
+    t0 = time.perf_counter()
+    try:
+        run_filter(lay, source=SOURCE, workers=workers, dataset=dataset)
+        read_verdicts(lay, report, dataset)
+    except Exception as exc:  # noqa: BLE001 - the candidates are safe; say why and exit 1
+        log.warning("filter failed after synthesis: %s", exc)
+        report.filter_error = f"{type(exc).__name__}: {exc}"
+    report.filter_seconds = time.perf_counter() - t0
 
 
 def synthesize(
@@ -81,8 +108,10 @@ def synthesize(
             raise fail(f"not in the object store: {', '.join(missing)} (see `dga-engine objects ls`)")
     total = len(ids) * config.per_object * len(config.object_scales)
     with progress("synthesize", total=total, enabled=not as_json) as advance:
-        report = run_synthesis(lay, ids, config, seed, dataset=dataset, run_filter=not no_filter, workers=workers,
-                               resume=resume, progress=advance)  # fmt: skip
+        report = run_synthesis(lay, ids, config, seed, dataset=dataset, workers=workers, resume=resume,
+                               progress=advance)  # fmt: skip
+    if not no_filter and report.candidates:
+        _filter_candidates(lay, report, dataset, workers)
     if as_json:
         emit_json(report.to_dict())
     else:
