@@ -54,7 +54,9 @@ def bench_store(root: str, units: int, per_unit: int) -> None:
     from dga_engine.layout import Layout
 
     ds = Dataset(Layout.at(root))
-    commits = [_cpu(lambda: ds.write_shard(unit_table(u, per_unit), f"filter.s.k{u:05d}.o{u:05d}"))[0] for u in range(units)]
+    commits = [
+        _cpu(lambda: ds.write_shard(unit_table(u, per_unit), f"filter.s.k{u:05d}.o{u:05d}"))[0] for u in range(units)
+    ]
     compact_ms = 0.0
     if hasattr(ds, "compact"):
         compact_ms, _ = _cpu(ds.compact)
@@ -91,9 +93,17 @@ def bench_delta(root: str, units: int, per_unit: int) -> None:
                for u in range(units)]
     dt = DeltaTable(path)
     compact_ms, _ = _cpu(lambda: (dt.optimize.compact(), dt.create_checkpoint()))
-    reruns = [_cpu(lambda: write_deltalake(path, with_key(unit_table(u, per_unit, seed=1), f"k{u:05d}"), mode="overwrite",
-                                           predicate=f"shard_key = 'k{u:05d}'"))[0]
-              for u in range(0, units, max(1, units // 50))]
+    reruns = [
+        _cpu(
+            lambda: write_deltalake(
+                path,
+                with_key(unit_table(u, per_unit, seed=1), f"k{u:05d}"),
+                mode="overwrite",
+                predicate=f"shard_key = 'k{u:05d}'",
+            )
+        )[0]
+        for u in range(0, units, max(1, units // 50))
+    ]
     oid = f"obj-{units // 2:05d}"
     t = time.perf_counter()
     fresh = DeltaTable(path)

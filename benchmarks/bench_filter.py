@@ -57,10 +57,11 @@ from dga_engine.hand.mjcf import JOINT_NAMES  # noqa: E402
 from dga_engine.layout import Layout  # noqa: E402
 from dga_engine.objects.store import ObjectStore, write_simple_object  # noqa: E402
 from dga_engine.simulate import FilterConfig  # noqa: E402
+from dga_engine.simulate.backends.base import quiet_warnings  # noqa: E402
+from dga_engine.simulate.backends.mujoco_backend import MujocoSimulator  # noqa: E402
 from dga_engine.simulate.config import PRESETS  # noqa: E402
 from dga_engine.simulate.engine import filter_table_stats  # noqa: E402
 from dga_engine.simulate.metrics import summarise  # noqa: E402
-from dga_engine.simulate.mujoco_backend import MujocoSimulator, quiet_warnings  # noqa: E402
 from dga_engine.simulate.scene import build_scene  # noqa: E402
 
 J = {n: i for i, n in enumerate(JOINT_NAMES)}
@@ -69,7 +70,9 @@ J = {n: i for i, n in enumerate(JOINT_NAMES)}
 # ---- the object and the candidate grasps ---------------------------------------------------------
 
 
-def torus(n_parts: int = 10, major: float = 0.04, minor: float = 0.013) -> tuple[trimesh.Trimesh, list[trimesh.Trimesh]]:
+def torus(
+    n_parts: int = 10, major: float = 0.04, minor: float = 0.013
+) -> tuple[trimesh.Trimesh, list[trimesh.Trimesh]]:
     """A torus mesh and n convex hulls of its sectors (each hull of 7 x 16 points on its surface)."""
     mesh = trimesh.creation.torus(major_radius=major, minor_radius=minor, major_sections=60, minor_sections=24)
     parts = []
@@ -123,7 +126,9 @@ def make_grasps(parts, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, n
                 c[1] = y
                 t = -rot.T @ c
                 d = scene.reset(t, rot.T, q0)
-                dist = [k.dist for k in d.contact[: d.ncon] if scene.obj_geom_mask[k.geom1] or scene.obj_geom_mask[k.geom2]]
+                dist = [
+                    k.dist for k in d.contact[: d.ncon] if scene.obj_geom_mask[k.geom1] or scene.obj_geom_mask[k.geom2]
+                ]
                 if dist and min(dist) < 0.002:
                     found = min(dist) > -0.002
                     break
@@ -235,13 +240,21 @@ def protocols(layout, table, closed: np.ndarray, names: list[str]) -> dict:
         sim_s = stats.get("closing", 0) + stats.get("push", 0)
         out[name] = {
             "protocol_version": cfg.protocol_version,
-            "suc6": m["suc6"], "suc1": m["suc1"],
-            "suc6_closed": m_closed["suc6"], "suc1_closed": m_closed["suc1"],
-            "pen_mm": m["pen_mm"], "pen_succ_mm": m["pen_succ_mm"], "pen_hand_object_mm": m["pen_hand_object_mm"],
-            "pen_object_hand_mm": m["pen_object_hand_mm"], "pen_object_hand_sum_mm": m["pen_object_hand_sum_mm"],
-            "div": m["div"], "div_ddof1": m["div_ddof1"], "accepted_rate": m["accepted_rate"],
+            "suc6": m["suc6"],
+            "suc1": m["suc1"],
+            "suc6_closed": m_closed["suc6"],
+            "suc1_closed": m_closed["suc1"],
+            "pen_mm": m["pen_mm"],
+            "pen_succ_mm": m["pen_succ_mm"],
+            "pen_hand_object_mm": m["pen_hand_object_mm"],
+            "pen_object_hand_mm": m["pen_object_hand_mm"],
+            "pen_object_hand_sum_mm": m["pen_object_hand_sum_mm"],
+            "div": m["div"],
+            "div_ddof1": m["div_ddof1"],
+            "accepted_rate": m["accepted_rate"],
             "accepted_closed": m_closed["accepted_rate"],
-            "cpu_s_per_grasp": cpu / table.num_rows, "sim_cpu_s_per_simulated_grasp": sim_s / max(1, stats["simulated"]),
+            "cpu_s_per_grasp": cpu / table.num_rows,
+            "sim_cpu_s_per_simulated_grasp": sim_s / max(1, stats["simulated"]),
             "steps_per_simulated_grasp": stats["steps"] / max(1, stats["simulated"]),
             "penetration_cpu_s_per_grasp": stats.get("penetration", 0.0) / table.num_rows,
         }
@@ -292,14 +305,19 @@ def print_protocols(res: dict) -> None:
         return "-" if v is None else f"{v:.{digits}f}"
 
     rows = [
-        ("Suc.6, all grasps", lambda x: pct(x["suc6"])), ("Suc.1, all grasps", lambda x: pct(x["suc1"])),
-        ("Suc.6, closed grasps", lambda x: pct(x["suc6_closed"])), ("Suc.1, closed grasps", lambda x: pct(x["suc1_closed"])),
-        ("Pen (reference, mm)", lambda x: num(x["pen_mm"])), ("Pen over Suc.6 grasps (reference, mm)", lambda x: num(x["pen_succ_mm"])),
+        ("Suc.6, all grasps", lambda x: pct(x["suc6"])),
+        ("Suc.1, all grasps", lambda x: pct(x["suc1"])),
+        ("Suc.6, closed grasps", lambda x: pct(x["suc6_closed"])),
+        ("Suc.1, closed grasps", lambda x: pct(x["suc1_closed"])),
+        ("Pen (reference, mm)", lambda x: num(x["pen_mm"])),
+        ("Pen over Suc.6 grasps (reference, mm)", lambda x: num(x["pen_succ_mm"])),
         ("hand into object (ours, mm)", lambda x: num(x["pen_hand_object_mm"])),
         ("object into hand, max (ours, mm)", lambda x: num(x["pen_object_hand_mm"])),
         ("object into hand, sum of 2048 (DexGraspNet-style, mm)", lambda x: num(x["pen_object_hand_sum_mm"])),
-        ("Div (reference, rad)", lambda x: num(x["div"], 3)), ("Div ddof 1, >= 2 successes (rad)", lambda x: num(x["div_ddof1"], 3)),
-        ("accepted, all grasps", lambda x: pct(x["accepted_rate"])), ("accepted, closed grasps", lambda x: pct(x["accepted_closed"])),
+        ("Div (reference, rad)", lambda x: num(x["div"], 3)),
+        ("Div ddof 1, >= 2 successes (rad)", lambda x: num(x["div_ddof1"], 3)),
+        ("accepted, all grasps", lambda x: pct(x["accepted_rate"])),
+        ("accepted, closed grasps", lambda x: pct(x["accepted_closed"])),
         ("CPU s per grasp (all simulated)", lambda x: num(x["cpu_s_per_grasp"], 4)),
         ("simulation CPU s per simulated grasp", lambda x: num(x["sim_cpu_s_per_simulated_grasp"], 4)),
         ("steps per simulated grasp", lambda x: num(x["steps_per_simulated_grasp"], 0)),
@@ -369,8 +387,14 @@ def main() -> None:
             one = run_filter_once(layout, table, cfg, 1)
             # Pool start-up (spawning workers that import torch, MuJoCo and the engine), measured on a table
             # of invalid rows of two objects: two tasks, no work.
-            empty = pose_table(["torus10", "other"], np.full((2, 3), np.nan), np.tile([1.0, 0, 0, 0], (2, 1)), np.zeros((2, 24)),
-                               source="bench", source_record_id=["x", "y"])
+            empty = pose_table(
+                ["torus10", "other"],
+                np.full((2, 3), np.nan),
+                np.tile([1.0, 0, 0, 0], (2, 1)),
+                np.zeros((2, 24)),
+                source="bench",
+                source_record_id=["x", "y"],
+            )
             start = run_filter_once(layout, empty, cfg, args.workers)
             start_up = start["wall_s"]
             many = run_filter_once(layout, table, cfg, args.workers)
@@ -383,32 +407,49 @@ def main() -> None:
             sim_s = st.get("closing", 0) + st.get("push", 0)
             steps_per_sim = st["steps"] / max(1, st["simulated"])
             report["filter"] = {
-                "grasps": table.num_rows, "simulated": int(st["simulated"]), "reasons": reasons,
-                "one_worker": {"wall_s": one["wall_s"], "cpu_s": one["cpu_s"], "grasps_per_s_wall": one["grasps_per_s_wall"],
-                               "grasps_per_s_cpu": one["grasps_per_s_cpu"]},
-                f"{args.workers}_workers": {"wall_s": many["wall_s"], "grasps_per_s_wall": many["grasps_per_s_wall"],
-                                             "pool_start_s": start_up,
-                                             "grasps_per_s_wall_after_start": table.num_rows / max(1e-9, many["wall_s"] - start_up),
-                                             "cpu_s_incl_children": many["cpu_s"],
-                                             "pool_start_cpu_s": start["cpu_s"],
-                                             "grasps_per_s_if_cpu_were_free":
-                                                 args.workers * table.num_rows / max(1e-9, many["cpu_s"] - start["cpu_s"]),
-                                             "identical_to_one_worker": same},
-                "split_s": {k2: st.get(k2, 0.0) for k2 in ("validate", "load", "penetration", "scene", "closing", "push")},
+                "grasps": table.num_rows,
+                "simulated": int(st["simulated"]),
+                "reasons": reasons,
+                "one_worker": {
+                    "wall_s": one["wall_s"],
+                    "cpu_s": one["cpu_s"],
+                    "grasps_per_s_wall": one["grasps_per_s_wall"],
+                    "grasps_per_s_cpu": one["grasps_per_s_cpu"],
+                },
+                f"{args.workers}_workers": {
+                    "wall_s": many["wall_s"],
+                    "grasps_per_s_wall": many["grasps_per_s_wall"],
+                    "pool_start_s": start_up,
+                    "grasps_per_s_wall_after_start": table.num_rows / max(1e-9, many["wall_s"] - start_up),
+                    "cpu_s_incl_children": many["cpu_s"],
+                    "pool_start_cpu_s": start["cpu_s"],
+                    "grasps_per_s_if_cpu_were_free": args.workers
+                    * table.num_rows
+                    / max(1e-9, many["cpu_s"] - start["cpu_s"]),
+                    "identical_to_one_worker": same,
+                },
+                "split_s": {
+                    k2: st.get(k2, 0.0) for k2 in ("validate", "load", "penetration", "scene", "closing", "push")
+                },
                 "steps_per_simulated_grasp": steps_per_sim,
                 "sim_steps_per_s": st["steps"] / sim_s if sim_s else None,
             }
             c = report["ceiling"]
-            report["filter"]["fraction_of_bare_ceiling"] = (report["filter"]["sim_steps_per_s"] or 0) / c["bare_steps_per_s"]
+            report["filter"]["fraction_of_bare_ceiling"] = (report["filter"]["sim_steps_per_s"] or 0) / c[
+                "bare_steps_per_s"
+            ]
             report["filter"]["ceiling_grasps_per_s"] = c["bare_steps_per_s"] / steps_per_sim
 
             if args.baseline:
                 nb = min(args.baseline, n_real)
                 sub = table.slice(0, nb)
-                opt = run_filter_once(layout, sub, cfg.with_(simulate_penetrating=True), 1)  # same grasps, all simulated
+                # same grasps, all simulated
+                opt = run_filter_once(layout, sub, cfg.with_(simulate_penetrating=True), 1)
                 base = baseline(parts, t[:nb], r[:nb], q[:nb], cfg)
                 opt_passed = decisions(parts, t[:nb], r[:nb], q[:nb], cfg)
-                solver_only = decisions(parts, t[:nb], r[:nb], q[:nb], cfg.with_(solver_iterations=100, solver_tolerance=1e-8))
+                solver_only = decisions(
+                    parts, t[:nb], r[:nb], q[:nb], cfg.with_(solver_iterations=100, solver_tolerance=1e-8)
+                )
                 multiccd_only = decisions(parts, t[:nb], r[:nb], q[:nb], cfg.with_(multiccd=True))
                 report["baseline"] = {
                     "grasps": nb,
@@ -447,32 +488,55 @@ def main() -> None:
     if "filter" in report:
         c = report["ceiling"]
         f = report["filter"]
-        print(f"ceiling: bare scene {c['bare_steps_per_s']:.0f} steps/s, closed grasps {c['contact_steps_per_s']:.0f} steps/s "
-              f"({c['mean_contacts']:.1f} contacts)")
+        print(
+            f"ceiling: bare scene {c['bare_steps_per_s']:.0f} steps/s, closed grasps {c['contact_steps_per_s']:.0f} "
+            f"steps/s "
+            f"({c['mean_contacts']:.1f} contacts)"
+        )
         print(f"filter, 1 worker: {f['one_worker']['grasps_per_s_wall']:.1f} grasps/s wall, "
               f"{f['one_worker']['grasps_per_s_cpu']:.1f} grasps/s per CPU-second")
         w = f[f"{args.workers}_workers"]
-        print(f"filter, {args.workers} workers: {w['grasps_per_s_wall']:.1f} grasps/s wall including a {w['pool_start_s']:.1f} s "
-              f"pool start, {w['grasps_per_s_wall_after_start']:.1f} after it; {w['grasps_per_s_if_cpu_were_free']:.1f} grasps/s "
-              f"from the CPU seconds used (pool start excluded); identical results: {w['identical_to_one_worker']}")
-        print(f"simulated {f['simulated']}/{f['grasps']}; reasons {f['reasons']}; {f['steps_per_simulated_grasp']:.0f} steps per "
-              f"simulated grasp; {f['sim_steps_per_s']:.0f} steps/s = {100 * f['fraction_of_bare_ceiling']:.0f}% of the bare "
-              f"ceiling (ceiling {f['ceiling_grasps_per_s']:.0f} grasps/s)")
+        print(
+            f"filter, {args.workers} workers: {w['grasps_per_s_wall']:.1f} grasps/s wall including a "
+            f"{w['pool_start_s']:.1f} s "
+            f"pool start, {w['grasps_per_s_wall_after_start']:.1f} after it; {w['grasps_per_s_if_cpu_were_free']:.1f} "
+            f"grasps/s "
+            f"from the CPU seconds used (pool start excluded); identical results: {w['identical_to_one_worker']}"
+        )
+        print(
+            f"simulated {f['simulated']}/{f['grasps']}; reasons {f['reasons']}; {f['steps_per_simulated_grasp']:.0f} "
+            f"steps per "
+            f"simulated grasp; {f['sim_steps_per_s']:.0f} steps/s = {100 * f['fraction_of_bare_ceiling']:.0f}% of the "
+            f"bare "
+            f"ceiling (ceiling {f['ceiling_grasps_per_s']:.0f} grasps/s)"
+        )
         total = sum(f["split_s"].values())
-        print("time split (1 worker): " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in f["split_s"].items()))
+        print(
+            "time split (1 worker): "
+            + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in f["split_s"].items())
+        )
         if "baseline" in report:
             b = report["baseline"]
-            print(f"baseline (scene per grasp, no early stop, all simulated, MuJoCo default solver effort, multi-point CCD): "
-                  f"{b['baseline_grasps_per_s_cpu']:.1f} vs shipped {b['shipped_grasps_per_s_cpu_same_grasps']:.1f} grasps/s per "
-                  f"CPU-second on the same {b['grasps']} grasps (x{b['speedup_cpu']:.1f}); Suc.6 decisions equal "
-                  f"{100 * b['suc6_same_as_baseline']:.0f}% (solver effort alone: {100 * b['suc6_same_solver_effort_only']:.0f}%, "
-                  f"multi-point CCD alone: {100 * b['suc6_same_multiccd_only']:.0f}%; early stop and penetration-first change none "
-                  f"by construction)")
+            print(
+                f"baseline (scene per grasp, no early stop, all simulated, MuJoCo default solver effort, multi-point "
+                f"CCD): "
+                f"{b['baseline_grasps_per_s_cpu']:.1f} vs shipped {b['shipped_grasps_per_s_cpu_same_grasps']:.1f} "
+                f"grasps/s per "
+                f"CPU-second on the same {b['grasps']} grasps (x{b['speedup_cpu']:.1f}); Suc.6 decisions equal "
+                f"{100 * b['suc6_same_as_baseline']:.0f}% (solver effort alone: "
+                f"{100 * b['suc6_same_solver_effort_only']:.0f}%, "
+                f"multi-point CCD alone: {100 * b['suc6_same_multiccd_only']:.0f}%; early stop and penetration-first "
+                f"change none "
+                f"by construction)"
+            )
         if "reference" in report:
             x = report["reference"]
-            print(f"fine MuJoCo reference on {x['grasps']} grasps: Suc.6 agreement {100 * x['suc6_agreement_shipped_vs_reference']:.0f}% "
-                  f"(reference vs itself at dt 0.001: {100 * x['suc6_agreement_reference_vs_reference_dt_0.001']:.0f}%); "
-                  f"Suc.6 rates {json.dumps({k2: round(v, 3) for k2, v in x['suc6_rate'].items()})}")
+            print(
+                f"fine MuJoCo reference on {x['grasps']} grasps: Suc.6 agreement "
+                f"{100 * x['suc6_agreement_shipped_vs_reference']:.0f}% "
+                f"(reference vs itself at dt 0.001: {100 * x['suc6_agreement_reference_vs_reference_dt_0.001']:.0f}%); "
+                f"Suc.6 rates {json.dumps({k2: round(v, 3) for k2, v in x['suc6_rate'].items()})}"
+            )
     if "protocols" in report:
         print_protocols(report["protocols"])
     for a in report.get("ablations", []):

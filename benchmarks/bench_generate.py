@@ -152,19 +152,28 @@ def _evaluate(layout, checkpoint, sample_cfg, objects, group, label, suffix, gui
 
     sampler = GraspSampler(checkpoint, sample_cfg, device="cpu")
     bank = sampler.bank(layout, objects)
-    out = sampler.sample(bank, [args.per_object] * len(objects), [object_seed(0, 99, o) for o in objects], guidance=guidance)
+    out = sampler.sample(
+        bank, [args.per_object] * len(objects), [object_seed(0, 99, o) for o in objects], guidance=guidance
+    )
     ids = [objects[i] for i in out.obj]
     table = pose_table(ids, out.translation, out.rotation, out.joints, source=SOURCE,
                        source_record_id=[f"bench:{label}:{guidance}:{i}" for i in range(len(ids))], round_=99)
     t0 = time.perf_counter()
     filtered = filter_table(layout, table, filter_cfg, args.workers)
     m = summarise(filtered)
-    name = f"{'physics-aware training' if label == 'physics' else 'plain DDPM'}{' + guided sampling' + suffix if guidance else ''}"
-    row = {"objects": group, "setting": name, "grasps": table.num_rows,
-           "sampling_grasps_per_s": round(table.num_rows / out.seconds, 2), "filter_s": round(time.perf_counter() - t0, 1),
-           **_rates(filtered), "pen_mm": round(m["pen_mm"], 2) if m.get("pen_mm") is not None else None,
-           "pen_object_hand_mm": round(m["pen_object_hand_mm"], 2) if m.get("pen_object_hand_mm") is not None else None,
-           "div": round(m["div"], 3) if m.get("div") is not None else None}
+    trained = "physics-aware training" if label == "physics" else "plain DDPM"
+    name = f"{trained}{' + guided sampling' + suffix if guidance else ''}"
+    row = {
+        "objects": group,
+        "setting": name,
+        "grasps": table.num_rows,
+        "sampling_grasps_per_s": round(table.num_rows / out.seconds, 2),
+        "filter_s": round(time.perf_counter() - t0, 1),
+        **_rates(filtered),
+        "pen_mm": round(m["pen_mm"], 2) if m.get("pen_mm") is not None else None,
+        "pen_object_hand_mm": round(m["pen_object_hand_mm"], 2) if m.get("pen_object_hand_mm") is not None else None,
+        "div": round(m["div"], 3) if m.get("div") is not None else None,
+    }
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -179,7 +188,8 @@ def ablation(args) -> dict:
     from dga_engine.layout import Layout
     from dga_engine.objects.builtin import demo_subset
     from dga_engine.objects.ingest import ingest_builtin
-    from dga_engine.simulate import FilterConfig
+    from dga_engine.simulate import FilterConfig, run_filter
+    from dga_engine.synthesize import SOURCE as SYNTHESIS
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 
     torch.set_num_threads(args.threads)
@@ -199,7 +209,8 @@ def ablation(args) -> dict:
     ds = Dataset(layout)
     if not ds.read(rounds=[0]).num_rows:
         syn = SynthesisConfig.preset(args.synthesis_preset).replace(per_object=args.seed_per_object)
-        run_synthesis(layout, train_ids, syn, seed=0, run_filter=True)
+        if run_synthesis(layout, train_ids, syn, seed=0).candidates:
+            run_filter(layout, source=SYNTHESIS)
     seeds = ds.read(rounds=[0])
     timings["seed_s"] = time.perf_counter() - t0
     print(f"seed round: {seeds.num_rows} accepted grasps on {len(train_ids)} objects", file=sys.stderr, flush=True)
@@ -235,11 +246,21 @@ def ablation(args) -> dict:
         checkpoint = ckpt.load(layout, round_, device="cpu")
         for group, objects in groups.items():
             for suffix, sample_cfg, guidance in settings:
-                rows.append(_evaluate(layout, checkpoint, sample_cfg, objects, group, label, suffix, guidance, filter_cfg, args))
+                rows.append(
+                    _evaluate(layout, checkpoint, sample_cfg, objects, group, label, suffix, guidance, filter_cfg, args)
+                )
 
-    return {"objects_train": names[: -args.held_out], "objects_held_out": names[-args.held_out:],
-            "seed_grasps": seeds.num_rows, "epochs": args.epochs, "per_object": args.per_object, "rows": rows, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-            "total_s": round(time.perf_counter() - t_start, 1), "root": layout.root}
+    return {
+        "objects_train": names[: -args.held_out],
+        "objects_held_out": names[-args.held_out :],
+        "seed_grasps": seeds.num_rows,
+        "epochs": args.epochs,
+        "per_object": args.per_object,
+        "rows": rows,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "total_s": round(time.perf_counter() - t_start, 1),
+        "root": layout.root,
+    }
 
 
 def main(argv=None) -> None:

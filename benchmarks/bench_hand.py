@@ -14,7 +14,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import torch
 import trimesh
 
@@ -48,7 +47,9 @@ def _poses(hand: HandModel, b: int, device, dtype, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     q = hand.lower.cpu() + (hand.upper - hand.lower).cpu() * torch.rand(b, 24, generator=g, dtype=hand.lower.dtype)
     rot = rotations.random_rotations(b, g, hand.lower.dtype)
-    fk = hand.forward_kinematics(torch.zeros(b, 3, dtype=rot.dtype).to(hand.lower.device), rot.to(hand.lower.device), q.to(hand.lower.device))
+    fk = hand.forward_kinematics(
+        torch.zeros(b, 3, dtype=rot.dtype).to(hand.lower.device), rot.to(hand.lower.device), q.to(hand.lower.device)
+    )
     palm = hand.link_names.index("palm")
     offset = torch.tensor([0.0, -0.06, 0.04], dtype=rot.dtype, device=hand.lower.device)
     t = -(fk.pos[:, palm] + fk.rot[:, palm] @ offset)
@@ -71,7 +72,8 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = torch.float32
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))  # fmt: skip
+          f"threads {torch.get_num_threads()}, device "
+          f"{device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))  # fmt: skip
 
     hand = HandModel(device=device, dtype=dtype)
     rows = []
@@ -92,7 +94,9 @@ def main() -> None:
 
     with torch.no_grad():
         rows.append((f"FK + all point sets, B={b}, forward (no grad)", _timeit(fk_all, args.repeat, device)))
-    rows.append((f"FK + surface/inner/keypoints, B={b}, forward+backward", _timeit(fk_all_backward, args.repeat, device)))
+    rows.append(
+        (f"FK + surface/inner/keypoints, B={b}, forward+backward", _timeit(fk_all_backward, args.repeat, device))
+    )
 
     # ---- objectives ---------------------------------------------------------------------------
     mesh = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
@@ -121,7 +125,9 @@ def main() -> None:
             objectives.guidance_loss(tt, rot, qq, field).backward()
 
         rows.append((f"SPF+ERF+SRF via FK, B={b}, {name}, forward", _timeit(forward, args.repeat, device)))
-        rows.append((f"SPF+ERF+SRF via FK, B={b}, {name}, forward+backward", _timeit(forward_backward, args.repeat, device)))
+        rows.append(
+            (f"SPF+ERF+SRF via FK, B={b}, {name}, forward+backward", _timeit(forward_backward, args.repeat, device))
+        )
     rows.append(("GridField.from_mesh (box, 64^3), once per object", build_mesh))
     rows.append(("GridField.from_points (10240 pts, 64^3), once per object", build_points))
 
@@ -132,8 +138,18 @@ def main() -> None:
         fk_cpu = (fk.rot.cpu(), fk.pos.cpu())
     cloud = ObjectCloud(dense, mesh.face_normals[dface])
     per = 1.0 / b
-    rows.append((f"hand_into_object_mm, per grasp (B={b}, 10240 obj pts)", _timeit(lambda: hand_into_object_mm(surface, cloud), args.repeat, torch.device("cpu")) * per))
-    rows.append((f"object_into_hand_mm, per grasp (B={b}, 10240 obj pts)", _timeit(lambda: object_into_hand_mm(cloud, fk_cpu), args.repeat, torch.device("cpu")) * per))
+    rows.append(
+        (
+            f"hand_into_object_mm, per grasp (B={b}, 10240 obj pts)",
+            _timeit(lambda: hand_into_object_mm(surface, cloud), args.repeat, torch.device("cpu")) * per,
+        )
+    )
+    rows.append(
+        (
+            f"object_into_hand_mm, per grasp (B={b}, 10240 obj pts)",
+            _timeit(lambda: object_into_hand_mm(cloud, fk_cpu), args.repeat, torch.device("cpu")) * per,
+        )
+    )
 
     width = max(len(r[0]) for r in rows)
     for name, ms in rows:

@@ -92,8 +92,13 @@ def main() -> None:
         # 5. a describe request's own client
         cfg = LLMConfig(base_url="http://127.0.0.1:9/v1", model="m")
         make_client(cfg).close()
-        rows.append(("describe: a client per request attempt (x100)", best(lambda: [make_client(cfg).close() for _ in range(100)]),
-                     0.0))
+        rows.append(
+            (
+                "describe: a client per request attempt (x100)",
+                best(lambda: [make_client(cfg).close() for _ in range(100)]),
+                0.0,
+            )
+        )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}")
     print(f"{'measure':64s} {'hardened s':>11s} {'baseline s':>11s} {'ratio':>7s}")
     for name, ours, baseline in rows:

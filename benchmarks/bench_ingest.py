@@ -3,7 +3,8 @@
     python benchmarks/bench_ingest.py [--names can,box_tall,...] [--demo 6] [--processes 1] [--compare-auto 120]
 
 Ingests a handful of builtin shapes plus two open (non-watertight) meshes -- the builtin mug with a dozen
-faces removed (hole filling) and with a 2 cm patch of wall removed (level-set repair) -- into a fresh temporary root, and prints one JSON object: per-stage seconds, wall and
+faces removed (hole filling) and with a 2 cm patch of wall removed (level-set repair) -- into a fresh temporary root,
+and prints one JSON object: per-stage seconds, wall and
 CPU time (this process plus its CoACD children), objects/min, objects/min per core and the CoACD share.
 
 ``--compare-auto S`` also runs CoACD with its own 'auto' preprocessing on the raw open mesh (what a
@@ -43,10 +44,9 @@ def holed_mug():
     """The builtin mug with a patch of its outer wall (about 2 cm across) removed: too big for hole filling,
     so it takes the level-set repair path."""
     import numpy as np
+    import trimesh
 
     from dga_engine.objects.builtin import builtin_mesh
-
-    import trimesh
 
     mesh = builtin_mesh("mug")
     v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge=0.004)
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--names", default=None, help="comma-separated builtin names (default: demo subset)")
     ap.add_argument("--demo", type=int, default=6, help="size of the builtin demo subset when --names is not given")
     ap.add_argument("--processes", type=int, default=1)
-    ap.add_argument("--compare-auto", type=float, default=0.0, help="also time CoACD 'auto' on the raw open mesh (s limit)")
+    ap.add_argument(
+        "--compare-auto", type=float, default=0.0, help="also time CoACD 'auto' on the raw open mesh (s limit)"
+    )
     args = ap.parse_args(argv)
 
     from dga_engine.layout import Layout
@@ -91,9 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
         from dga_engine.objects.store import ObjectStore
 
         store = ObjectStore(Layout.at(os.path.join(tmp, "root")))
-        per_object = {store.meta(i).source_id: {"parts": store.meta(i).n_parts, "method": store.meta(i).decomposition["method"],
-                                                 "coacd_s": store.meta(i).decomposition.get("seconds"),
-                                                 "repair": store.meta(i).extra["repair"]} for i in report.ingested}
+        per_object = {
+            store.meta(i).source_id: {
+                "parts": store.meta(i).n_parts,
+                "method": store.meta(i).decomposition["method"],
+                "coacd_s": store.meta(i).decomposition.get("seconds"),
+                "repair": store.meta(i).extra["repair"],
+            }
+            for i in report.ingested
+        }
         result = {
             "objects": len(items),
             "ingested": len(report.ingested),
@@ -105,7 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
             "objects_per_min": round(60 * len(report.ingested) / wall, 2),
             "objects_per_min_per_core": round(60 * len(report.ingested) / wall / args.processes, 2),
             "cpu_s_per_object": round(cpu / max(1, len(report.ingested)), 2),
-            "coacd_share_of_stage_time": round(report.timings.get("decompose", 0.0) / max(1e-9, sum(v for k, v in report.timings.items() if k != "wall")), 3),
+            "coacd_share_of_stage_time": round(
+                report.timings.get("decompose", 0.0)
+                / max(1e-9, sum(v for k, v in report.timings.items() if k != "wall")),
+                3,
+            ),
             "per_object": per_object,
             "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "cores": os.cpu_count(),

@@ -60,7 +60,7 @@ def seed_root(n_seed: int, per_object: int, workers: int = 2):
     seed_ids = ingest_builtin(layout, names=demo_subset(n_seed), processes=workers).object_ids
     t0 = time.perf_counter()
     config = SynthesisConfig.preset("fast").replace(per_object=per_object)
-    run_synthesis(layout, seed_ids, config, seed=0, run_filter=False, workers=workers)
+    run_synthesis(layout, seed_ids, config, seed=0, workers=workers)
     run_refine(layout, "synthesis", RefineConfig.preset("repair"), workers=workers)
     run_filter(layout, "synthesis", workers=workers, refined=True)
     print(f"seed round ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -210,7 +210,7 @@ def main() -> None:
     report["sample"] = {"steps": sample.steps, "weights": vars(sample.weights)}
 
     def synthesis(at):
-        run_synthesis(at, unseen, SynthesisConfig.preset("fast").replace(per_object=n), seed=1, run_filter=False, workers=1)
+        run_synthesis(at, unseen, SynthesisConfig.preset("fast").replace(per_object=n), seed=1, workers=1)
 
     def generated(guided):
         def make(at):

@@ -138,8 +138,22 @@ def bench_lookups(ds: Dataset, objects: int) -> None:
         rows = [m.summary() for m in Dataset(layout, name).shards()]
         t.append(time.perf_counter() - t0)
         c.append(time.process_time() - c0)
-    print(f"shards ls (in process, fresh Dataset, {len(rows)} manifests): {_ms(t)}; CPU median {statistics.median(c) * 1000:.0f} ms")
-    cli = [sys.executable, "-m", "dga_engine.cli.main", "--root", layout.root, "shards", "ls", "--dataset", name, "--json"]
+    print(
+        f"shards ls (in process, fresh Dataset, {len(rows)} manifests): {_ms(t)}; CPU median "
+        f"{statistics.median(c) * 1000:.0f} ms"
+    )
+    cli = [
+        sys.executable,
+        "-m",
+        "dga_engine.cli.main",
+        "--root",
+        layout.root,
+        "shards",
+        "ls",
+        "--dataset",
+        name,
+        "--json",
+    ]
     t = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -155,8 +169,10 @@ def bench_lookups(ds: Dataset, objects: int) -> None:
         n_rows.append(Dataset(layout, name).read_object(oid).num_rows)
         cold.append(time.perf_counter() - t0)
         cold_cpu.append(time.process_time() - c0)
-    print(f"read_object cold (fresh Dataset: list + read all manifests, open one file, read one row group): {_ms(cold)}; "
-          f"CPU median {statistics.median(cold_cpu) * 1000:.0f} ms")
+    print(
+        f"read_object cold (fresh Dataset: list + read all manifests, open one file, read one row group): {_ms(cold)}; "
+        f"CPU median {statistics.median(cold_cpu) * 1000:.0f} ms"
+    )
     warm_ds = Dataset(layout, name)
     warm_ds.shards()
     warm = []
@@ -188,8 +204,11 @@ def main() -> None:
     args = ap.parse_args()
     root = args.out or tempfile.mkdtemp(prefix="bench-store-")
     os.makedirs(root, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"pyarrow {pa.__version__}; data under {root}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}, "
+        f"pyarrow {pa.__version__}; data under {root}"
+    )
     t0 = time.perf_counter()
     try:
         bench_write(root, args.rows)

@@ -63,7 +63,9 @@ def step_cost(layout, object_id: str, batch_sizes: list[int], config, repeats: i
     mesh = asset.mesh
     hand = default_hand()
     field = GridField.from_asset(asset, resolution=config.field_resolution)
-    energy = GraspEnergy(hand, default_hand_spheres(), field, torch.as_tensor(mesh.bounds.mean(0), dtype=torch.float32), config)
+    energy = GraspEnergy(
+        hand, default_hand_spheres(), field, torch.as_tensor(mesh.bounds.mean(0), dtype=torch.float32), config
+    )
     out = {}
     for b in batch_sizes:
         pose = initial_poses(hand, mesh, b, config, np.random.default_rng(0))
@@ -115,7 +117,9 @@ def end_to_end(layout, object_ids: list[str], batch_sizes: list[int], config) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--objects", default="box,cylinder,sphere,flat_box", help="primitive names (box, cylinder, sphere, flat_box)")
+    ap.add_argument(
+        "--objects", default="box,cylinder,sphere,flat_box", help="primitive names (box, cylinder, sphere, flat_box)"
+    )
     ap.add_argument("--builtin", default=None, help="comma-separated builtin shape names instead of primitives")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--iterations", type=int, default=None, help="annealing steps (default: the preset's)")

@@ -118,7 +118,7 @@ def validated_grasps(ids: dict[str, str], per_object: int = 32, seed: int = 0, w
         layout = Layout.at(str(ROOT))
         config = SynthesisConfig.preset("fast").replace(per_object=per_object)
         t0 = time.perf_counter()
-        run_synthesis(layout, todo, config, seed=seed, run_filter=False, workers=workers)
+        run_synthesis(layout, todo, config, seed=seed, workers=workers)
         from dga_engine.dataset.store import Dataset
 
         cand = Dataset(layout).candidates("synthesis")

@@ -166,8 +166,15 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="dga-rehearsal-")
     if args.s3:
         moto, endpoint = _moto()
-        os.environ.update({"FSSPEC_S3_ENDPOINT_URL": endpoint, "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing",
-                           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        os.environ.update(
+            {
+                "FSSPEC_S3_ENDPOINT_URL": endpoint,
+                "FSSPEC_S3_KEY": "testing",
+                "FSSPEC_S3_SECRET": "testing",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+            }
+        )
         import fsspec
 
         fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
@@ -193,8 +200,10 @@ def main() -> None:
             procs = []
             for i, (half, source) in enumerate(zip(halves, ("dexgraspnet", "unidexgrasp"))):
                 rep = os.path.join(tmp, f"writer{i}.json")
-                code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import rehearse_store as r; "
-                        "r.write_units(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])")
+                code = (
+                    "import sys, json; sys.path.insert(0, sys.argv[1]); import rehearse_store as r; "
+                    "r.write_units(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])"
+                )
                 procs.append((subprocess.Popen([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)),
                                                 root, json.dumps(half), str(args.per_object), source, rep],
                                                env=dict(os.environ)), rep))
@@ -204,7 +213,7 @@ def main() -> None:
         write_wall = time.perf_counter() - t0
         ds = Dataset(Layout.at(root))
         t = time.process_time()
-        final = ds.compact()
+        ds.compact()
         final_cpu = time.process_time() - t
         commits = [c for r in results for c in r["commits_ms"]]
         comps = [c for r in results for c in r["compactions"]]
@@ -212,13 +221,20 @@ def main() -> None:
         print(f"write: {write_wall:.0f} s wall for {len(commits)} commits and {len(comps)} compactions "
               f"({n_rows / write_wall:.0f} grasps/s); writers' maxrss {[round(r['maxrss_mb']) for r in results]} MB")
         first, last = statistics.median(commits[:500]), statistics.median(commits[-500:])
-        print(f"commit CPU (write_shard without the compactions it triggered): median first 500 {first:.2f} ms, "
-              f"last 500 {last:.2f} ms (x{last / first:.2f}); p95 overall {sorted(commits)[int(len(commits) * .95)]:.2f} ms")
+        print(
+            f"commit CPU (write_shard without the compactions it triggered): median first 500 {first:.2f} ms, "
+            f"last 500 {last:.2f} ms (x{last / first:.2f}); p95 overall "
+            f"{sorted(commits)[int(len(commits) * 0.95)]:.2f} ms"
+        )
         if comps:
             cf, cl = comps[0], comps[-1]
-            print(f"compaction CPU: first {cf['cpu_s']:.2f} s, last {cl['cpu_s']:.2f} s, mean {statistics.mean(c['cpu_s'] for c in comps):.2f} s "
-                  f"(each folds <= 256 units into a new file; small files are merged {8} at a time); "
-                  f"amortised per commit {sum(c['cpu_s'] for c in comps) / len(commits) * 1e3:.2f} ms; final {final_cpu:.2f} s")
+            print(
+                f"compaction CPU: first {cf['cpu_s']:.2f} s, last {cl['cpu_s']:.2f} s, mean "
+                f"{statistics.mean(c['cpu_s'] for c in comps):.2f} s "
+                f"(each folds <= 256 units into a new file; small files are merged {8} at a time); "
+                f"amortised per commit {sum(c['cpu_s'] for c in comps) / len(commits) * 1e3:.2f} ms; final "
+                f"{final_cpu:.2f} s"
+            )
 
         # --- what is on disk
         from dga_engine import fs as fsio
@@ -241,11 +257,17 @@ def main() -> None:
         listed = Dataset(Layout.at(root)).shards()
         ls_ms = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dga-engine"), "--root", root, "shards", "ls",
-                              "--json"], capture_output=True, env=dict(os.environ))
+        cli = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "dga-engine"), "--root", root, "shards", "ls", "--json"],
+            capture_output=True,
+            env=dict(os.environ),
+        )
         ls_cli = time.perf_counter() - t
         assert cli.returncode == 0, cli.stderr[-2000:]
-        print(f"shards ls: {len(listed)} shards in {ls_ms:.0f} ms in process; CLI (--json, with interpreter start) {ls_cli:.1f} s")
+        print(
+            f"shards ls: {len(listed)} shards in {ls_ms:.0f} ms in process; CLI (--json, with interpreter start) "
+            f"{ls_cli:.1f} s"
+        )
         print(f"maxrss so far (writes in this process, compaction, ls): {_maxrss_mb():.0f} MB", flush=True)
         rng = random.Random(1)
         probe = [f"obj-{rng.randrange(args.objects):05d}" for _ in range(40)]
@@ -281,7 +303,10 @@ def main() -> None:
 
             t = time.perf_counter()
             hf = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=os.path.join(tmp, "hf"))
-            print(f"HF datasets.load_dataset over the {len(files)} files: {time.perf_counter() - t:.1f} s, {hf.num_rows} rows")
+            print(
+                f"HF datasets.load_dataset over the {len(files)} files: {time.perf_counter() - t:.1f} s, {hf.num_rows} "
+                f"rows"
+            )
         print(f"peak memory of this process (ru_maxrss): {_maxrss_mb():.0f} MB")
     finally:
         if moto is not None:

@@ -134,8 +134,7 @@ def seed_round(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 
     config = SynthesisConfig.preset(cfg.synthesis_preset).replace(per_object=cfg.seed_per_object)
-    report = run_synthesis(layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, run_filter=False,
-                           workers=max(1, cfg.workers))
+    report = run_synthesis(layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, workers=max(1, cfg.workers))
     return {SEED_SOURCE: report.candidates}
 
 

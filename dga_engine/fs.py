@@ -13,12 +13,12 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
-
 
 # errnos that mean the storage refused a write (full, quota, read-only, no permission): not the input's
 # fault, and every later write would fail the same way, so stages stop on them instead of recording the

@@ -102,7 +102,7 @@ class Layout:
     root: str
 
     @classmethod
-    def at(cls, root: str | os.PathLike | None = None) -> "Layout":
+    def at(cls, root: str | os.PathLike | None = None) -> Layout:
         return cls(resolve_root(root))
 
     @property

@@ -55,7 +55,7 @@ def describe(holder: dict[str, Any]) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,7 +72,7 @@ _MEMORY: dict[str, dict[str, Any]] = {}  # memory:// locks: path -> holder (one 
 _MEMORY_GUARD = threading.Lock()
 
 # One heartbeat thread per process beats every lock it holds (no thread start/join per short commit).
-_HELD: dict[int, "FileLock"] = {}
+_HELD: dict[int, FileLock] = {}
 _HELD_GUARD = threading.Lock()
 _BEATER: list[threading.Thread] = []
 
@@ -88,7 +88,7 @@ def _beat_forever() -> None:
                 lock._beat_once()
 
 
-def _register(lock: "FileLock") -> None:
+def _register(lock: FileLock) -> None:
     with _HELD_GUARD:
         _HELD[id(lock)] = lock
         if not _BEATER or not _BEATER[0].is_alive():  # also after a fork, where the parent's thread is gone
@@ -96,7 +96,7 @@ def _register(lock: "FileLock") -> None:
             _BEATER[0].start()
 
 
-def _unregister(lock: "FileLock") -> None:
+def _unregister(lock: FileLock) -> None:
     with _HELD_GUARD:
         _HELD.pop(id(lock), None)
 
@@ -196,7 +196,7 @@ class FileLock:
             return True
         return False
 
-    def acquire(self, timeout: float | None = None, poll_s: float = 0.005) -> "FileLock":
+    def acquire(self, timeout: float | None = None, poll_s: float = 0.005) -> FileLock:
         """Wait until the lock is ours; LockHeld (naming the holder) after ``timeout`` seconds (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_s
@@ -239,10 +239,12 @@ class FileLock:
         got = self._read()
         if self._lost or got is None or got[0].get("token") != self.token:
             self._lost = True
-            raise LockLost(f"lost {self.path} to {describe(got[0]) if got else 'nobody (it was removed)'}: this process "
-                           f"stalled longer than the lock's {self.ttl_s:g} s lease; its work was not committed, run it again")
+            raise LockLost(
+                f"lost {self.path} to {describe(got[0]) if got else 'nobody (it was removed)'}: this process "
+                f"stalled longer than the lock's {self.ttl_s:g} s lease; its work was not committed, run it again"
+            )
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
@@ -321,7 +323,8 @@ class FileLock:
         return True
 
     def _beat_once(self) -> None:
-        """Refresh the heartbeat (local: the file's mtime; S3: a conditional rewrite); mark the lock lost if it is not ours."""
+        """Refresh the heartbeat (local: the file's mtime; S3: a conditional rewrite); mark the lock lost if it is not
+        ours."""
         self._last_beat = time.monotonic()
         try:
             if self._local is not None:
@@ -337,7 +340,9 @@ class FileLock:
                 rec = self._record()
                 rec["since"] = self._since
                 rec["heartbeat_at"] = _now()
-                resp = fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=json.dumps(rec).encode(), IfMatch=self._etag)
+                resp = fs.call_s3(
+                    "put_object", Bucket=bucket, Key=obj, Body=json.dumps(rec).encode(), IfMatch=self._etag
+                )
                 self._etag = resp.get("ETag")
         except Exception as exc:  # noqa: BLE001 - a failed beat: the lock may be lost; check() decides
             if _precondition_failed(exc) or isinstance(exc, FileNotFoundError):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from dga_engine import fs
 from dga_engine.layout import Layout
@@ -33,9 +34,11 @@ class BuildRunning(RuntimeError):
 
     def __init__(self, root: str, holder: dict[str, Any]) -> None:
         self.holder = holder
-        super().__init__(f"a build is already running under {root}: {describe(holder)} (heartbeat "
-                         f"{holder.get('heartbeat_age_s', 0):.0f} s ago). Wait for it (`dga-engine rounds status`), or stop "
-                         "it; a build that died frees the root by itself (at once on this host, else after its lease)")
+        super().__init__(
+            f"a build is already running under {root}: {describe(holder)} (heartbeat "
+            f"{holder.get('heartbeat_age_s', 0):.0f} s ago). Wait for it (`dga-engine rounds status`), or stop "
+            "it; a build that died frees the root by itself (at once on this host, else after its lease)"
+        )
 
 
 def build_lock(layout: Layout) -> FileLock:
@@ -71,7 +74,7 @@ ROUND_STAGES = ("train", "generate", "refine", "filter")
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 @dataclass
@@ -87,8 +90,10 @@ class RoundRecord:
     rejected: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)  # suc1, suc6, pen_mm, div of this round's filter
     refine: dict[str, int] = field(default_factory=dict)  # refine statuses: unchanged / refined / failed counts
-    cost: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (this process and its finished workers)
-    by_object: dict[str, Any] = field(default_factory=dict)  # rounds >= 1: candidates/accepted on seen vs unseen objects
+    # CPU seconds per stage (this process and its finished workers)
+    cost: dict[str, float] = field(default_factory=dict)
+    # rounds >= 1: candidates/accepted on seen vs unseen objects
+    by_object: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None
     version: int = LEDGER_VERSION
@@ -108,7 +113,7 @@ class RoundRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RoundRecord":
+    def from_dict(cls, d: dict[str, Any]) -> RoundRecord:
         if d.get("version") != LEDGER_VERSION:
             raise ValueError(
                 f"round ledger version {d.get('version')} is not {LEDGER_VERSION}: this storage root was written by "

@@ -41,12 +41,14 @@ def read_record(layout: Layout, stage: str, unit: str) -> dict[str, Any] | None:
     return fs.read_json(path) if fs.exists(path) else None
 
 
-def mark_done(layout: Layout, stage: str, unit: str, stats: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def mark_done(
+    layout: Layout, stage: str, unit: str, stats: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     """Write the completion record for ``unit`` of ``stage``; call only after its outputs are written."""
     record = {
         "stage": stage,
         "unit": unit,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(),
         "stats": stats or {},
         **extra,
     }

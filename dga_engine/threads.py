@@ -7,7 +7,7 @@ and on a shared 2-core machine a step was measured ~5x slower with 2 threads tha
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ if [ "$free" -gt "$leave" ]; then dd if=/dev/zero of="$ROOT/filler" bs=1k count=
 python -m dga_engine.cli.main --root "$ROOT" $CMD > "$OUT/first.out" 2> "$OUT/first.err"; echo $? > "$OUT/first.rc"
 find "$ROOT/objects/_quarantine" -name '*.json' 2>/dev/null | wc -l > "$OUT/quarantined"
 rm -f "$ROOT/filler"
-python -m dga_engine.cli.main --root "$ROOT" $CMD --json > "$OUT/second.out" 2> "$OUT/second.err"; echo $? > "$OUT/second.rc"
+python -m dga_engine.cli.main --root "$ROOT" $CMD --json > "$OUT/second.out" 2> "$OUT/second.err"
+echo $? > "$OUT/second.rc"
 """
 
 
@@ -35,8 +36,10 @@ def _namespaces_work() -> bool:
     return subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode == 0
 
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not _namespaces_work(), reason="needs Linux mount namespaces (unshare -Urm) for a small tmpfs")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _namespaces_work(), reason="needs Linux mount namespaces (unshare -Urm) for a small tmpfs"),
+]
 
 
 def _run_full(tmp_path, seed, cmd: str, leave_kb: int) -> dict:
@@ -45,8 +48,12 @@ def _run_full(tmp_path, seed, cmd: str, leave_kb: int) -> dict:
     out.mkdir()
     env = {"ROOT": str(root), "SEED": str(seed), "OUT": str(out), "CMD": cmd, "LEAVE_KB": str(leave_kb),
            "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path), "HOME": str(tmp_path)}
-    subprocess.run(["unshare", "-Urm", "bash", "-c", f'export PATH="{sys.executable.rsplit("/", 1)[0]}:$PATH"; {SCRIPT}'],
-                   env=env, check=True, timeout=300)
+    subprocess.run(
+        ["unshare", "-Urm", "bash", "-c", f'export PATH="{sys.executable.rsplit("/", 1)[0]}:$PATH"; {SCRIPT}'],
+        env=env,
+        check=True,
+        timeout=300,
+    )
     return {p.name: p.read_text() for p in out.iterdir()}
 
 

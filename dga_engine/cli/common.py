@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -77,9 +78,13 @@ def _root_problem(exc: OSError, root: str | None) -> str | None:
         return (f"cannot use the storage root {lay.root}: {exc.strerror or exc} ({where}); point --root at a folder "
                 "that exists or can be created")
     path = lay.root.split("://", 1)[1]
-    if not (isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower() or path in str(exc.filename or "")):
+    if not (
+        isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower() or path in str(exc.filename or "")
+    ):
         return None
-    return f"cannot use the storage root {lay.root}: {type(exc).__name__}: {exc}; check the URL and that it can be reached"
+    return (
+        f"cannot use the storage root {lay.root}: {type(exc).__name__}: {exc}; check the URL and that it can be reached"
+    )
 
 
 class StorageErrorsGroup(typer.core.TyperGroup):
@@ -117,7 +122,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` as an error and exit with ``code``; use as ``raise fail(...)``."""
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from typing import List, Optional
 
 import typer
 
@@ -12,7 +11,8 @@ from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress
 _LAYOUTS = """Expected layouts under the source folder (default <root>/sources/<source>):
 
 dexgraspnet  dataset/<code>.npy, meshdata/<code>/coacd/decomposed.obj [, splits.json]
-unidexgrasp  [DFCData/]splits/<src>.json, poses/<src>/<Category-id>/NNNNN.npz, meshes/<src>/<Category-id>/coacd/decomposed.obj
+unidexgrasp  [DFCData/]splits/<src>.json, poses/<src>/<Category-id>/NNNNN.npz,
+             meshes/<src>/<Category-id>/coacd/decomposed.obj
 multidex     [MultiDex/]shadowhand/shadowhand.pt, [data/]object/{contactdb,ycb}/<name>/<name>.stl
 realdex      realdex_shadowhand.pt + grasp.json + object_pcds_nors.pkl (DGA's Realdex.zip), and/or raw <object>/*.npz;
              meshes as meshes/<name>.obj (or --mesh-dir)
@@ -27,22 +27,45 @@ grab         GRAB as unzipped: grab/s1..s10/<object>_<intent>[_n].npz, tools/obj
 def curate(
     ctx: typer.Context,
     source: str = typer.Option(..., "--source", help="dexgraspnet | unidexgrasp | multidex | realdex | dga | grab"),
-    path: Optional[str] = typer.Option(None, "--path", help="Source folder as downloaded (default <root>/sources/<source>)."),
-    mesh_dir: Optional[List[str]] = typer.Option(None, "--mesh-dir", help="Extra folder searched for object meshes (repeatable)."),
+    path: str | None = typer.Option(
+        None, "--path", help="Source folder as downloaded (default <root>/sources/<source>)."
+    ),
+    mesh_dir: list[str] | None = typer.Option(
+        None, "--mesh-dir", help="Extra folder searched for object meshes (repeatable)."
+    ),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset whose candidates area receives the grasps."),
-    scale_mode: str = typer.Option("auto", "--scale-mode",
-                                   help="dga: what a release file's 'scale' means: auto (from the file name) | multiply | divide."),
+    scale_mode: str = typer.Option(
+        "auto",
+        "--scale-mode",
+        help="dga: what a release file's 'scale' means: auto (from the file name) | multiply | divide.",
+    ),
     verify: int = typer.Option(64, "--verify", min=0, help="Grasps per object and file checked by forward kinematics."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip files curated by an earlier run."),
-    max_units: Optional[int] = typer.Option(None, "--max-units", min=1, help="Stop after this many files/folders (trial runs)."),
-    mano_model: Optional[str] = typer.Option(None, "--mano-model", envvar="DGA_MANO_MODEL",
-                                             help="grab: your MANO_RIGHT.pkl (licensed; register at mano.is.tue.mpg.de)."),
-    frame_stride: int = typer.Option(1, "--frame-stride", min=1, help="grab, raw realdex: consider every n-th frame of a sequence."),
-    min_change_mm: float = typer.Option(5.0, "--min-change-mm", min=0.0,
-                                        help="grab: keep a contact frame only when a hand keypoint moved this far since the last kept one."),
-    tolerance_mm: Optional[float] = typer.Option(None, "--tolerance-mm", min=0.0,
-                                                 help="Largest fingertip disagreement with the source's hand model (grab: with the "
-                                                      "MANO hand after retargeting; default 25); worse grasps are skipped."),
+    max_units: int | None = typer.Option(
+        None, "--max-units", min=1, help="Stop after this many files/folders (trial runs)."
+    ),
+    mano_model: str | None = typer.Option(
+        None,
+        "--mano-model",
+        envvar="DGA_MANO_MODEL",
+        help="grab: your MANO_RIGHT.pkl (licensed; register at mano.is.tue.mpg.de).",
+    ),
+    frame_stride: int = typer.Option(
+        1, "--frame-stride", min=1, help="grab, raw realdex: consider every n-th frame of a sequence."
+    ),
+    min_change_mm: float = typer.Option(
+        5.0,
+        "--min-change-mm",
+        min=0.0,
+        help="grab: keep a contact frame only when a hand keypoint moved this far since the last kept one.",
+    ),
+    tolerance_mm: float | None = typer.Option(
+        None,
+        "--tolerance-mm",
+        min=0.0,
+        help="Largest fingertip disagreement with the source's hand model (grab: with the "
+        "MANO hand after retargeting; default 25); worse grasps are skipped.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Read a source dataset exactly as it ships, convert every grasp to the engine's convention (checked by
@@ -69,13 +92,22 @@ def curate(
     if as_json:
         emit_json(report.to_dict())
     else:
-        table(f"curate {source}", ["what", "count"], [
-            ("files/folders", report.units_total), ("processed now", report.units_done), ("done earlier", report.units_resumed),
-            ("objects ingested", len(report.objects)), ("objects without mesh", len(report.missing_objects)),
-            ("grasps written", report.grasps_written), ("of which outside joint limits", report.grasps_out_of_limits),
-            ("grasps skipped (no object)", report.grasps_missing_object), ("malformed records", report.bad_records),
-            ("unreadable files", len(report.skipped_files)),
-        ])
+        table(
+            f"curate {source}",
+            ["what", "count"],
+            [
+                ("files/folders", report.units_total),
+                ("processed now", report.units_done),
+                ("done earlier", report.units_resumed),
+                ("objects ingested", len(report.objects)),
+                ("objects without mesh", len(report.missing_objects)),
+                ("grasps written", report.grasps_written),
+                ("of which outside joint limits", report.grasps_out_of_limits),
+                ("grasps skipped (no object)", report.grasps_missing_object),
+                ("malformed records", report.bad_records),
+                ("unreadable files", len(report.skipped_files)),
+            ],
+        )
         typer.echo("FK fingertip residual vs the source model (mm, max): "
                    + ", ".join(f"{k} {v:.2f}" for k, v in report.fk_residual_mm.items()))
         for f, why in report.skipped_files[:20]:

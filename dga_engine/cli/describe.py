@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, layout, progress, table
@@ -12,33 +10,57 @@ from dga_engine.describe.config import BASE_URL_ENV, DEFAULT_ENCODER, ENCODER_EN
 
 def describe(
     ctx: typer.Context,
-    objects: str = typer.Option("all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."),
-    model: Optional[str] = typer.Option(None, "--model", envvar=MODEL_ENV, help="Chat model name (default gpt-4o-mini). Part of the cache key."),
-    base_url: Optional[str] = typer.Option(
-        None, "--base-url", envvar=BASE_URL_ENV,
+    objects: str = typer.Option(
+        "all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", envvar=MODEL_ENV, help="Chat model name (default gpt-4o-mini). Part of the cache key."
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        envvar=BASE_URL_ENV,
         help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM) or http://127.0.0.1:11434/v1 (Ollama). "
-             "Unset: descriptions are disabled and the pipeline continues without semantic features.",
+        "Unset: descriptions are disabled and the pipeline continues without semantic features.",
     ),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Most requests in flight at once."),
     encoder: str = typer.Option(
-        DEFAULT_ENCODER, "--encoder", envvar=ENCODER_ENV,
+        DEFAULT_ENCODER,
+        "--encoder",
+        envvar=ENCODER_ENV,
         help="Text encoder for features: the packaged offline MiniLM (default), a local model folder, or a hub name "
-             "such as bert-large-uncased (the paper's; needs a reachable hub or a local copy).",
+        "such as bert-large-uncased (the paper's; needs a reachable hub or a local copy).",
     ),
     features: bool = typer.Option(True, "--features/--no-features", help="Also compute semantic feature vectors."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds one request may take in total, from sending it "
-                                  "to the answer's last byte (a server that trickles bytes is cut off); then it is retried."),
-    max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Most requests per description, retries included."),
-    run_timeout: Optional[float] = typer.Option(None, "--run-timeout", min=0.1, help="Seconds the whole run may take, "
-                                                "retries and waits included; labels not answered by then fail. Default: no limit."),
-    refresh: bool = typer.Option(False, "--refresh", help="Ask again even for labels with a cached answer; a valid new "
-                                 "answer replaces the cached one."),
+    timeout: float = typer.Option(
+        60.0,
+        "--timeout",
+        min=0.1,
+        help="Seconds one request may take in total, from sending it "
+        "to the answer's last byte (a server that trickles bytes is cut off); then it is retried.",
+    ),
+    max_attempts: int = typer.Option(
+        5, "--max-attempts", min=1, help="Most requests per description, retries included."
+    ),
+    run_timeout: float | None = typer.Option(
+        None,
+        "--run-timeout",
+        min=0.1,
+        help="Seconds the whole run may take, "
+        "retries and waits included; labels not answered by then fail. Default: no limit.",
+    ),
+    refresh: bool = typer.Option(
+        False,
+        "--refresh",
+        help="Ask again even for labels with a cached answer; a valid new answer replaces the cached one.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Ask an LLM to describe each object (paper prompt), cache the answers, and encode them into features.
 
     The API key is read only from $DGA_LLM_API_KEY (else $OPENAI_API_KEY); it is never printed or stored, nor are
-    credentials in the base URL (they are scrubbed from logs, reports and stored answers, even if the server echoes them).
+    credentials in the base URL (they are scrubbed from logs, reports and stored answers, even if the server echoes
+    them).
     Answers are cached per (label, prompt version, model, endpoint) once they pass a check (not cut off by the
     server's token limit, at most 20,000 characters of text, responses at most 1 MiB): a rerun asks nothing it
     already knows, unless --refresh.

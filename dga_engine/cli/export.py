@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, progress, table
@@ -14,7 +12,7 @@ def export_command(
     ctx: typer.Context,
     fmt: str = typer.Option(..., "--format", "-f", help="dexgraspnet | dga | bodex | mjcf-keyframes."),
     out: str = typer.Option(..., "--out", "-o", help="Output folder (created; files of the same names are replaced)."),
-    where: Optional[str] = typer.Option(None, "--filter", help="SQL condition on the grasps view, e.g. "
+    where: str | None = typer.Option(None, "--filter", help="SQL condition on the grasps view, e.g. "
                                         "\"suc6 AND pen_hand_object_mm < 2\" or \"source = 'synthesis'\"."),
     dataset: str = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="Dataset name under <root>/datasets/."),
     open_fraction: float = typer.Option(0.2, "--open-fraction", help="bodex only: the pre-grasp opens every joint by "
@@ -25,7 +23,8 @@ def export_command(
 
     \b
     dexgraspnet     dataset/<object>.npy qpos dicts (DexGraspNet's joint names, euler 'sxyz' palm root) + meshdata/
-    dga             dga_engine_shadowhand.pt metadata list (sr_grasp_description URDF) + object_pcds_nors.pkl + grasp.json
+    dga             dga_engine_shadowhand.pt metadata list (sr_grasp_description URDF) + object_pcds_nors.pkl +
+    grasp.json
     bodex           DexGraspBench graspdata/<object>/<k>.npy with 29-D pregrasp/grasp/squeeze qpos + objects/
     mjcf-keyframes  <object>-s<scale>.xml: the filter's MuJoCo scene with one keyframe per grasp
 
@@ -52,4 +51,6 @@ def export_command(
         for oid, why in report.skipped_objects.items():
             console.print(f"[yellow]skipped[/] {oid}: {why}")
     if not report.verified:
-        raise fail(f"round trip {report.roundtrip_max_mm:.4f} mm exceeds {report.tolerance_mm} mm: the export is not faithful")
+        raise fail(
+            f"round trip {report.roundtrip_max_mm:.4f} mm exceeds {report.tolerance_mm} mm: the export is not faithful"
+        )

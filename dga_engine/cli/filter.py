@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
@@ -12,22 +10,45 @@ from dga_engine.cli.refine import PRESET_HELP, default_preset, load_refine_confi
 
 def filter_command(
     ctx: typer.Context,
-    source: str = typer.Option(..., "--source", help="The source to filter: a source dataset (dexgraspnet, unidexgrasp, "
-                               "multidex, realdex, dga), or a candidate source such as synthesis or generator."),
-    path: Optional[str] = typer.Option(None, "--path", help="A source dataset's folder as downloaded (default "
-                                       "<root>/sources/<source>); for other sources, a Parquet file or folder (GRASP_SCHEMA) "
-                                       "filtered as it is."),
-    refine: bool = typer.Option(True, "--refine/--no-refine", help="Refine near misses first (default); --no-refine "
-                                "gives the raw verdict of every candidate."),
-    refine_preset: Optional[str] = typer.Option(None, "--refine-preset", help=PRESET_HELP),
-    refine_config: Optional[str] = typer.Option(None, "--refine-config", help="JSON file of RefineConfig fields."),
-    mesh_dir: Optional[List[str]] = typer.Option(None, "--mesh-dir", help="Source datasets: extra folder searched for meshes."),
-    backend: str = typer.Option("mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (mujoco backend); results do not depend on it."),
+    source: str = typer.Option(
+        ...,
+        "--source",
+        help="The source to filter: a source dataset (dexgraspnet, unidexgrasp, "
+        "multidex, realdex, dga), or a candidate source such as synthesis or generator.",
+    ),
+    path: str | None = typer.Option(
+        None,
+        "--path",
+        help="A source dataset's folder as downloaded (default "
+        "<root>/sources/<source>); for other sources, a Parquet file or folder (GRASP_SCHEMA) "
+        "filtered as it is.",
+    ),
+    refine: bool = typer.Option(
+        True,
+        "--refine/--no-refine",
+        help="Refine near misses first (default); --no-refine gives the raw verdict of every candidate.",
+    ),
+    refine_preset: str | None = typer.Option(None, "--refine-preset", help=PRESET_HELP),
+    refine_config: str | None = typer.Option(None, "--refine-config", help="JSON file of RefineConfig fields."),
+    mesh_dir: list[str] | None = typer.Option(
+        None, "--mesh-dir", help="Source datasets: extra folder searched for meshes."
+    ),
+    backend: str = typer.Option(
+        "mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Worker processes (mujoco backend); results do not depend on it."
+    ),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset that receives accepted shards and rejects."),
-    protocol: str = typer.Option("dga-engine", "--protocol", help="Preset: dga-engine (default, tuned for MuJoCo) | "
-                                 "dga-reference (DGA's Isaac Gym evaluator emulated; see docs/filter.md)."),
-    config_file: Optional[str] = typer.Option(None, "--config", help="JSON file of FilterConfig fields overriding the preset's."),
+    protocol: str = typer.Option(
+        "dga-engine",
+        "--protocol",
+        help="Preset: dga-engine (default, tuned for MuJoCo) | "
+        "dga-reference (DGA's Isaac Gym evaluator emulated; see docs/filter.md).",
+    ),
+    config_file: str | None = typer.Option(
+        None, "--config", help="JSON file of FilterConfig fields overriding the preset's."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put a source's grasps through the physics filter and into the dataset: for a source dataset, curate
@@ -76,16 +97,31 @@ def filter_command(
     if refine_settings is not None:
         refined = run_refine_with_progress(ctx, source, refine_settings, dataset, workers, config, as_json)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, disable=as_json)
     task = bar.add_task(f"filter {source}", total=None)
     try:
         with bar:
-            summary = run_filter(lay, source=source, path=parquet_path, backend=backend, workers=workers, dataset=dataset,
-                                 config=config, refined=refined is not None,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+            summary = run_filter(
+                lay,
+                source=source,
+                path=parquet_path,
+                backend=backend,
+                workers=workers,
+                dataset=dataset,
+                config=config,
+                refined=refined is not None,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except BackendUnavailable as exc:
         raise fail(str(exc))
     except (FileNotFoundError, ValueError) as exc:
@@ -121,8 +157,12 @@ def filter_command(
         table(f"refine {source}: {refined.preset}", ["what", "value"], refine_rows(refined))
     typer.echo(f"filter {source}: {summary.total} grasps in {summary.units_done} units; "
                f"{summary.units_skipped} units already done")
-    table("outcome", ["outcome", "grasps"],
-          [("accepted", summary.accepted), ("rejected", summary.rejected)] + [(f"  {k}", v) for k, v in summary.reasons.items()])
+    table(
+        "outcome",
+        ["outcome", "grasps"],
+        [("accepted", summary.accepted), ("rejected", summary.rejected)]
+        + [(f"  {k}", v) for k, v in summary.reasons.items()],
+    )
     if summary.total:
         table("metrics", ["metric", "value"], metric_rows(m))
     for item in summary.skipped_files[:20]:
@@ -130,7 +170,7 @@ def filter_command(
     typer.echo(f"protocol {summary.protocol_version}, backend {summary.backend}, {summary.seconds:.1f} s")
 
 
-def _curate_raw_source(lay, source: str, path: Optional[str], dataset: str, mesh_dir, quiet: bool):
+def _curate_raw_source(lay, source: str, path: str | None, dataset: str, mesh_dir, quiet: bool):
     """Curate what is not yet curated of a source dataset; None when there is no raw folder (candidates may exist)."""
     from dga_engine import fs
     from dga_engine.cli.common import progress

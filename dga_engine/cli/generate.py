@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
@@ -11,23 +9,29 @@ from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress
 
 def train(
     ctx: typer.Context,
-    round_: int = typer.Option(..., "--round", min=1, help="Round K: trains on the accepted grasps of rounds 0..K-1, writes models/round-KKK."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Total epochs to reach (default: the preset's)."),
-    preset: Optional[str] = typer.Option(
-        None, "--preset", help="Model size for a new checkpoint: tiny (CPU demo, default) or paper (reference sizes, GPU)."
+    round_: int = typer.Option(
+        ..., "--round", min=1, help="Round K: trains on the accepted grasps of rounds 0..K-1, writes models/round-KKK."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=0, help="Total epochs to reach (default: the preset's)."),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Model size for a new checkpoint: tiny (CPU demo, default) or paper (reference sizes, GPU).",
     ),
     restart: bool = typer.Option(False, "--restart", help="Discard the round's checkpoint and train from scratch."),
-    physics: Optional[bool] = typer.Option(
+    physics: bool | None = typer.Option(
         None, "--physics/--no-physics", help="Physics-aware training (SPF/ERF/SRF on h0_hat); default on."
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train round K's generator; resumes from its checkpoint when the data and configuration match."""
     from dga_engine.generate import checkpoint as ckpt
-    from dga_engine.generate.config import GeneratorConfig, preset as make_preset
-    from dga_engine.generate.train import TrainingDataChanged, train as run_train
+    from dga_engine.generate.config import GeneratorConfig
+    from dga_engine.generate.config import preset as make_preset
+    from dga_engine.generate.train import TrainingDataChanged
+    from dga_engine.generate.train import train as run_train
 
     lay = layout(ctx)
     config = None
@@ -49,7 +53,9 @@ def train(
         total = max(0, total - int(ckpt.read_meta(lay, round_).get("epoch", 0)))
     with progress(f"train round {round_}", total=total, enabled=not as_json) as advance:
         try:
-            result = run_train(lay, round_, config, epochs=epochs, restart=restart, device=device, on_epoch=lambda s: advance())
+            result = run_train(
+                lay, round_, config, epochs=epochs, restart=restart, device=device, on_epoch=lambda s: advance()
+            )
         except (TrainingDataChanged, ValueError, FileNotFoundError) as exc:
             raise fail(str(exc))
     if as_json:
@@ -66,17 +72,34 @@ def train(
 
 def generate(
     ctx: typer.Context,
-    round_: int = typer.Option(..., "--round", min=1, help="Round K: samples with models/round-KKK, writes round-K candidates."),
+    round_: int = typer.Option(
+        ..., "--round", min=1, help="Round K: samples with models/round-KKK, writes round-K candidates."
+    ),
     per_object: int = typer.Option(..., "--per-object", min=1, help="Grasps to sample per object."),
-    objects: str = typer.Option("all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."),
-    guidance: Optional[bool] = typer.Option(None, "--guidance/--no-guidance", help="Physics-guided sampling (default: on)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Grasps sampled together (default 256)."),
-    objects_per_batch: Optional[int] = typer.Option(None, "--objects-per-batch", min=1, help="Objects per unit of work (resume granularity)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Base seed (default 0); each object's noise is seeded from it."),
-    use_ray: bool = typer.Option(False, "--ray/--no-ray", help="Run batches on Ray actors (local Ray unless --ray-address)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="DGA_RAY_ADDRESS", help="Ray cluster address (implies --ray); default $DGA_RAY_ADDRESS."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray actors (default: one per GPU, else 1)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
+    objects: str = typer.Option(
+        "all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."
+    ),
+    guidance: bool | None = typer.Option(
+        None, "--guidance/--no-guidance", help="Physics-guided sampling (default: on)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Grasps sampled together (default 256)."),
+    objects_per_batch: int | None = typer.Option(
+        None, "--objects-per-batch", min=1, help="Objects per unit of work (resume granularity)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Base seed (default 0); each object's noise is seeded from it."
+    ),
+    use_ray: bool = typer.Option(
+        False, "--ray/--no-ray", help="Run batches on Ray actors (local Ray unless --ray-address)."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        envvar="DGA_RAY_ADDRESS",
+        help="Ray cluster address (implies --ray); default $DGA_RAY_ADDRESS.",
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Ray actors (default: one per GPU, else 1)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Sample candidate grasps for the objects with round K's generator; the filter stage then checks them.
@@ -101,7 +124,11 @@ def generate(
         sample.batch_size = batch_size
     if seed is not None:
         sample.seed = seed
-    ids = ObjectStore(lay).ids() if objects.strip().lower() == "all" else [s.strip() for s in objects.split(",") if s.strip()]
+    ids = (
+        ObjectStore(lay).ids()
+        if objects.strip().lower() == "all"
+        else [s.strip() for s in objects.split(",") if s.strip()]
+    )
     n_batches = None
     with progress(f"generate round {round_}", total=n_batches, enabled=not as_json) as advance:
         try:

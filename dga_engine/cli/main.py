@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import typer
 
@@ -35,14 +34,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    root: Optional[str] = typer.Option(
-        None, "--root", envvar=ROOT_ENV, help="Storage root: a folder or an fsspec URL (s3://bucket/prefix; not memory://, which would "
-        "vanish at exit). Default ./storage."
+    root: str | None = typer.Option(
+        None,
+        "--root",
+        envvar=ROOT_ENV,
+        help="Storage root: a folder or an fsspec URL (s3://bucket/prefix; not memory://, which would "
+        "vanish at exit). Default ./storage.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = {"root": root}
 
 
@@ -58,10 +64,10 @@ from dga_engine.cli.export import export_command as _export  # noqa: E402
 from dga_engine.cli.filter import filter_command as _filter  # noqa: E402
 from dga_engine.cli.refine import refine as _refine  # noqa: E402
 from dga_engine.cli.render import render_command as _render  # noqa: E402
-from dga_engine.cli.view import card_command as _card  # noqa: E402
-from dga_engine.cli.view import view_command as _view  # noqa: E402
 from dga_engine.cli.retarget import retarget as _retarget  # noqa: E402
 from dga_engine.cli.synthesize import synthesize as _synthesize  # noqa: E402
+from dga_engine.cli.view import card_command as _card  # noqa: E402
+from dga_engine.cli.view import view_command as _view  # noqa: E402
 
 app.command("build")(_build.build)
 app.add_typer(_build.rounds_app, name="rounds")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, progress, table
@@ -26,18 +24,20 @@ SCALES = typer.Option(
 )
 THRESHOLD = typer.Option(0.05, "--coacd-threshold", help="CoACD concavity threshold (lower = more, finer parts).")
 MAX_PARTS = typer.Option(16, "--max-parts", help="Cap on convex parts per object.")
-TIMEOUT = typer.Option(300.0, "--coacd-timeout", help="CoACD time limit per object in seconds; over it the object is quarantined.")
+TIMEOUT = typer.Option(
+    300.0, "--coacd-timeout", help="CoACD time limit per object in seconds; over it the object is quarantined."
+)
 MAX_FACES = typer.Option(500_000, "--max-faces", help="Inputs with more faces are quarantined.")
 
 
-def _split(values: Optional[List[str]]) -> list[str]:
+def _split(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out += [x.strip() for x in v.split(",") if x.strip()]
     return out
 
 
-def _config(scales: Optional[str], threshold: float, max_parts: int, timeout: float, max_faces: int):
+def _config(scales: str | None, threshold: float, max_parts: int, timeout: float, max_faces: int):
     from dga_engine.objects.ingest import IngestConfig
 
     try:
@@ -69,11 +69,13 @@ def _finish(report, as_json: bool) -> None:
 @ingest_app.command("builtin")
 def ingest_builtin_cmd(
     ctx: typer.Context,
-    names: Optional[List[str]] = typer.Option(None, "--names", help="Builtin names (comma-separated or repeated). Default: all."),
-    demo: Optional[int] = typer.Option(None, "--demo", min=1, help="Only a varied, quick subset of this many shapes."),
+    names: list[str] | None = typer.Option(
+        None, "--names", help="Builtin names (comma-separated or repeated). Default: all."
+    ),
+    demo: int | None = typer.Option(None, "--demo", min=1, help="Only a varied, quick subset of this many shapes."),
     list_names: bool = typer.Option(False, "--list", help="Print the builtin names and labels and exit."),
     processes: int = PROCESSES,
-    scales: Optional[str] = SCALES,
+    scales: str | None = SCALES,
     threshold: float = THRESHOLD,
     max_parts: int = MAX_PARTS,
     timeout: float = TIMEOUT,
@@ -106,11 +108,13 @@ def ingest_builtin_cmd(
 @ingest_app.command("local")
 def ingest_local_cmd(
     ctx: typer.Context,
-    paths: List[str] = typer.Argument(..., help="Mesh files (obj, stl, ply, off, glb, gltf) or folders of them (recursive)."),
-    label: Optional[str] = typer.Option(None, "--label", help="Label for every object (default: the file name)."),
+    paths: list[str] = typer.Argument(
+        ..., help="Mesh files (obj, stl, ply, off, glb, gltf) or folders of them (recursive)."
+    ),
+    label: str | None = typer.Option(None, "--label", help="Label for every object (default: the file name)."),
     licence: str = typer.Option("unknown", "--licence", help="Licence recorded for these objects."),
     processes: int = PROCESSES,
-    scales: Optional[str] = SCALES,
+    scales: str | None = SCALES,
     threshold: float = THRESHOLD,
     max_parts: int = MAX_PARTS,
     timeout: float = TIMEOUT,
@@ -133,14 +137,24 @@ def ingest_local_cmd(
 @ingest_app.command("objaverse")
 def ingest_objaverse_cmd(
     ctx: typer.Context,
-    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated LVIS categories (e.g. mug,bottle)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="'paper': the 18 graspable LVIS categories we chose for the paper's setup."),
-    per_category: int = typer.Option(10, "--per-category", "-n", min=1, help="Objects per category (even distribution)."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Objaverse cache tree (hf-objaverse-v1 layout); default ~/.objaverse/hf-objaverse-v1."),
-    no_download: bool = typer.Option(False, "--no-download", help="Use only objects already in the cache tree (offline)."),
+    categories: str | None = typer.Option(
+        None, "--categories", help="Comma-separated LVIS categories (e.g. mug,bottle)."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="'paper': the 18 graspable LVIS categories we chose for the paper's setup."
+    ),
+    per_category: int = typer.Option(
+        10, "--per-category", "-n", min=1, help="Objects per category (even distribution)."
+    ),
+    cache_dir: str | None = typer.Option(
+        None, "--cache-dir", help="Objaverse cache tree (hf-objaverse-v1 layout); default ~/.objaverse/hf-objaverse-v1."
+    ),
+    no_download: bool = typer.Option(
+        False, "--no-download", help="Use only objects already in the cache tree (offline)."
+    ),
     download_processes: int = typer.Option(1, "--download-processes", min=1, help="Parallel downloads."),
     processes: int = PROCESSES,
-    scales: Optional[str] = SCALES,
+    scales: str | None = SCALES,
     threshold: float = THRESHOLD,
     max_parts: int = MAX_PARTS,
     timeout: float = TIMEOUT,
@@ -197,13 +211,30 @@ def objects_ls(
 
         emit_json([asdict(m) for m in metas])
         return
-    table(f"Objects ({len(metas)})", ["id", "label", "source", "source id", "size (cm)", "parts", "watertight"],
-          [(m.object_id, m.label, m.source, m.source_id, " x ".join(f"{e * 100:.1f}" for e in m.extents), m.n_parts, m.watertight)
-           for m in metas])
+    table(
+        f"Objects ({len(metas)})",
+        ["id", "label", "source", "source id", "size (cm)", "parts", "watertight"],
+        [
+            (
+                m.object_id,
+                m.label,
+                m.source,
+                m.source_id,
+                " x ".join(f"{e * 100:.1f}" for e in m.extents),
+                m.n_parts,
+                m.watertight,
+            )
+            for m in metas
+        ],
+    )
 
 
 @objects_app.command("show")
-def objects_show(ctx: typer.Context, object_id: str = typer.Argument(..., help="Object id (see objects ls)."), as_json: bool = JSON_OPTION) -> None:
+def objects_show(
+    ctx: typer.Context,
+    object_id: str = typer.Argument(..., help="Object id (see objects ls)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Show one object's metadata, decomposition and files."""
     from dataclasses import asdict
 

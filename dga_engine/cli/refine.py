@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -20,7 +20,7 @@ def default_preset(source: str) -> str:
     return "polish" if source == GENERATOR_SOURCE else "repair"
 
 
-def load_refine_config(preset: str, config_file: Optional[str]):
+def load_refine_config(preset: str, config_file: str | None):
     """The preset, with the fields of a JSON file (``--refine-config``) overriding it."""
     import json
 
@@ -39,7 +39,14 @@ def load_refine_config(preset: str, config_file: Optional[str]):
 def run_refine_with_progress(ctx: typer.Context, source: str, config, dataset: str, workers: int, filter_config,
                              quiet: bool):
     """The refine stage with a progress bar; a missing source becomes a one-line error."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from dga_engine.cli.common import console
     from dga_engine.refine import run_refine
@@ -49,27 +56,42 @@ def run_refine_with_progress(ctx: typer.Context, source: str, config, dataset: s
     task = bar.add_task(f"refine {source} ({config.name})", total=None)
     try:
         with bar:
-            return run_refine(layout(ctx), source, config, dataset=dataset, filter_config=filter_config, workers=workers,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+            return run_refine(
+                layout(ctx),
+                source,
+                config,
+                dataset=dataset,
+                filter_config=filter_config,
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc))
 
 
 def refine_rows(summary) -> list[tuple[str, Any]]:
     s = summary.statuses
-    return [("grasps refined now", summary.total), ("  unchanged (passed the checks)", s.get("unchanged", 0)),
-            ("  refined (moved within the bounds)", s.get("refined", 0)), ("  failed (kept as they were)", s.get("failed", 0)),
-            ("largest joint change (rad)", summary.max_joint_change),
-            ("largest root move (mm)", summary.max_translation_change * 1000),
-            ("largest root turn (rad)", summary.max_rotation_change),
-            ("CPU ms per grasp", 1000 * summary.cpu_seconds / max(1, summary.total))]
+    return [
+        ("grasps refined now", summary.total),
+        ("  unchanged (passed the checks)", s.get("unchanged", 0)),
+        ("  refined (moved within the bounds)", s.get("refined", 0)),
+        ("  failed (kept as they were)", s.get("failed", 0)),
+        ("largest joint change (rad)", summary.max_joint_change),
+        ("largest root move (mm)", summary.max_translation_change * 1000),
+        ("largest root turn (rad)", summary.max_rotation_change),
+        ("CPU ms per grasp", 1000 * summary.cpu_seconds / max(1, summary.total)),
+    ]
 
 
 def refine(
     ctx: typer.Context,
-    source: str = typer.Option(..., "--source", help="Candidate source to refine (datasets/<dataset>/candidates/<source>/)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
-    config_file: Optional[str] = typer.Option(None, "--config", help="JSON file of RefineConfig fields overriding the preset."),
+    source: str = typer.Option(
+        ..., "--source", help="Candidate source to refine (datasets/<dataset>/candidates/<source>/)."
+    ),
+    preset: str | None = typer.Option(None, "--preset", help=PRESET_HELP),
+    config_file: str | None = typer.Option(
+        None, "--config", help="JSON file of RefineConfig fields overriding the preset."
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes; results do not depend on it."),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset whose candidates are refined."),
     as_json: bool = JSON_OPTION,
@@ -88,8 +110,12 @@ def refine(
     if as_json:
         emit_json(summary.to_dict())
         return
-    table(f"refine {source}: {config.tag}", ["what", "value"],
-          refine_rows(summary) + [("files done earlier", summary.units_skipped), ("unreadable files", len(summary.skipped_files))])
+    table(
+        f"refine {source}: {config.tag}",
+        ["what", "value"],
+        refine_rows(summary)
+        + [("files done earlier", summary.units_skipped), ("unreadable files", len(summary.skipped_files))],
+    )
     for item in summary.skipped_files[:20]:
         typer.echo(f"skipped {item['key']}: {item['reason']}")
     typer.echo(f"next: dga-engine filter --source {source}")

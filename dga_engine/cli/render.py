@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress
@@ -13,19 +11,31 @@ from dga_engine.layout import DEFAULT_DATASET
 def render_command(
     ctx: typer.Context,
     out: str = typer.Option(..., "--out", "-o", help="PNG file to write."),
-    object_id: Optional[str] = typer.Option(None, "--object", help="Object id (default: the first object that has grasps of --kind)."),
-    grasp_id: Optional[List[str]] = typer.Option(None, "--grasp", help="Only these grasp ids (repeatable)."),
+    object_id: str | None = typer.Option(
+        None, "--object", help="Object id (default: the first object that has grasps of --kind)."
+    ),
+    grasp_id: list[str] | None = typer.Option(None, "--grasp", help="Only these grasp ids (repeatable)."),
     kind: str = typer.Option("accepted", "--kind", help="accepted | rejects | candidates."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Rejects only: this reject reason (e.g. unstable)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Only grasps of this source."),
-    round_: Optional[int] = typer.Option(None, "--round", help="Only grasps of this round."),
-    n: int = typer.Option(1, "-n", "--count", min=1, max=400, help="How many grasps: 1 draws one picture, more a grid."),
-    columns: Optional[int] = typer.Option(None, "--columns", min=1, help="Grid columns (default: about square)."),
-    verdict: bool = typer.Option(False, "--colour-by-verdict", help="Tint each hand by its verdict (accepted / reject reason / candidate) and label the tiles."),
+    reason: str | None = typer.Option(None, "--reason", help="Rejects only: this reject reason (e.g. unstable)."),
+    source: str | None = typer.Option(None, "--source", help="Only grasps of this source."),
+    round_: int | None = typer.Option(None, "--round", help="Only grasps of this round."),
+    n: int = typer.Option(
+        1, "-n", "--count", min=1, max=400, help="How many grasps: 1 draws one picture, more a grid."
+    ),
+    columns: int | None = typer.Option(None, "--columns", min=1, help="Grid columns (default: about square)."),
+    verdict: bool = typer.Option(
+        False,
+        "--colour-by-verdict",
+        help="Tint each hand by its verdict (accepted / reject reason / candidate) and label the tiles.",
+    ),
     size: int = typer.Option(480, "--size", min=64, max=2048, help="Tile width and height in pixels."),
     azimuth: float = typer.Option(150.0, "--azimuth", help="Camera azimuth, degrees, in the hand's forearm frame."),
     elevation: float = typer.Option(-25.0, "--elevation", help="Camera elevation, degrees."),
-    collision: bool = typer.Option(False, "--collision", help="Draw what the filter simulates (collision capsules, convex parts) instead of the visual meshes."),
+    collision: bool = typer.Option(
+        False,
+        "--collision",
+        help="Draw what the filter simulates (collision capsules, convex parts) instead of the visual meshes.",
+    ),
     dataset: str = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="Dataset name under <root>/datasets/."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -43,7 +53,9 @@ def render_command(
     lay = layout(ctx)
     try:
         ds = Dataset(lay, dataset)
-        table = load_grasps(ds, kind, object_id=object_id, source=source, round_=round_, reason=reason, grasp_ids=grasp_id)
+        table = load_grasps(
+            ds, kind, object_id=object_id, source=source, round_=round_, reason=reason, grasp_ids=grasp_id
+        )
     except ValueError as exc:
         raise fail(str(exc))
     if table.num_rows == 0:
@@ -56,7 +68,9 @@ def render_command(
     try:
         view = View(width=size, height=size, azimuth=azimuth, elevation=elevation, collision=collision)
         with progress("render", table.num_rows, enabled=not as_json and table.num_rows > 1) as advance:
-            image = render_grid(table, object_loader(lay), view, columns=columns, colour_by_verdict=verdict, progress=advance)
+            image = render_grid(
+                table, object_loader(lay), view, columns=columns, colour_by_verdict=verdict, progress=advance
+            )
         save_png(image, out)
     except (RenderBackendError, ObjectNotFound, ValueError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, ObjectNotFound) else exc))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,13 +12,23 @@ from dga_engine.cli.common import JSON_OPTION, emit_json, fail, progress, table
 
 
 def retarget(
-    keypoints: Path = typer.Option(..., "--keypoints", exists=False, dir_okay=False,
-                                   help="A .npy of shape (T, 21, 3): metres, MediaPipe/MANO keypoint order (see below)."),
-    out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Output Parquet (default: <keypoints>.retarget.parquet)."),
+    keypoints: Path = typer.Option(
+        ...,
+        "--keypoints",
+        exists=False,
+        dir_okay=False,
+        help="A .npy of shape (T, 21, 3): metres, MediaPipe/MANO keypoint order (see below).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", dir_okay=False, help="Output Parquet (default: <keypoints>.retarget.parquet)."
+    ),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes; chunks of frames run in parallel."),
-    temporal_weight: float = typer.Option(4e-3, "--temporal-weight", min=0.0,
-                                          help="Weight of the squared change from the previous frame (smoothness)."),
-    ftol: float = typer.Option(1e-7, "--ftol", min=0.0, help="Optimiser stop: smaller follows the keypoints closer, slower."),
+    temporal_weight: float = typer.Option(
+        4e-3, "--temporal-weight", min=0.0, help="Weight of the squared change from the previous frame (smoothness)."
+    ),
+    ftol: float = typer.Option(
+        1e-7, "--ftol", min=0.0, help="Optimiser stop: smaller follows the keypoints closer, slower."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Retarget a sequence of human hand keypoints to the engine's ShadowHand, frame by frame, and write the poses.
@@ -44,7 +53,7 @@ def retarget(
     import pyarrow.parquet as pq
 
     from dga_engine.conventions import JOINT_NAMES, POSE_CONVENTION
-    from dga_engine.retarget.engine import RetargetConfig, RetargetError, Retargeter, check_keypoints
+    from dga_engine.retarget.engine import RetargetConfig, Retargeter, RetargetError, check_keypoints
     from dga_engine.retarget.keypoints import TIP_NAMES
     from dga_engine.sources.safeload import SourceFileError, load_npy
 
@@ -78,5 +87,9 @@ def retarget(
         emit_json(summary)
         return
     errs = summary["tip_error_mm"]
-    table("fingertip error after retargeting (mm)", ["finger", "mean", "p95"], [(k, v["mean"], v["p95"]) for k, v in errs.items()])
+    table(
+        "fingertip error after retargeting (mm)",
+        ["finger", "mean", "p95"],
+        [(k, v["mean"], v["p95"]) for k, v in errs.items()],
+    )
     typer.echo(f"{len(res)} frames, {fps:.1f} frames/s ({workers} workers) -> {out}")

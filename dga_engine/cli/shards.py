@@ -10,7 +10,9 @@ import typer
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
 from dga_engine.layout import DEFAULT_DATASET
 
-app = typer.Typer(help="The sharded grasp dataset: list, inspect, verify and query its Parquet shards.", no_args_is_help=True)
+app = typer.Typer(
+    help="The sharded grasp dataset: list, inspect, verify and query its Parquet shards.", no_args_is_help=True
+)
 
 DATASET_OPTION = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="Dataset name under <root>/datasets/.")
 
@@ -49,8 +51,14 @@ def _counts(d: dict[str, int]) -> str:
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
-       max_rows: int = typer.Option(50, "--max-rows", help="At most this many shards are printed as a table (JSON lists all).")) -> None:
+def ls(
+    ctx: typer.Context,
+    dataset: str = DATASET_OPTION,
+    as_json: bool = JSON_OPTION,
+    max_rows: int = typer.Option(
+        50, "--max-rows", help="At most this many shards are printed as a table (JSON lists all)."
+    ),
+) -> None:
     """List the committed shards: rows, objects, rounds, sources, size (a compacted shard's share of its files)."""
     ds = _dataset(ctx, dataset)
     shards = _guard(ds.shards)
@@ -107,8 +115,12 @@ def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (o
 
 
 @app.command("compact")
-def compact(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
-            force: bool = typer.Option(False, "--force", help="Also rewrite a lone under-full compacted file.")) -> None:
+def compact(
+    ctx: typer.Context,
+    dataset: str = DATASET_OPTION,
+    as_json: bool = JSON_OPTION,
+    force: bool = typer.Option(False, "--force", help="Also rewrite a lone under-full compacted file."),
+) -> None:
     """Merge the shards committed since the last compaction into large object-sorted files and a new object index.
 
     Safe while other writers run (they wait on the dataset's commit lock) and at any interruption (the old or
@@ -154,10 +166,22 @@ def repair(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JS
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
-           repair: bool = typer.Option(False, "--repair", help="First rebuild meta/info.json and delete unreferenced files older than --min-age."),
-           min_age: float = typer.Option(3600.0, "--min-age", help="Seconds: younger unreferenced files may belong to a write in progress and are kept."),
-           no_checksums: bool = typer.Option(False, "--no-checksums", help="Skip the sha256 of each file (faster; sizes, footers and counts are still checked).")) -> None:
+def verify(
+    ctx: typer.Context,
+    dataset: str = DATASET_OPTION,
+    as_json: bool = JSON_OPTION,
+    repair: bool = typer.Option(
+        False, "--repair", help="First rebuild meta/info.json and delete unreferenced files older than --min-age."
+    ),
+    min_age: float = typer.Option(
+        3600.0, "--min-age", help="Seconds: younger unreferenced files may belong to a write in progress and are kept."
+    ),
+    no_checksums: bool = typer.Option(
+        False,
+        "--no-checksums",
+        help="Skip the sha256 of each file (faster; sizes, footers and counts are still checked).",
+    ),
+) -> None:
     """Check every shard against its manifest (checksum, schema, rows, row groups) and the summary; exit 1 on errors."""
     ds = _dataset(ctx, dataset)
     from dga_engine import fs
@@ -169,14 +193,18 @@ def verify(ctx: typer.Context, dataset: str = DATASET_OPTION, as_json: bool = JS
         if done.get("refused"):
             console.print(f"repair: {done['refused']}")
         else:
-            console.print(f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
-                          + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else ""))
+            console.print(
+                f"repair: rebuilt meta/info.json; removed {len(done['removed'])} file(s)"
+                + (f"; kept {len(done['kept_young'])} younger than {min_age:g} s" if done["kept_young"] else "")
+            )
     report = ds.verify(checksums=not no_checksums)
     if as_json:
         emit_json(report.to_dict())
     else:
         if report.bad:
-            table("Problems", ["level", "shard", "problem"], [(b["level"], b["shard"], b["problem"]) for b in report.bad])
+            table(
+                "Problems", ["level", "shard", "problem"], [(b["level"], b["shard"], b["problem"]) for b in report.bad]
+            )
         typer.echo(f"{'ok' if report.ok else 'FAILED'}: {report.shards} shards, {report.rows} rows, "
                    f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     if not report.ok:
@@ -194,9 +222,15 @@ def _jsonable(v: Any) -> Any:
 
 
 @app.command("query")
-def query(ctx: typer.Context, sql: str = typer.Argument(..., help="DuckDB SQL over the views grasps, rejects and shards."),
-          dataset: str = DATASET_OPTION, as_json: bool = JSON_OPTION,
-          max_rows: int = typer.Option(200, "--max-rows", help="At most this many rows are printed as a table (JSON prints all).")) -> None:
+def query(
+    ctx: typer.Context,
+    sql: str = typer.Argument(..., help="DuckDB SQL over the views grasps, rejects and shards."),
+    dataset: str = DATASET_OPTION,
+    as_json: bool = JSON_OPTION,
+    max_rows: int = typer.Option(
+        200, "--max-rows", help="At most this many rows are printed as a table (JSON prints all)."
+    ),
+) -> None:
     """Run SQL over the committed shards (view ``grasps``), the rejects (``rejects``) and the part list (``shards``)."""
     import duckdb
 
@@ -215,6 +249,8 @@ def query(ctx: typer.Context, sql: str = typer.Argument(..., help="DuckDB SQL ov
     if as_json:
         emit_json({"columns": result.column_names, "rows": [_jsonable(r) for r in rows]})
         return
-    table(f"{result.num_rows} rows", result.column_names, [[r[c] for c in result.column_names] for r in rows[:max_rows]])
+    table(
+        f"{result.num_rows} rows", result.column_names, [[r[c] for c in result.column_names] for r in rows[:max_rows]]
+    )
     if result.num_rows > max_rows:
         typer.echo(f"... {result.num_rows - max_rows} more rows (use --json or a LIMIT)")

@@ -2,29 +2,72 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
+
+if TYPE_CHECKING:
+    from dga_engine.layout import Layout
+    from dga_engine.synthesize import SynthesisReport
+
+log = logging.getLogger(__name__)
 
 
 def _fmt_rate(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _filter_candidates(lay: Layout, report: SynthesisReport, dataset: str, workers: int) -> None:
+    """The filter stage on the synthesis candidates, then each object's verdict into ``report``. A failure is
+    recorded in ``report.filter_error``, not raised: the candidates stay written for a later
+    ``dga-engine filter --source synthesis``."""
+    from dga_engine.simulate import run_filter
+    from dga_engine.synthesize import SOURCE, read_verdicts
+
+    t0 = time.perf_counter()
+    try:
+        run_filter(lay, source=SOURCE, workers=workers, dataset=dataset)
+        read_verdicts(lay, report, dataset)
+    except Exception as exc:  # noqa: BLE001 - the candidates are safe; say why and exit 1
+        log.warning("filter failed after synthesis: %s", exc)
+        report.filter_error = f"{type(exc).__name__}: {exc}"
+    report.filter_seconds = time.perf_counter() - t0
+
+
 def synthesize(
     ctx: typer.Context,
-    objects: str = typer.Option("all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."),
-    per_object: Optional[int] = typer.Option(None, "--per-object", min=1, help="Candidates per object (default: the preset's)."),
+    objects: str = typer.Option(
+        "all", "--objects", help="Comma-separated object ids, or 'all' (every object in the store)."
+    ),
+    per_object: int | None = typer.Option(
+        None, "--per-object", min=1, help="Candidates per object (default: the preset's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Run seed: the same seed, config and objects give the same grasps."),
-    preset: str = typer.Option("fast", "--preset", help="fast (about a minute per object on 2 cores) | default (more steps)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", min=0, help="Optimisation steps per batch (default: the preset's)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Grasps optimised together (default: the preset's)."),
-    dataset: str = typer.Option("dga", "--dataset", help="Dataset whose candidates area (and, after filtering, shards) receive the grasps."),
-    no_filter: bool = typer.Option(False, "--no-filter", help="Only write candidates; filter later with `dga-engine filter --source synthesis`."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes: objects synthesised at once, and the filter's workers."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip objects synthesised by an earlier run with the same seed and config."),
+    preset: str = typer.Option(
+        "fast", "--preset", help="fast (about a minute per object on 2 cores) | default (more steps)."
+    ),
+    iterations: int | None = typer.Option(
+        None, "--iterations", min=0, help="Optimisation steps per batch (default: the preset's)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Grasps optimised together (default: the preset's)."
+    ),
+    dataset: str = typer.Option(
+        "dga", "--dataset", help="Dataset whose candidates area (and, after filtering, shards) receive the grasps."
+    ),
+    no_filter: bool = typer.Option(
+        False, "--no-filter", help="Only write candidates; filter later with `dga-engine filter --source synthesis`."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Worker processes: objects synthesised at once, and the filter's workers."
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Skip objects synthesised by an earlier run with the same seed and config."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Synthesise grasps with no data at all: per object, a batch of hands is initialised around the object and
@@ -40,7 +83,11 @@ def synthesize(
     lay = layout(ctx)
     try:
         config = SynthesisConfig.preset(preset)
-        changes = {k: v for k, v in (("per_object", per_object), ("n_iter", iterations), ("batch_size", batch_size)) if v is not None}
+        changes = {
+            k: v
+            for k, v in (("per_object", per_object), ("n_iter", iterations), ("batch_size", batch_size))
+            if v is not None
+        }
         config = config.replace(**changes)
         config.validate()
     except ValueError as exc:
@@ -49,7 +96,9 @@ def synthesize(
     if objects.strip() == "all":
         ids = store.ids()
         if not ids:
-            raise fail(f"no objects in {lay.objects()}: ingest some first (dga-engine ingest builtin, or ingest paths ...)")
+            raise fail(
+                f"no objects in {lay.objects()}: ingest some first (dga-engine ingest builtin, or ingest paths ...)"
+            )
     else:
         ids = [o.strip() for o in objects.split(",") if o.strip()]
         missing = [o for o in ids if not store.exists(o)] if ids else []
@@ -59,8 +108,10 @@ def synthesize(
             raise fail(f"not in the object store: {', '.join(missing)} (see `dga-engine objects ls`)")
     total = len(ids) * config.per_object * len(config.object_scales)
     with progress("synthesize", total=total, enabled=not as_json) as advance:
-        report = run_synthesis(lay, ids, config, seed, dataset=dataset, run_filter=not no_filter, workers=workers,
-                               resume=resume, progress=advance)  # fmt: skip
+        report = run_synthesis(lay, ids, config, seed, dataset=dataset, workers=workers, resume=resume,
+                               progress=advance)  # fmt: skip
+    if not no_filter and report.candidates:
+        _filter_candidates(lay, report, dataset, workers)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -79,7 +130,9 @@ def synthesize(
             if o.error:
                 typer.echo(f"error {o.object_id}: {o.error}")
         if report.filter_error:
-            typer.echo(f"filter failed: {report.filter_error}; the candidates are kept: dga-engine filter --source synthesis")
+            typer.echo(
+                f"filter failed: {report.filter_error}; the candidates are kept: dga-engine filter --source synthesis"
+            )
         if no_filter and report.candidates:
             typer.echo(f"next: dga-engine filter --source synthesis --dataset {dataset}")
     if report.failed or report.candidates == 0 or report.filter_error:

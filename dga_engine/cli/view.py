@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout
@@ -12,7 +10,7 @@ from dga_engine.layout import DEFAULT_DATASET
 
 def view_command(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to open first (default: the first one)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset to open first (default: the first one)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
 ) -> None:
     """Browse the grasps in a local web app (viser) on http://127.0.0.1:PORT.
@@ -41,11 +39,18 @@ def view_command(
 def card_command(
     ctx: typer.Context,
     dataset: str = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="Dataset name under <root>/datasets/."),
-    render: bool = typer.Option(True, "--render/--no-render", help="Include a grid of rendered grasps (needs an offscreen GL backend, see `render`)."),
-    grid: int = typer.Option(8, "--grid", min=1, max=64, help="Grasps in the rendered grid (one per object, most-grasped objects first)."),
+    render: bool = typer.Option(
+        True,
+        "--render/--no-render",
+        help="Include a grid of rendered grasps (needs an offscreen GL backend, see `render`).",
+    ),
+    grid: int = typer.Option(
+        8, "--grid", min=1, max=64, help="Grasps in the rendered grid (one per object, most-grasped objects first)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write datasets/<name>/README.md, the dataset card the Hugging Face Hub and `datasets.load_dataset(<folder>)` read.
+    """Write datasets/<name>/README.md, the dataset card the Hugging Face Hub and `datasets.load_dataset(<folder>)`
+    read.
 
     Its YAML `configs:` make accepted grasps the default config and rejects and candidates their own configs
     (file globs, valid however shards are rewritten). The card states the conventions, the filter protocol and

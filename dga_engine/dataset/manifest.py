@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -57,8 +58,10 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "suc6": "all six push directions passed",
     "pen_hand_object_mm": "max depth of hand points inside the object (mm)",
     "pen_object_hand_mm": "max depth of object points inside the hand (mm)",
-    "pen_dga_mm": "the DGA reference's Pen of the grasp: max depth of hand points (no forearm) by the sign test against the first 4096 object points (mm)",
-    "pen_object_hand_sum_mm": "DexGraspNet-style E_pen: summed depth of the 2048 standard object points inside the hand (mm)",
+    "pen_dga_mm": "the DGA reference's Pen of the grasp: max depth of hand points (no forearm) by the sign test "
+    "against the first 4096 object points (mm)",
+    "pen_object_hand_sum_mm": "DexGraspNet-style E_pen: summed depth of the 2048 standard object points inside the "
+    "hand (mm)",
     "contact_count": "contacts between hand and object after closing",
     "sim_backend": "simulator that ran the filter",
     "protocol_version": "version of the filter protocol",
@@ -73,6 +76,14 @@ class SchemaVersionError(RuntimeError):
 
 class UnsafePathError(ValueError):
     """A path read from the dataset's own metadata points outside the files it may name."""
+
+
+class ManifestError(RuntimeError):
+    """A manifest (or the snapshot) cannot be read or does not describe its shard."""
+
+
+class CorruptShardError(RuntimeError):
+    """A committed shard file cannot be read (damaged or replaced after it was written)."""
 
 
 def check_data_path(rel: Any, where: str) -> str:
@@ -105,7 +116,8 @@ def check_version(kind: str, found: Any, supported: Iterable[int], where: str) -
         value = None
     if value not in supported:
         raise SchemaVersionError(
-            f"{where}: {kind} {found!r} is not supported by this dga-engine (it reads {', '.join(map(str, supported))}). "
+            f"{where}: {kind} {found!r} is not supported by this dga-engine (it reads "
+            f"{', '.join(map(str, supported))}). "
             "The dataset was probably written by a newer dga-engine: upgrade it (pip install -U dga-engine), "
             "or point --root/--dataset at a dataset written with a supported version."
         )
@@ -135,7 +147,9 @@ def column_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
         typ = col.type
         arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
         nulls = arr.null_count
-        if pa.types.is_fixed_size_list(typ) and (pa.types.is_floating(typ.value_type) or pa.types.is_integer(typ.value_type)):
+        if pa.types.is_fixed_size_list(typ) and (
+            pa.types.is_floating(typ.value_type) or pa.types.is_integer(typ.value_type)
+        ):
             k = typ.list_size
             valid = arr.drop_null() if nulls else arr
             vals = valid.flatten().to_numpy(zero_copy_only=False).reshape(-1, k)
@@ -150,8 +164,12 @@ def column_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
         elif pa.types.is_timestamp(typ):
             mm = pc.min_max(arr)
             lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            out[name] = {"count": len(arr) - nulls, "nulls": nulls,
-                         "min": lo.isoformat() if lo is not None else None, "max": hi.isoformat() if hi is not None else None}
+            out[name] = {
+                "count": len(arr) - nulls,
+                "nulls": nulls,
+                "min": lo.isoformat() if lo is not None else None,
+                "max": hi.isoformat() if hi is not None else None,
+            }
     return out
 
 
@@ -165,8 +183,22 @@ def _numeric(vals: np.ndarray, nulls: int, scalar: bool = False) -> dict[str, An
         std = np.sqrt(np.maximum(np.mean(np.square(vals, dtype=np.float64), axis=0) - mean**2, 0.0))
     if scalar:
         lo, hi, mean, std = (np.atleast_1d(x) for x in (lo, hi, mean, std))
-        return {"count": n, "nulls": nulls, "min": _floats(lo)[0], "max": _floats(hi)[0], "mean": _floats(mean)[0], "std": _floats(std)[0]}
-    return {"count": n, "nulls": nulls, "min": _floats(lo), "max": _floats(hi), "mean": _floats(mean), "std": _floats(std)}
+        return {
+            "count": n,
+            "nulls": nulls,
+            "min": _floats(lo)[0],
+            "max": _floats(hi)[0],
+            "mean": _floats(mean)[0],
+            "std": _floats(std)[0],
+        }
+    return {
+        "count": n,
+        "nulls": nulls,
+        "min": _floats(lo),
+        "max": _floats(hi),
+        "mean": _floats(mean),
+        "std": _floats(std),
+    }
 
 
 def merge_stats(parts: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -208,7 +240,14 @@ def _merge_one(items: list[Mapping[str, Any]]) -> dict[str, Any]:
     if scalar:
         return {"count": count, "nulls": nulls, "min": _floats(lo)[0], "max": _floats(hi)[0],
                 "mean": _floats(mean)[0], "std": _floats(std)[0]}
-    return {"count": count, "nulls": nulls, "min": _floats(lo), "max": _floats(hi), "mean": _floats(mean), "std": _floats(std)}
+    return {
+        "count": count,
+        "nulls": nulls,
+        "min": _floats(lo),
+        "max": _floats(hi),
+        "mean": _floats(mean),
+        "std": _floats(std),
+    }
 
 
 def value_counts(table: pa.Table, column: str) -> dict[str, int]:
@@ -265,7 +304,7 @@ class ShardPart:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "manifest") -> "ShardPart":
+    def from_json(cls, d: Mapping[str, Any], where: str = "manifest") -> ShardPart:
         objects = tuple(map(ObjectSpan._make, d["objects"]))
         if objects and not (isinstance(objects[0].object_id, str) and isinstance(objects[-1].rows, int)):
             raise ValueError("objects must be [object_id, row_group, row_start, rows] entries")
@@ -353,9 +392,11 @@ class ShardManifest:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "manifest") -> "ShardManifest":
+    def from_json(cls, d: Mapping[str, Any], where: str = "manifest") -> ShardManifest:
         check_version("manifest version", d.get("manifest_version"), (MANIFEST_VERSION,), where)
-        schema_version = check_version("grasp schema version", d.get("schema_version"), SUPPORTED_SCHEMA_VERSIONS, where)
+        schema_version = check_version(
+            "grasp schema version", d.get("schema_version"), SUPPORTED_SCHEMA_VERSIONS, where
+        )
         return cls(key=str(d["key"]), dataset=str(d.get("dataset", "")), write_id=str(d["write_id"]),
                    created_at=str(d.get("created_at", "")), schema_version=schema_version,
                    parts=tuple(ShardPart.from_json(p, where) for p in d["parts"]), split=d.get("split"),
@@ -396,7 +437,7 @@ class DatasetInfo:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "meta/info.json") -> "DatasetInfo":
+    def from_json(cls, d: Mapping[str, Any], where: str = "meta/info.json") -> DatasetInfo:
         version = check_version("info version", d.get("info_version"), SUPPORTED_INFO_VERSIONS, where)
         check_version("grasp schema version", d.get("schema_version"), SUPPORTED_SCHEMA_VERSIONS, where)
         d = dict(d)
@@ -409,8 +450,10 @@ class DatasetInfo:
 
 
 def features_of(schema: pa.Schema) -> list[dict[str, Any]]:
-    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable, "description": FIELD_DESCRIPTIONS.get(f.name, "")}
-            for f in schema]
+    return [
+        {"name": f.name, "type": str(f.type), "nullable": f.nullable, "description": FIELD_DESCRIPTIONS.get(f.name, "")}
+        for f in schema
+    ]
 
 
 def build_info(name: str, *, rows: int, objects: int, bytes_: int, rounds: Mapping[str, int],
@@ -434,7 +477,23 @@ def add_counts(into: dict[str, int], more: Mapping[str, int]) -> None:
 
 
 __all__ = [
-    "MANIFEST_VERSION", "INFO_VERSION", "SUPPORTED_INFO_VERSIONS", "SUPPORTED_SCHEMA_VERSIONS", "FIELD_DESCRIPTIONS",
-    "SchemaVersionError", "UnsafePathError", "check_data_path", "add_counts", "check_version", "column_stats", "merge_stats", "value_counts", "ObjectSpan", "ShardPart", "ShardManifest",
-    "DatasetInfo", "features_of", "build_info",
+    "MANIFEST_VERSION",
+    "INFO_VERSION",
+    "SUPPORTED_INFO_VERSIONS",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "FIELD_DESCRIPTIONS",
+    "SchemaVersionError",
+    "UnsafePathError",
+    "check_data_path",
+    "add_counts",
+    "check_version",
+    "column_stats",
+    "merge_stats",
+    "value_counts",
+    "ObjectSpan",
+    "ShardPart",
+    "ShardManifest",
+    "DatasetInfo",
+    "features_of",
+    "build_info",
 ]

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dga_engine import fs as fsio
+from dga_engine.dataset.paths import REJECTS_FILE
 from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _project(con: Any, source: str, schema: pa.Schema) -> str:
                      for f in schema)
 
 
-def _readable(ds: "Dataset", path: str) -> str | None:
+def _readable(ds: Dataset, path: str) -> str | None:
     """None if ``path`` has a readable Parquet footer, else why not."""
     try:
         if ds.layout.is_local:
@@ -91,12 +92,10 @@ def _readable(ds: "Dataset", path: str) -> str | None:
     return None
 
 
-def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
+def connect(ds: Dataset, sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     """A locked-down DuckDB connection with the views ``sql`` needs, the warnings met building them, and the
     data files the views read."""
     import duckdb
-
-    from dga_engine.dataset.store import REJECTS_FILE
 
     warnings: list[str] = []
     con = duckdb.connect()
@@ -114,7 +113,9 @@ def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
         for k in state.dead:
             for i in index.by_key.get(k, []):
                 start = int(index.row_start[i])
-                dead_ranges.setdefault(snap.files[int(index.file[i])].path, []).append((start, start + int(index.rows[i])))
+                dead_ranges.setdefault(snap.files[int(index.file[i])].path, []).append(
+                    (start, start + int(index.rows[i]))
+                )
     runs = ds._runs(state)
     rels = list(dict.fromkeys(r.path for r in runs))
     clean = [norm(ds.p(r)) for r in rels if r not in dead_ranges]
@@ -133,7 +134,9 @@ def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     if _MENTIONS_REJECTS.search(sql):
         paths = [norm(ds.p(REJECTS_FILE.format(key=k))) for k in ds.reject_keys()]
         try:
-            con.execute(f"SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true) LIMIT 0") if paths else None
+            con.execute(
+                f"SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true) LIMIT 0"
+            ) if paths else None
         except duckdb.Error:
             good = []
             for p in paths:
@@ -145,8 +148,13 @@ def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
                                     "reports it, `dga-engine shards repair` reruns the unit that wrote it")
             paths = good
         allowed += paths
-        views.append(("rejects", [f"SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true)"] if paths else [],
-                      REJECT_SCHEMA))
+        views.append(
+            (
+                "rejects",
+                [f"SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true)"] if paths else [],
+                REJECT_SCHEMA,
+            )
+        )
 
     for view, sources, schema in views:
         if sources:
@@ -179,7 +187,7 @@ def connect(ds: "Dataset", sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     return con, warnings, [ds.p(r) for r in rels]
 
 
-def run_query(ds: "Dataset", sql: str) -> pa.Table:
+def run_query(ds: Dataset, sql: str) -> pa.Table:
     """Run one read-only ``sql`` SELECT against :func:`connect`; the result as an Arrow table.
 
     A file deleted by a concurrent rewrite or compaction raises FileNotFoundError (the store retries).
@@ -202,7 +210,9 @@ def run_query(ds: "Dataset", sql: str) -> pa.Table:
     for w in warnings:
         log.warning("%s", w)
     if warnings:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"dga_warnings": json.dumps(warnings).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"dga_warnings": json.dumps(warnings).encode()}
+        )
     return table
 
 

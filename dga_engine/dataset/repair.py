@@ -22,16 +22,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dga_engine import runs
+from dga_engine.dataset.manifest import CorruptShardError
+from dga_engine.dataset.paths import REJECTS_DIR, REJECTS_FILE
 
 if TYPE_CHECKING:
     from dga_engine.dataset.store import Dataset
     from dga_engine.dataset.verify import VerifyReport
 
 
-def rerun_damaged(ds: "Dataset", report: "VerifyReport | None" = None, dry_run: bool = False) -> dict[str, Any]:
+def rerun_damaged(ds: Dataset, report: VerifyReport | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Make the units that wrote the damaged shards of ``report`` (default: a fresh verify) run again."""
-    from dga_engine.dataset.store import REJECTS_DIR, REJECTS_FILE
-
     report = report or ds.verify()
     keys: dict[str, list[str]] = {}  # shard key -> problems
     rejects: dict[str, list[str]] = {}
@@ -68,8 +68,6 @@ def rerun_damaged(ds: "Dataset", report: "VerifyReport | None" = None, dry_run: 
         actions.append(entry)
     compacted: Any = None
     if not dry_run and any(a["action"] == "rerun" for a in actions):
-        from dga_engine.dataset.store import CorruptShardError
-
         try:
             compacted = ds.compact()  # drops compacted files whose every row was just retired (never reads them)
         except CorruptShardError as exc:  # a damaged file still holds rows no record can rebuild

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +60,8 @@ FILTER_FIELDS = [
     pa.field("pen_hand_object_mm", _f32),  # max depth of hand points inside the object
     pa.field("pen_object_hand_mm", _f32),  # max depth of object points inside the hand
     pa.field("pen_dga_mm", _f32),  # the reference's Pen of this grasp (sign test, first 4096 points, no forearm), mm
-    pa.field("pen_object_hand_sum_mm", _f32),  # DexGraspNet-style summed depth of the 2048 object points in the hand, mm
+    # DexGraspNet-style summed depth of the 2048 object points in the hand, mm
+    pa.field("pen_object_hand_sum_mm", _f32),
     pa.field("contact_count", pa.int32()),
     pa.field("sim_backend", pa.string()),
     pa.field("protocol_version", pa.string()),
@@ -113,7 +115,7 @@ def pose_table(
     if len(ids) != n or len(rec) != n:
         raise ValueError(f"object_id and source_record_id need {n} entries, got {len(ids)} and {len(rec)}")
     scale = np.broadcast_to(np.asarray(object_scale, dtype=np.float32), (n,))
-    now = created_at or _dt.datetime.now(_dt.timezone.utc)
+    now = created_at or _dt.datetime.now(_dt.UTC)
     cols: dict[str, Any] = {
         "grasp_id": [make_grasp_id(o, source, r, round_) for o, r in zip(ids, rec)],
         "object_id": ids,

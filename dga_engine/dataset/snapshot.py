@@ -14,8 +14,9 @@ rename is its commit. Readers and verify treat everything the snapshot does not 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +56,7 @@ class SnapshotFile:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # column_stats over the file's rows
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str) -> "SnapshotFile":
+    def from_json(cls, d: Mapping[str, Any], where: str) -> SnapshotFile:
         return cls(path=check_data_path(d["path"], where), rows=int(d["rows"]), bytes=int(d["bytes"]),
                    sha256=str(d["sha256"]), footer_sha256=str(d.get("footer_sha256", "")),
                    row_groups=int(d["row_groups"]), stats=dict(d.get("stats", {})))
@@ -83,7 +84,7 @@ class Snapshot:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "meta/snapshot.json") -> "Snapshot":
+    def from_json(cls, d: Mapping[str, Any], where: str = "meta/snapshot.json") -> Snapshot:
         check_version("snapshot version", d.get("snapshot_version"), (SNAPSHOT_VERSION,), where)
         sid = str(d["id"])
         index = str(d["index"])
@@ -118,8 +119,13 @@ class Index:
         self.row_start = table.column("row_start").to_numpy()
         self.rows = table.column("rows").to_numpy()
         n = table.num_rows
-        if n and (self.file.min() < 0 or self.file.max() >= n_files or self.rows.min() < 0 or self.group_offset.min() < 0
-                  or self.row_group.min() < 0):
+        if n and (
+            self.file.min() < 0
+            or self.file.max() >= n_files
+            or self.rows.min() < 0
+            or self.group_offset.min() < 0
+            or self.row_group.min() < 0
+        ):
             raise ValueError(f"{where}: the object index points at files, row groups or rows that do not exist")
         if n > 1 and not bool(np.all(self.object_id[1:] >= self.object_id[:-1])):
             raise ValueError(f"{where}: the object index is not sorted by object id")

@@ -52,10 +52,11 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,9 @@ from dga_engine import __version__
 from dga_engine import fs as fsio
 from dga_engine.dataset.manifest import (
     SUPPORTED_SCHEMA_VERSIONS,
+    CorruptShardError,
     DatasetInfo,
+    ManifestError,
     ObjectSpan,
     SchemaVersionError,
     ShardManifest,
@@ -80,6 +83,21 @@ from dga_engine.dataset.manifest import (
     merge_stats,
     value_counts,
 )
+from dga_engine.dataset.paths import (
+    CANDIDATES_DIR,
+    CANDIDATES_FILE,
+    COMPACT_FILE,
+    INFO_FILE,
+    LAYOUT,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    MANIFESTS_DIR,
+    PART_FILE,
+    REJECTS_DIR,
+    REJECTS_FILE,
+    SNAPSHOT_FILE,
+)
+from dga_engine.dataset.query import run_query
 from dga_engine.dataset.schema import (
     GRASP_SCHEMA,
     REJECT_REASONS,
@@ -90,30 +108,12 @@ from dga_engine.dataset.schema import (
     upgrade,
 )
 from dga_engine.dataset.snapshot import INDEX_SCHEMA, Index, Snapshot, SnapshotFile, index_path, sort_index
-from dga_engine.dataset.verify import VerifyReport
-from dga_engine.layout import DEFAULT_DATASET, Layout, UnsafeNameError, safe_name
+from dga_engine.dataset.verify import VerifyReport, repair_dataset, verify_dataset
+from dga_engine.layout import DEFAULT_DATASET, Layout, safe_name
 from dga_engine.lock import FileLock, LockHeld
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Paths inside a dataset folder.
-INFO_FILE = "meta/info.json"
-META_DIR = "meta"
-SNAPSHOT_FILE = "meta/snapshot.json"
-LOCK_FILE = "meta/commit.lock"
-DATA_DIR = "data"
-MANIFESTS_DIR = "manifests"
-REJECTS_DIR = "rejects"
-CANDIDATES_DIR = "candidates"
-PART_FILE = DATA_DIR + "/{part}.{write_id}.parquet"
-COMPACT_FILE = DATA_DIR + "/c-{snapshot}-{n:03d}.parquet"
-MANIFEST_FILE = MANIFESTS_DIR + "/{key}.json"
-REJECTS_FILE = REJECTS_DIR + "/{key}.parquet"
-CANDIDATES_FILE = CANDIDATES_DIR + "/{source}/{key}.parquet"
-LAYOUT = {"info": INFO_FILE, "snapshot": SNAPSHOT_FILE, "index": "meta/index.{snapshot}.parquet",
-          "manifest": MANIFEST_FILE, "data": PART_FILE, "compacted": COMPACT_FILE, "rejects": REJECTS_FILE,
-          "candidates": CANDIDATES_FILE}
 
 # Float columns stored with BYTE_STREAM_SPLIT encoding: zstd then compresses them ~25% better.
 # No dictionary encoding at all: with one object per row group, zstd already squeezes the repeated
@@ -161,14 +161,6 @@ class StoreConfig:
             raise ValueError("StoreConfig.compact_after_keys must be >= 0 (0 turns automatic compaction off)")
 
 
-class ManifestError(RuntimeError):
-    """A manifest (or the snapshot) cannot be read or does not describe its shard."""
-
-
-class CorruptShardError(RuntimeError):
-    """A committed shard file cannot be read (damaged or replaced after it was written)."""
-
-
 # ---------------------------------------------------------------------------------------------------
 # Tables in and out
 # ---------------------------------------------------------------------------------------------------
@@ -183,7 +175,8 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
     if missing or extra:
         raise ValueError(
             f"{what}: table does not match the grasp schema v{SCHEMA_VERSION}: missing columns {missing}, "
-            f"unexpected columns {extra}. Build tables with dga_engine.dataset.schema.pose_table (or select/cast to the schema)."
+            f"unexpected columns {extra}. Build tables with dga_engine.dataset.schema.pose_table (or select/cast to "
+            f"the schema)."
         )
     table = table.select(schema.names)
     if not table.schema.equals(schema, check_metadata=False):
@@ -202,7 +195,8 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
 
 
 def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
-    """Pose arrays of a grasp table: translation (N,3), rotation (N,4) wxyz, joints (N,24), object_scale (N,); float32."""
+    """Pose arrays of a grasp table: translation (N,3), rotation (N,4) wxyz, joints (N,24), object_scale (N,);
+    float32."""
     return pose_arrays(table)
 
 
@@ -210,8 +204,12 @@ def to_torch(table: pa.Table, device: Any = None) -> dict[str, Any]:
     """Like :func:`to_numpy` but torch float32 tensors (on ``device`` if given)."""
     import torch
 
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) if device is not None else torch.from_numpy(np.ascontiguousarray(v))
-            for k, v in to_numpy(table).items()}
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
+        if device is not None
+        else torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in to_numpy(table).items()
+    }
 
 
 def _object_bounds(table: pa.Table) -> list[tuple[int, int]]:
@@ -258,7 +256,7 @@ def _footer_digest(tail: bytes | memoryview) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def _local(path: str) -> str:
@@ -266,7 +264,8 @@ def _local(path: str) -> str:
 
 
 class _Run(NamedTuple):
-    """``rows`` live rows of ``object_id`` under ``key``: file rows [row_start, row_start + rows), row group ``row_group``."""
+    """``rows`` live rows of ``object_id`` under ``key``: file rows [row_start, row_start + rows), row group
+    ``row_group``."""
 
     key: str
     object_id: str
@@ -370,7 +369,8 @@ class Dataset:
         self._check_versions()  # fails loudly on unknown versions before anything is written
         table = _first_of_each_id(table, f"write_shard({key!r})")
         if table.num_rows:
-            order = pc.sort_indices(table, sort_keys=[("object_id", "ascending")])  # stable: keeps input order per object
+            # stable: keeps input order per object
+            order = pc.sort_indices(table, sort_keys=[("object_id", "ascending")])
             table = table.take(order)
         with self._commit_lock("write_shard") as lock:
             state = self._state(strict=False)
@@ -487,7 +487,8 @@ class Dataset:
         return True
 
     def write_rejects(self, table: pa.Table, key: str) -> str:
-        """Write rejected grasps (REJECT_SCHEMA, a non-null ``reason`` from REJECT_REASONS) as ``rejects/<key>.parquet``.
+        """Write rejected grasps (REJECT_SCHEMA, a non-null ``reason`` from REJECT_REASONS) as
+        ``rejects/<key>.parquet``.
 
         Atomic and idempotent per key: a rewrite replaces the file. Returns the file's path.
         """
@@ -495,8 +496,10 @@ class Dataset:
         table = conform(table, REJECT_SCHEMA, f"write_rejects({key!r})")
         unknown = sorted(set(table.column("reason").unique().to_pylist()) - set(REJECT_REASONS))
         if unknown:
-            raise ValueError(f"write_rejects({key!r}): unknown reject reasons {unknown}; use one of {list(REJECT_REASONS)} "
-                             "(add new reasons to dga_engine.dataset.schema.REJECT_REASONS)")
+            raise ValueError(
+                f"write_rejects({key!r}): unknown reject reasons {unknown}; use one of {list(REJECT_REASONS)} "
+                "(add new reasons to dga_engine.dataset.schema.REJECT_REASONS)"
+            )
         if table.num_rows:
             table = table.take(pc.sort_indices(table, sort_keys=[("object_id", "ascending")]))
         path = self.p(REJECTS_FILE.format(key=key))
@@ -558,14 +561,18 @@ class Dataset:
         snap, index = state.snapshot, state.index
         files = list(snap.files) if snap else []
         live_pos = state.live_entries()
-        live_rows = np.bincount(index.file[live_pos], weights=index.rows[live_pos], minlength=len(files)) if files else []
+        live_rows = (
+            np.bincount(index.file[live_pos], weights=index.rows[live_pos], minlength=len(files)) if files else []
+        )
         dirty = state.dirty_files()
         target = self.config.target_file_rows
         empty = [i for i in range(len(files)) if not live_rows[i]]
         pending = [m for m in state.deltas.values() if not m.deleted]
         rewrite = set(dirty) | set(empty)
         small = [i for i, f in enumerate(files) if i not in rewrite and f.rows < target // 2]
-        if len(small) + bool(pending or dirty) >= self.config.compact_fanin or (force and len(small) + bool(pending) > 1):
+        if len(small) + bool(pending or dirty) >= self.config.compact_fanin or (
+            force and len(small) + bool(pending) > 1
+        ):
             rewrite |= set(small)
         folded_keys = sorted(state.deltas)
         if not rewrite and not folded_keys:
@@ -592,7 +599,7 @@ class Dataset:
             for part in m.parts:
                 for o in part.objects:
                     runs.append(_Run(m.key, o.object_id, part.path, o.row_group, o.row_start, o.rows, None, None))
-        sid = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        sid = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         new_files, new_entries = self._write_compacted(runs, meta, sid, state)
 
         # The new index: entries of the files kept as they are, then those of the new files.
@@ -690,7 +697,7 @@ class Dataset:
         return out_files, entries
 
     def _write_one_compacted(self, rel: str, objs: list[list[_Run]], meta: dict[str, tuple[str, str | None, str]],
-                             reader: "_RunReader", n_file: int, sid: str) -> tuple[SnapshotFile, list[tuple]]:
+                             reader: _RunReader, n_file: int, sid: str) -> tuple[SnapshotFile, list[tuple]]:
         schema = self._file_schema(snapshot=sid, file=str(n_file))
         entries: list[tuple] = []
         stats: list[dict[str, dict[str, Any]]] = []
@@ -783,7 +790,9 @@ class Dataset:
         try:
             raw = fsio.read_json(path)
         except (OSError, ValueError) as exc:
-            raise ManifestError(f"{path} is unreadable ({exc}); rebuild it with `dga-engine shards verify --repair`") from exc
+            raise ManifestError(
+                f"{path} is unreadable ({exc}); rebuild it with `dga-engine shards verify --repair`"
+            ) from exc
         return DatasetInfo.from_json(raw, where=path)
 
     def info(self, strict: bool = True) -> DatasetInfo:
@@ -824,7 +833,7 @@ class Dataset:
                 if split_col[i]:
                     s = splits.setdefault(split_col[i], {"keys": 0, "rows": 0})
                     s["rows"] += int(index.rows[i])
-            for k, sp in seen_keys.items():
+            for sp in seen_keys.values():
                 if sp:
                     splits[sp]["keys"] += 1
             keys += len(seen_keys)
@@ -879,7 +888,11 @@ class Dataset:
             return out
         fs, p = fsio.filesystem(path)
         try:
-            listed = fs.ls(p, detail=True, refresh=True) if "refresh" in fs.ls.__code__.co_varnames else fs.ls(p, detail=True)
+            listed = (
+                fs.ls(p, detail=True, refresh=True)
+                if "refresh" in fs.ls.__code__.co_varnames
+                else fs.ls(p, detail=True)
+            )
         except FileNotFoundError:
             return {}
         out = {}
@@ -914,8 +927,10 @@ class Dataset:
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise ManifestError(f"manifest {path} is unreadable ({type(exc).__name__}: {exc}); "
-                                "run `dga-engine shards verify`, then `dga-engine shards repair` (or rewrite that shard)") from exc
+            raise ManifestError(
+                f"manifest {path} is unreadable ({type(exc).__name__}: {exc}); "
+                "run `dga-engine shards verify`, then `dga-engine shards repair` (or rewrite that shard)"
+            ) from exc
         if m.key != key:
             raise ManifestError(f"manifest {path} describes shard {m.key!r}, not {key!r}; rename or remove it")
         if stamp is not None:
@@ -1022,14 +1037,23 @@ class Dataset:
                       damaged=damaged, dead=dead, footers=footers)
 
     def _runs(self, state: _State, object_ids: set[str] | None = None, keys: set[str] | None = None) -> list[_Run]:
-        """Every live run of rows (optionally only of some objects or keys): snapshot files first, then pending shards."""
+        """Every live run of rows (optionally only of some objects or keys): snapshot files first, then pending
+        shards."""
         out: list[_Run] = []
         index, snap = state.index, state.snapshot
         if index is not None and snap is not None and len(index):
             if object_ids is not None:
-                pos = np.concatenate([index.entries_of_object(o) for o in object_ids]) if object_ids else np.array([], int)
+                pos = (
+                    np.concatenate([index.entries_of_object(o) for o in object_ids])
+                    if object_ids
+                    else np.array([], int)
+                )
             elif keys is not None:
-                pos = np.concatenate([index.by_key.get(k, np.array([], int)) for k in keys]) if keys else np.array([], int)
+                pos = (
+                    np.concatenate([index.by_key.get(k, np.array([], int)) for k in keys])
+                    if keys
+                    else np.array([], int)
+                )
             else:
                 pos = np.arange(len(index))
             pos = np.sort(pos.astype(np.int64))
@@ -1111,9 +1135,11 @@ class Dataset:
         """
         state = self._state()
         if state.dirty_files():
-            raise ValueError(f"dataset {self.name}: {len(state.dead)} shard(s) were rewritten since the last compaction "
-                             "and their old rows are still inside compacted files; run `dga-engine shards compact` "
-                             "(Dataset.compact()) before reading the files directly, or use read()/query()")
+            raise ValueError(
+                f"dataset {self.name}: {len(state.dead)} shard(s) were rewritten since the last compaction "
+                "and their old rows are still inside compacted files; run `dga-engine shards compact` "
+                "(Dataset.compact()) before reading the files directly, or use read()/query()"
+            )
         out = [self.p(f.path) for f in (state.snapshot.files if state.snapshot else ())]
         return out + [self.p(p.path) for m in state.deltas.values() for p in m.parts]
 
@@ -1234,10 +1260,16 @@ class Dataset:
         pending manifests); round and source selection skip runs that hold none of them and filter the rest.
         """
         oids = None if object_ids is None else ({object_ids} if isinstance(object_ids, str) else set(object_ids))
-        rset = None if rounds is None else ({int(rounds)} if isinstance(rounds, (int, np.integer)) else {int(r) for r in rounds})
+        rset = (
+            None
+            if rounds is None
+            else ({int(rounds)} if isinstance(rounds, (int, np.integer)) else {int(r) for r in rounds})
+        )
         sset = None if sources is None else ({sources} if isinstance(sources, str) else set(sources))
         out_cols = self._columns(columns)
-        need = list(out_cols) + [c for c, s in (("round", rset), ("source", sset)) if s is not None and c not in out_cols]
+        need = list(out_cols) + [
+            c for c, s in (("round", rset), ("source", sset)) if s is not None and c not in out_cols
+        ]
         out_schema = pa.schema([GRASP_SCHEMA.field(c) for c in out_cols], metadata=GRASP_SCHEMA.metadata)
 
         def run() -> pa.Table:
@@ -1280,7 +1312,9 @@ class Dataset:
         def run() -> pa.Table:
             state = self._state()
             tables = self._read_runs(self._runs(state, keys={key}), cols, state)
-            return pa.concat_tables(tables) if tables else pa.schema([GRASP_SCHEMA.field(c) for c in cols]).empty_table()
+            return (
+                pa.concat_tables(tables) if tables else pa.schema([GRASP_SCHEMA.field(c) for c in cols]).empty_table()
+            )
 
         return self._retrying(run)
 
@@ -1345,20 +1379,14 @@ class Dataset:
 
     def verify(self, checksums: bool = True) -> VerifyReport:
         """Check every file against its manifest or the snapshot, ids, the index and the summary; see :mod:`.verify`."""
-        from dga_engine.dataset.verify import verify_dataset
-
         return verify_dataset(self, checksums=checksums)
 
     def repair(self, min_age_s: float = 3600.0) -> dict[str, Any]:
         """Rebuild ``meta/info.json`` and delete unreferenced files older than ``min_age_s`` (see :mod:`.verify`)."""
-        from dga_engine.dataset.verify import repair_dataset
-
         return repair_dataset(self, min_age_s=min_age_s)
 
     def query(self, sql: str) -> pa.Table:
         """Run one read-only DuckDB SELECT over views ``grasps``, ``rejects`` and ``shards``; see :mod:`.query`."""
-        from dga_engine.dataset.query import run_query
-
         return self._retrying(lambda: run_query(self, sql))
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -1417,8 +1445,10 @@ class _RunReader:
             raise CorruptShardError(f"{self.ds.p(r.path)} (shard {r.key}) is missing; nothing was compacted: "
                                     "run `dga-engine shards verify`, then `dga-engine shards repair`") from None
         except (OSError, pa.ArrowException, IndexError) as exc:
-            raise CorruptShardError(f"{self.ds.p(r.path)} (shard {r.key}) cannot be read ({exc}); nothing was compacted: "
-                                    "run `dga-engine shards verify`, then `dga-engine shards repair`") from exc
+            raise CorruptShardError(
+                f"{self.ds.p(r.path)} (shard {r.key}) cannot be read ({exc}); nothing was compacted: "
+                "run `dga-engine shards verify`, then `dga-engine shards repair`"
+            ) from exc
         if t.num_rows != r.rows:
             raise CorruptShardError(f"{self.ds.p(r.path)} (shard {r.key}) has fewer rows than recorded; nothing was "
                                     "compacted: run `dga-engine shards verify`")
@@ -1461,7 +1491,5 @@ def _dumps(obj: Any) -> bytes:
 __all__ = [
     "Dataset", "StoreConfig", "ShardManifest", "ShardPart", "ObjectSpan", "DatasetInfo", "VerifyReport",
     "SchemaVersionError", "ManifestError", "CorruptShardError", "UnsafePathError", "LockHeld", "to_numpy", "to_torch",
-    "conform", "INFO_FILE", "SNAPSHOT_FILE", "LOCK_FILE", "DATA_DIR", "MANIFESTS_DIR", "REJECTS_DIR", "CANDIDATES_DIR",
-    "PART_FILE", "COMPACT_FILE", "MANIFEST_FILE", "REJECTS_FILE", "CANDIDATES_FILE", "LAYOUT", "check_version",
-    "SUPPORTED_SCHEMA_VERSIONS",
+    "conform", "check_version", "SUPPORTED_SCHEMA_VERSIONS",
 ]

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dga_engine import fs as fsio
-from dga_engine.dataset.manifest import SchemaVersionError
+from dga_engine.dataset.manifest import ManifestError, SchemaVersionError
+from dga_engine.dataset.paths import (
+    CANDIDATES_DIR,
+    DATA_DIR,
+    INFO_FILE,
+    LOCK_FILE,
+    MANIFESTS_DIR,
+    REJECTS_DIR,
+    SNAPSHOT_FILE,
+)
 from dga_engine.dataset.schema import GRASP_SCHEMA, REJECT_SCHEMA, upgrade
 
 if TYPE_CHECKING:
@@ -137,14 +147,17 @@ def _schema_problem(found: pa.Schema, want: pa.Schema) -> str | None:
             diffs.append(f"missing {f.name}")
         elif found.field(f.name).type != f.type or found.field(f.name).nullable != f.nullable:
             g = found.field(f.name)
-            diffs.append(f"{f.name}: {g.type}{'' if g.nullable else ' not null'} (want {f.type}{'' if f.nullable else ' not null'})")
+            diffs.append(
+                f"{f.name}: {g.type}{'' if g.nullable else ' not null'} (want "
+                f"{f.type}{'' if f.nullable else ' not null'})"
+            )
     diffs += [f"unexpected {n}" for n in found.names if n not in want.names]
     if not diffs:
         diffs.append("column order differs")
     return "schema differs from the grasp schema: " + "; ".join(diffs)
 
 
-def _check_file(ds: "Dataset", rel: str, *, name: str, owner: str, rows: int, row_groups: int,
+def _check_file(ds: Dataset, rel: str, *, name: str, owner: str, rows: int, row_groups: int,
                 sha256: str, size: int, footer_sha256: str, checksums: bool,
                 err: Callable[[str, str, list[str]], None], keys: list[str]) -> pq.FileMetaData | None:
     """Size, checksum, footer and schema of one data file; its footer metadata, or None after an error."""
@@ -162,8 +175,11 @@ def _check_file(ds: "Dataset", rel: str, *, name: str, owner: str, rows: int, ro
     if checksums:
         digest = _sha256_file(path)
         if digest != sha256:
-            err(name, f"{rel} sha256 {digest[:12]}... does not match {owner} ({sha256[:12]}...): the file is corrupt; {fix}",
-                keys)
+            err(
+                name,
+                f"{rel} sha256 {digest[:12]}... does not match {owner} ({sha256[:12]}...): the file is corrupt; {fix}",
+                keys,
+            )
             return None
     try:
         pf = _footer(path)
@@ -197,10 +213,7 @@ def _group_object(meta: pq.FileMetaData, g: int) -> tuple[Any, Any] | None:
     return (st.min, st.max) if st is not None and st.has_min_max else None
 
 
-def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
-    from dga_engine.dataset.store import (CANDIDATES_DIR, DATA_DIR, INFO_FILE, MANIFESTS_DIR, REJECTS_DIR,
-                                          SNAPSHOT_FILE, ManifestError)
-
+def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
     bad: list[dict[str, Any]] = []
 
     def err(shard: str, problem: str, keys: list[str] | None = None) -> None:
@@ -232,14 +245,22 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
                 continue
             rows += meta.num_rows
             if part.row_groups != len(part.objects):
-                err(name, f"{part.path}: manifest names {len(part.objects)} objects for {part.row_groups} row groups", [m.key])
+                err(
+                    name,
+                    f"{part.path}: manifest names {len(part.objects)} objects for {part.row_groups} row groups",
+                    [m.key],
+                )
                 continue
             start = 0
             for span in part.objects:
                 rg = meta.row_group(span.row_group)
                 if rg.num_rows != span.rows or span.row_start != start:
-                    err(name, f"{part.path}: row group {span.row_group} has {rg.num_rows} rows from row {start}, manifest "
-                              f"says {span.rows} from row {span.row_start} for object {span.object_id}", [m.key])
+                    err(
+                        name,
+                        f"{part.path}: row group {span.row_group} has {rg.num_rows} rows from row {start}, manifest "
+                        f"says {span.rows} from row {span.row_start} for object {span.object_id}",
+                        [m.key],
+                    )
                     break
                 mm = _group_object(meta, span.row_group)
                 if mm is not None and not (mm[0] == mm[1] == span.object_id):
@@ -248,8 +269,11 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
                     break
                 start += rg.num_rows
     for k in state.folded:
-        warn(f"{MANIFESTS_DIR}/{k}.json", "already folded into the snapshot by a compaction that was interrupted; "
-                                          "invisible to readers (the next compaction or `shards verify --repair` removes it)")
+        warn(
+            f"{MANIFESTS_DIR}/{k}.json",
+            "already folded into the snapshot by a compaction that was interrupted; "
+            "invisible to readers (the next compaction or `shards verify --repair` removes it)",
+        )
 
     # The snapshot: each compacted file against snapshot.json, and the index against the files.
     snap, index = state.snapshot, state.index
@@ -276,11 +300,13 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
                     break
                 rg_rows = meta.row_group(g).num_rows
                 if int(index.group_offset[i]) + int(index.rows[i]) > rg_rows:
-                    problem = f"the object index puts {int(index.rows[i])} rows of {index.key[i]} past the end of row group {g}"
+                    problem = (f"the object index puts {int(index.rows[i])} rows of {index.key[i]} past the end of "
+                               f"row group {g}")
                     break
                 mm = _group_object(meta, g)
                 if mm is not None and not (mm[0] == mm[1] == index.object_id[i]):
-                    problem = f"row group {g} holds object ids {mm[0]!r}..{mm[1]!r}, the object index says {index.object_id[i]!r}"
+                    problem = (f"row group {g} holds object ids {mm[0]!r}..{mm[1]!r}, the object index says "
+                               f"{index.object_id[i]!r}")
                     break
                 covered[g] += int(index.rows[i])
             if problem is None:
@@ -297,21 +323,32 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
         dups = _duplicate_ids(ds, state)
         if dups:
             sample = ", ".join(dups[:5])
-            err("grasp_id", f"{len(dups)} grasp id(s) occur more than once ({sample}{', ...' if len(dups) > 5 else ''}); "
-                            "ids must be unique in a dataset: delete or rewrite one of the shards holding them")
+            err(
+                "grasp_id",
+                f"{len(dups)} grasp id(s) occur more than once ({sample}{', ...' if len(dups) > 5 else ''}); "
+                "ids must be unique in a dataset: delete or rewrite one of the shards holding them",
+            )
 
     # Files readers never see.
     for n in fsio.listdir(ds.p(DATA_DIR)):
         rel = f"{DATA_DIR}/{n}"
         if n.startswith(".") and n.endswith(".tmp"):
-            warn(rel, "temporary file left by an interrupted write; invisible to readers (`shards verify --repair` removes it)")
+            warn(
+                rel,
+                "temporary file left by an interrupted write; invisible to readers (`shards verify --repair` removes "
+                "it)",
+            )
         elif rel not in referenced:
             warn(rel, "not named by any manifest or the snapshot (left by an interrupted or superseded write or "
                       "compaction); invisible to readers (`shards verify --repair` removes it)")
     for n in fsio.listdir(ds.p("meta")):
         rel = f"meta/{n}"
         if n.startswith("index.") and n.endswith(".parquet") and rel not in referenced:
-            warn(rel, "an object index the snapshot does not name (left by an interrupted compaction); `shards verify --repair` removes it")
+            warn(
+                rel,
+                "an object index the snapshot does not name (left by an interrupted compaction); `shards verify "
+                "--repair` removes it",
+            )
     for d in (MANIFESTS_DIR, "meta", REJECTS_DIR):
         for n in fsio.listdir(ds.p(d)):
             if n.startswith(".") and n.endswith(".tmp"):
@@ -361,7 +398,7 @@ def verify_dataset(ds: "Dataset", checksums: bool = True) -> VerifyReport:
     return VerifyReport(ok=ok, shards=n_keys - (1 if "meta/snapshot.json" in state.damaged else 0), rows=rows, bad=bad)
 
 
-def _duplicate_ids(ds: "Dataset", state: Any) -> list[str]:
+def _duplicate_ids(ds: Dataset, state: Any) -> list[str]:
     """grasp ids that occur more than once among the live rows (streams the id column, one file at a time).
 
     Each id is reduced to a 64-bit hash (blake2b) and only the hashes are kept: 27 MB for 3.4M rows. Equal
@@ -421,10 +458,9 @@ def _age_s(path: str) -> float | None:
         return None
 
 
-def repair_dataset(ds: "Dataset", min_age_s: float = 3600.0) -> dict[str, Any]:
-    """Rewrite ``meta/info.json``; delete unreferenced/temporary files and folded manifests at least ``min_age_s`` old."""
-    from dga_engine.dataset.store import DATA_DIR, LOCK_FILE, MANIFESTS_DIR, REJECTS_DIR
-
+def repair_dataset(ds: Dataset, min_age_s: float = 3600.0) -> dict[str, Any]:
+    """Rewrite ``meta/info.json``; delete unreferenced/temporary files and folded manifests at least ``min_age_s``
+    old."""
     with ds._commit_lock("repair"):
         state = ds._state(strict=False)
         if state.damaged:  # files a damaged manifest or snapshot names look unreferenced: delete nothing

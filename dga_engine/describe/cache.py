@@ -52,7 +52,7 @@ def feature_key(desc_key: str, encoder: str) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def description_path(layout: Layout, key: str) -> str:
@@ -83,7 +83,8 @@ def _read_small_json(path: str) -> Any:
 
 def read_description(layout: Layout, label: str, prompt_version: int, model: str, endpoint: str,
                      max_chars: int = LLMConfig.max_answer_chars) -> dict[str, Any] | None:
-    """The cached answer for this question, or None (missing, unreadable, not this question's, or not a valid answer)."""
+    """The cached answer for this question, or None (missing, unreadable, not this question's, or not a valid
+    answer)."""
     from dga_engine.describe.llm import answer_problem
 
     key = description_key(label, prompt_version, model, endpoint)

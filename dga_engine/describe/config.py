@@ -99,7 +99,7 @@ class LLMConfig:
     # Largest description accepted (characters); the paper's answers are a paragraph.
     max_answer_chars: int = 20_000
 
-    def resolved(self) -> "LLMConfig":
+    def resolved(self) -> LLMConfig:
         """A copy with base_url and model filled in from the environment where they are None."""
         base_url = self.base_url if self.base_url is not None else os.environ.get(BASE_URL_ENV)
         model = self.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL

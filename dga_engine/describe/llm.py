@@ -23,8 +23,9 @@ import threading
 import time
 import unicodedata
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from dga_engine.describe.config import LLMConfig, redact_url, scrub
@@ -98,7 +99,9 @@ def _http_client(config: LLMConfig) -> Any:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.cap:
                 response.close()
-                raise ResponseTooLarge(f"the response declares {int(declared):,} bytes, larger than the {self.cap:,} allowed")
+                raise ResponseTooLarge(
+                    f"the response declares {int(declared):,} bytes, larger than the {self.cap:,} allowed"
+                )
             return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
                                   stream=CappedStream(response.stream, self.cap), request=request)
 
@@ -310,7 +313,9 @@ def ask(
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise PermanentError(f"gave up after {attempt} attempts (the run's time limit comes first; "
                                      f"last error: {last})") from None
-            log.debug("attempt %d to %s failed (%s); retrying in %.2f s", attempt, redact_url(config.base_url), last, delay)
+            log.debug(
+                "attempt %d to %s failed (%s); retrying in %.2f s", attempt, redact_url(config.base_url), last, delay
+            )
             if stop is not None:
                 stop.wait(delay)  # wakes early when another request fails fatally
             else:

@@ -15,9 +15,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,9 @@ def _describe(layout, object_ids, config, llm, started, progress) -> DescribeRep
             advance(1)
             continue
         if not label:
-            report.failures[oid] = "object has no label to describe: set one in its meta.json (or re-ingest with a label)"
+            report.failures[oid] = (
+                "object has no label to describe: set one in its meta.json (or re-ingest with a label)"
+            )
             advance(1)
             continue
         by_label.setdefault(label, []).append(oid)
@@ -194,7 +197,9 @@ def _describe(layout, object_ids, config, llm, started, progress) -> DescribeRep
         f"({report.calls} requests to {report.endpoint}, model {report.model})"
     )
     if report.encoder:
-        report.message += f"; features ({report.encoder}): {report.features} available, {report.features_computed} computed"
+        report.message += (
+            f"; features ({report.encoder}): {report.features} available, {report.features_computed} computed"
+        )
         if report.feature_error:
             report.message += f"; feature error: {report.feature_error}"
     report.elapsed_s = time.monotonic() - started
@@ -241,7 +246,9 @@ def _ask_all(layout, llm, config, pending, by_label, entries, report, advance, d
         )
 
     try:
-        with ThreadPoolExecutor(max_workers=min(config.concurrency, len(pending)), thread_name_prefix="describe") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(config.concurrency, len(pending)), thread_name_prefix="describe"
+        ) as pool:
             futures = {pool.submit(work, label): label for label in pending}
             for fut in as_completed(futures):
                 label = futures[fut]
@@ -268,7 +275,9 @@ def _ask_all(layout, llm, config, pending, by_label, entries, report, advance, d
         stop.set()  # an early exit (an error above) must not leave workers asking
 
 
-def _features(layout: Layout, config: DescribeConfig, entries: dict[str, dict[str, Any]], report: DescribeReport) -> None:
+def _features(
+    layout: Layout, config: DescribeConfig, entries: dict[str, dict[str, Any]], report: DescribeReport
+) -> None:
     """Make sure every described object has a feature vector for the configured encoder."""
     name = _resolve_encoder(config.encoder)
     report.encoder = name

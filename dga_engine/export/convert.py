@@ -1,4 +1,5 @@
-"""From the engine's pose convention to a source hand model's: the inverse of :class:`~dga_engine.sources.kinematics.PoseConverter`.
+"""From the engine's pose convention to a source hand model's: the inverse of
+:class:`~dga_engine.sources.kinematics.PoseConverter`.
 
 The curate stage maps a source pose to the engine's with a fixed root offset, a joint map and per-joint
 signs (``PoseConverter.convert``). Exporting applies the inverse of that same map, so export followed by
@@ -63,7 +64,9 @@ def forearm_to_palm(wrist: np.ndarray) -> np.ndarray:
     return out
 
 
-def fold_wrist(translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fold_wrist(
+    translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same grasp with WRJ1 = WRJ0 = 0: the root pose moves so that the palm (and every finger) stays put."""
     t = np.asarray(translation, dtype=np.float64).reshape(-1, 3)
     r = np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3)

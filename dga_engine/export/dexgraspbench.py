@@ -68,11 +68,17 @@ class BenchHand:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data
 
-    def fingertips(self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None) -> np.ndarray:
+    def fingertips(
+        self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None
+    ) -> np.ndarray:
         """(B, 5, 3) ff, mf, rf, lf, th fingertips; root pose (B,3,3), (B,3) in the object frame (identity if None)."""
         q = np.atleast_2d(np.asarray(q, dtype=np.float64))
         b = len(q)
-        r = np.tile(np.eye(3), (b, 1, 1)) if rotation is None else np.asarray(rotation, dtype=np.float64).reshape(b, 3, 3)
+        r = (
+            np.tile(np.eye(3), (b, 1, 1))
+            if rotation is None
+            else np.asarray(rotation, dtype=np.float64).reshape(b, 3, 3)
+        )
         t = np.zeros((b, 3)) if translation is None else np.asarray(translation, dtype=np.float64).reshape(b, 3)
         out = np.empty((b, len(self._tips), 3))
         for i in range(b):
@@ -107,18 +113,25 @@ def _engine_zero_axes() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     hand = default_hand()
     dt = hand.local_pos.dtype
     with torch.no_grad():
-        fk = hand.forward_kinematics(torch.zeros(1, 3, dtype=dt), torch.eye(3, dtype=dt)[None], torch.zeros(1, 24, dtype=dt))
+        fk = hand.forward_kinematics(
+            torch.zeros(1, 3, dtype=dt), torch.eye(3, dtype=dt)[None], torch.zeros(1, 24, dtype=dt)
+        )
     rot, pos = fk.rot[0].double().numpy(), fk.pos[0].double().numpy()
     i = hand.link_names.index("palm")
     palm = np.eye(4)
     palm[:3, :3], palm[:3, 3] = rot[i], pos[i]
-    axes = {JOINT_NAMES[k]: rot[li] @ hand.axis_by_joint[k].double().numpy() for li, k in enumerate(hand._joint_index) if k >= 0}
+    axes = {
+        JOINT_NAMES[k]: rot[li] @ hand.axis_by_joint[k].double().numpy()
+        for li, k in enumerate(hand._joint_index)
+        if k >= 0
+    }
     return palm, axes
 
 
 @functools.lru_cache(maxsize=1)
 def bench_converter() -> PoseConverter:
-    """DexGraspBench pose -> engine pose, derived as the sources' converters are (palms coincide at zero, signs from axes)."""
+    """DexGraspBench pose -> engine pose, derived as the sources' converters are (palms coincide at zero, signs from
+    axes)."""
     hand = bench_hand()
     engine_palm, engine_axes = _engine_zero_axes()
     root_offset = hand.zero_palm() @ np.linalg.inv(engine_palm)

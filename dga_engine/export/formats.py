@@ -56,8 +56,14 @@ class Rows:
     def __len__(self) -> int:
         return len(self.grasp_id)
 
-    def take(self, idx: np.ndarray) -> "Rows":
-        return Rows([self.grasp_id[i] for i in idx], self.translation[idx], self.rotation[idx], self.joints[idx], self.scale[idx])
+    def take(self, idx: np.ndarray) -> Rows:
+        return Rows(
+            [self.grasp_id[i] for i in idx],
+            self.translation[idx],
+            self.rotation[idx],
+            self.joints[idx],
+            self.scale[idx],
+        )
 
 
 @dataclass
@@ -77,7 +83,8 @@ class Format(Protocol):
     def finish(self, splits: dict[str, str]) -> None: ...
     def files(self) -> list[str]: ...
     def read_back(self) -> Poses: ...
-    def model_residual_mm(self, rows: Rows) -> np.ndarray: ...  # (N, 5) over every row written: the format's hand model vs ours
+    # (N, 5) over every row written: the format's hand model vs ours
+    def model_residual_mm(self, rows: Rows) -> np.ndarray: ...
 
 
 def _matrix_to_quat(r: np.ndarray) -> np.ndarray:
@@ -313,7 +320,9 @@ class BODexFormat:
             r.append(quat_wxyz_matrix(g[3:7]))
             t.append(g[:3])
             q.append(g[7:])
-        tt, rr, qq = self.conv.convert(np.array(r).reshape(-1, 3, 3), np.array(t).reshape(-1, 3), np.array(q).reshape(len(q), -1))
+        tt, rr, qq = self.conv.convert(
+            np.array(r).reshape(-1, 3, 3), np.array(t).reshape(-1, 3), np.array(q).reshape(len(q), -1)
+        )
         return Poses(tt, rr, qq)
 
     def model_residual_mm(self, rows: Rows) -> np.ndarray:
@@ -399,7 +408,8 @@ class KeyframesFormat:
         return self._poses()[0]
 
     def model_residual_mm(self, rows: Rows) -> np.ndarray:
-        """MuJoCo's fingertip sites in the written files vs the engine's torch FK of ``rows`` (every row written, in order)."""
+        """MuJoCo's fingertip sites in the written files vs the engine's torch FK of ``rows`` (every row written, in
+        order)."""
         from dga_engine.sources.kinematics import engine_fingertips
 
         _, tips = self._poses()

@@ -14,9 +14,10 @@ finger's metacarpal and the thumb base, by up to ~2 mm), not an error of the exp
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,9 @@ from dga_engine.objects.store import ObjectStore
 
 TOLERANCE_MM = 0.1
 # A --filter is a WHERE clause over the `grasps` view; statements and comments cannot be smuggled in.
-_FORBIDDEN_SQL = re.compile(r";|--|/\*|\b(attach|copy|install|load|pragma|create|drop|insert|update|delete|export|call|set)\b", re.I)
+_FORBIDDEN_SQL = re.compile(
+    r";|--|/\*|\b(attach|copy|install|load|pragma|create|drop|insert|update|delete|export|call|set)\b", re.I
+)
 
 
 class ExportError(RuntimeError):
@@ -95,10 +98,19 @@ def _splits(ds: Dataset) -> dict[str, str]:
     return out
 
 
-def export_dataset(layout: Layout, fmt: str, out: str | Path, *, dataset: str = DEFAULT_DATASET, where: str | None = None,
-                   tolerance_mm: float = TOLERANCE_MM, progress: Callable[[int], None] | None = None,
-                   **format_options: Any) -> ExportReport:
-    """Write the accepted grasps of ``dataset`` (or those matching ``where``) in format ``fmt`` under ``out``, then verify."""
+def export_dataset(
+    layout: Layout,
+    fmt: str,
+    out: str | Path,
+    *,
+    dataset: str = DEFAULT_DATASET,
+    where: str | None = None,
+    tolerance_mm: float = TOLERANCE_MM,
+    progress: Callable[[int], None] | None = None,
+    **format_options: Any,
+) -> ExportReport:
+    """Write the accepted grasps of ``dataset`` (or those matching ``where``) in format ``fmt`` under ``out``, then
+    verify."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     ds = Dataset(layout, dataset)
@@ -127,7 +139,9 @@ def export_dataset(layout: Layout, fmt: str, out: str | Path, *, dataset: str = 
     writer.finish(_splits(ds))
     report.files = len(writer.files())
     if not written:
-        raise ExportError("no accepted grasps matched: nothing was exported" + (f" (filter {where!r})" if where else ""))
+        raise ExportError(
+            "no accepted grasps matched: nothing was exported" + (f" (filter {where!r})" if where else "")
+        )
     everything = Rows([g for r in written for g in r.grasp_id], np.concatenate([r.translation for r in written]),
                       np.concatenate([r.rotation for r in written]), np.concatenate([r.joints for r in written]),
                       np.concatenate([r.scale for r in written]))

@@ -49,7 +49,25 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DiffusionConfig", "GeneratorConfig", "ModelConfig", "PhysicsWeights", "SampleConfig", "TrainConfig",
-    "paper_config", "preset", "tiny_config", "Trainer", "TrainResult", "TrainingSet", "ObjectBank",
-    "GraspSampler", "generate", "generate_round", "train_round", "GenerateReport", "load_checkpoint", "GraspDiffusionNet", "PoseNormaliser",
+    "DiffusionConfig",
+    "GeneratorConfig",
+    "ModelConfig",
+    "PhysicsWeights",
+    "SampleConfig",
+    "TrainConfig",
+    "paper_config",
+    "preset",
+    "tiny_config",
+    "Trainer",
+    "TrainResult",
+    "TrainingSet",
+    "ObjectBank",
+    "GraspSampler",
+    "generate",
+    "generate_round",
+    "train_round",
+    "GenerateReport",
+    "load_checkpoint",
+    "GraspDiffusionNet",
+    "PoseNormaliser",
 ]

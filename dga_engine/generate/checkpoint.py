@@ -157,7 +157,7 @@ def save(
         "data_hash": data_hash,
         "code": {"version": __version__, "hash": code_hash()},
         "n_parameters": sum(p.numel() for p in model.parameters()),
-        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "saved_at": _dt.datetime.now(_dt.UTC).isoformat(),
         **(extra or {}),
     }
     fs.write_json(f"{folder}/{CHECKPOINT_FILE}", meta)
@@ -191,8 +191,10 @@ def read_meta(layout: Layout, round_: int) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path} has format {meta.get('format')}, this engine reads {CHECKPOINT_FORMAT}")
     weights = meta.get("weights")
     if not isinstance(weights, str) or not WEIGHTS_NAME.fullmatch(weights):
-        raise CheckpointError(f"checkpoint {path} names the weights file {str(weights)[:80]!r}, which is not a file of its "
-                              f"own folder (weights-EEEEEE.pt): it is damaged or was tampered with and was not loaded; {retrain}")
+        raise CheckpointError(
+            f"checkpoint {path} names the weights file {str(weights)[:80]!r}, which is not a file of its "
+            f"own folder (weights-EEEEEE.pt): it is damaged or was tampered with and was not loaded; {retrain}"
+        )
     sha = meta.get("weights_sha256")
     epoch = meta.get("epoch")
     if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)) or not (type(epoch) is int and epoch >= 0) \
@@ -220,8 +222,10 @@ def load(layout: Layout, round_: int, device: torch.device | str = "cpu", with_o
     except pickle.UnpicklingError as exc:
         named = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it asks for {named.group(1)})" if named else ""
-        raise CheckpointError(f"{weights} is unsafe: it holds more than tensors{what}, which a generator checkpoint never "
-                              f"does; it was not loaded and nothing in it ran. Do not load it another way: {retrain}") from None
+        raise CheckpointError(
+            f"{weights} is unsafe: it holds more than tensors{what}, which a generator checkpoint never "
+            f"does; it was not loaded and nothing in it ran. Do not load it another way: {retrain}"
+        ) from None
     except (RuntimeError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError) as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise CheckpointError(f"{weights} cannot be read as a checkpoint ({first}): {retrain}") from None
@@ -232,7 +236,9 @@ def load(layout: Layout, round_: int, device: torch.device | str = "cpu", with_o
         normaliser = PoseNormaliser.from_dict(meta["normaliser"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise CheckpointError(f"checkpoint {folder} does not fit this engine's generator ({first}): {retrain}") from None
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit this engine's generator ({first}): {retrain}"
+        ) from None
     model.to(device).eval()
     return Checkpoint(
         config=config,

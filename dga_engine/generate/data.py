@@ -40,7 +40,12 @@ def semantic_feature(layout: Layout, object_id: str, dim: int) -> np.ndarray | N
         return None
     vec = np.asarray(vec, dtype=np.float32).reshape(-1)
     if vec.shape[0] != dim:
-        log.warning("semantic feature of %s has width %d, the model expects %d; using the null token", object_id, vec.shape[0], dim)
+        log.warning(
+            "semantic feature of %s has width %d, the model expects %d; using the null token",
+            object_id,
+            vec.shape[0],
+            dim,
+        )
         return None
     return vec
 
@@ -80,7 +85,7 @@ class ObjectBank:
     def build(
         cls, layout: Layout, keys: list[tuple[str, float]], cfg: ModelConfig, use_semantic: bool = True,
         assets: dict[str, ObjectAsset] | None = None,
-    ) -> "ObjectBank":
+    ) -> ObjectBank:
         store = ObjectStore(layout)
         assets = dict(assets or {})
         groups, sems, has = [], [], []
@@ -117,7 +122,7 @@ class TrainingSet:
         return len(self.x)
 
     @classmethod
-    def from_table(cls, layout: Layout, table: pa.Table, cfg: ModelConfig) -> "TrainingSet":
+    def from_table(cls, layout: Layout, table: pa.Table, cfg: ModelConfig) -> TrainingSet:
         """Fold a grasp table's poses into the hand frame and group its objects.
 
         Rows whose object is missing from the store or whose pose is not finite are skipped and counted

@@ -45,14 +45,14 @@ class ObjectGroups:
     local: Tensor
     normals: Tensor
 
-    def to(self, device: torch.device | str) -> "ObjectGroups":
+    def to(self, device: torch.device | str) -> ObjectGroups:
         return ObjectGroups(self.centres.to(device), self.local.to(device), self.normals.to(device))
 
     def __len__(self) -> int:
         return self.centres.shape[0]
 
     @staticmethod
-    def stack(items: list["ObjectGroups"]) -> "ObjectGroups":
+    def stack(items: list[ObjectGroups]) -> ObjectGroups:
         return ObjectGroups(*(torch.cat([getattr(g, f) for g in items]) for f in ("centres", "local", "normals")))
 
 
@@ -224,7 +224,9 @@ class GraspDiffusionNet(nn.Module):
         self.pose_pos = nn.Parameter(torch.zeros(M, D))
         nn.init.normal_(self.pose_pos, std=0.02)
         self.time_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
-        self.blocks = nn.ModuleList([DenoiserBlock(D, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.blocks)])
+        self.blocks = nn.ModuleList(
+            [DenoiserBlock(D, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.blocks)]
+        )
         self.out_norm = nn.LayerNorm(D)
         self.pose_out = nn.Linear(M * D, POSE_DIM)
 
@@ -251,7 +253,9 @@ class GraspDiffusionNet(nn.Module):
         """Every block's cross-attention keys/values of ``context``: compute once, reuse at every step."""
         return [block.context_kv(context) for block in self.blocks]
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor | None, cache: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, context: Tensor | None, cache: list[tuple[Tensor, Tensor]] | None = None
+    ) -> Tensor:
         """eps for x (B,27) at timesteps t ((B,), or (1,) shared by the batch, which saves the time MLP
         per grasp) given the object context (B, N+1, C) or its :meth:`context_cache`."""
         B = x.shape[0]

@@ -49,7 +49,9 @@ def unfold(translation_hand: Tensor, rotation: Tensor) -> Tensor:
     return (rotation @ translation_hand.unsqueeze(-1)).squeeze(-1)
 
 
-def pose_vector(translation: np.ndarray, rotation_wxyz: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pose_vector(
+    translation: np.ndarray, rotation_wxyz: np.ndarray, joints: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Grasps in the object frame -> (x (N,27) unnormalised, R (N,3,3)), float32."""
     R = rotations.quat_to_matrix(torch.as_tensor(rotation_wxyz, dtype=torch.float64))
     t_hand = fold(torch.as_tensor(translation, dtype=torch.float64), R)
@@ -81,7 +83,7 @@ class PoseNormaliser:
         joint_upper: np.ndarray,
         margin: float = 0.05,
         min_half_width: tuple[float, float] = (0.01, 0.02),
-    ) -> "PoseNormaliser":
+    ) -> PoseNormaliser:
         """Bounds from training poses x (N,27): min/max padded by ``margin`` x range on each side.
 
         min_half_width: (metres, radians) a coordinate's range is widened to at least twice this, so a
@@ -128,5 +130,5 @@ class PoseNormaliser:
                 "lo": [float(v) for v in self.lo], "hi": [float(v) for v in self.hi]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PoseNormaliser":
+    def from_dict(cls, d: dict) -> PoseNormaliser:
         return cls(np.asarray(d["lo"]), np.asarray(d["hi"]))

@@ -17,49 +17,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable
-
-import numpy as np
-import pyarrow as pa
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from dga_engine import runs
-from dga_engine.dataset.schema import pose_table
 from dga_engine.generate import checkpoint as ckpt
+from dga_engine.generate.batch import SOURCE, BatchResult, plan_jobs, run_batch
 from dga_engine.generate.config import GeneratorConfig, SampleConfig
-from dga_engine.generate.data import ObjectBank
-from dga_engine.generate.sample import GraspSampler, object_seed
+from dga_engine.generate.sample import GraspSampler
+from dga_engine.generate.workers import run_on_ray
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 STAGE = "generate"
-SOURCE = "generator"
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """One unit of generation work: these objects, ``per_object`` grasps each, written under ``key``."""
-
-    key: str
-    object_ids: tuple[str, ...]
-    per_object: int
-    round: int
-    config_hash: str
-
-
-@dataclass
-class BatchResult:
-    """What one batch produced. table: GRASP_SCHEMA candidates (None when every object failed)."""
-
-    key: str
-    table: pa.Table | None
-    grasps: int
-    objects: int
-    errors: list[dict[str, str]] = field(default_factory=list)
-    sampling_seconds: float = 0.0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -97,58 +70,6 @@ def sampling_config_hash(checkpoint_id: str, sample: SampleConfig, per_object: i
     """Hash of what determines the generated grasps: the weights and the sampler's settings."""
     payload = f"{checkpoint_id}|{sorted(asdict(sample).items())}|{per_object}"
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def plan_jobs(object_ids: Iterable[str], per_object: int, round_: int, config_hash: str, objects_per_batch: int) -> list[BatchJob]:
-    ids = sorted(set(object_ids))
-    size = max(1, int(objects_per_batch))
-    jobs = []
-    for i in range(0, len(ids), size):
-        chunk = tuple(ids[i : i + size])
-        digest = hashlib.sha256("\x1f".join(chunk).encode()).hexdigest()[:12]
-        jobs.append(BatchJob(f"round-{round_:03d}-{config_hash[:10]}-{digest}", chunk, per_object, round_, config_hash))
-    return jobs
-
-
-def run_batch(sampler: GraspSampler, layout: Layout, job: BatchJob, generator: str) -> BatchResult:
-    """Sample one object batch (the body of both the in-process and the Ray path)."""
-    t0 = time.perf_counter()
-    store = ObjectStore(layout)
-    errors: list[dict[str, str]] = []
-    assets = {}
-    for object_id in job.object_ids:
-        try:
-            assets[object_id] = store.load(object_id, with_parts=False)
-        except Exception as exc:  # a missing or damaged object: report it, keep the batch going
-            errors.append({"object_id": object_id, "error": f"{type(exc).__name__}: {exc}"})
-    good = [o for o in job.object_ids if o in assets]
-    if not good:
-        return BatchResult(job.key, None, 0, 0, errors, 0.0, time.perf_counter() - t0)
-    scale = float(sampler.config.object_scale)
-    try:
-        bank = ObjectBank.build(layout, [(o, scale) for o in good], sampler.checkpoint.config.model, assets=assets)
-    except Exception as exc:
-        bad = [{"object_id": o, "error": f"{type(exc).__name__}: {exc}"} for o in good]
-        return BatchResult(job.key, None, 0, 0, errors + bad, 0.0, time.perf_counter() - t0)
-    seeds = [object_seed(sampler.config.seed, job.round, o) for o in good]
-    samples = sampler.sample(bank, [job.per_object] * len(good), seeds)
-    ids = [good[i] for i in samples.obj]
-    counter: dict[str, int] = {}
-    rec = []
-    for o in ids:
-        k = counter.get(o, 0)
-        counter[o] = k + 1
-        rec.append(f"{job.config_hash}:{o}:{k}")
-    finite = np.isfinite(samples.translation).all(1) & np.isfinite(samples.joints).all(1) & np.isfinite(samples.rotation).all(1)
-    if not finite.all():
-        errors.append({"object_id": "*", "error": f"{int((~finite).sum())} sampled grasps were not finite and were dropped"})
-    keep = np.flatnonzero(finite)
-    table = pose_table(
-        [ids[i] for i in keep], samples.translation[keep], samples.rotation[keep], samples.joints[keep],
-        source=SOURCE, source_record_id=[rec[i] for i in keep], round_=job.round, generator=generator,
-        generator_config_hash=job.config_hash, object_scale=scale,
-    )
-    return BatchResult(job.key, table, table.num_rows, len(good), errors, samples.seconds, time.perf_counter() - t0)
 
 
 def generate(
@@ -214,8 +135,6 @@ def generate(
             on_batch(res)
 
     if use_ray or ray_address:
-        from dga_engine.generate.workers import run_on_ray
-
         address = None if ray_address in (None, "", "local") else ray_address
         run_on_ray(layout, round_, cfg, todo, generator, finish, address=address, workers=workers, device=device)
         backend = "ray"

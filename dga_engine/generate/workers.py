@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
+from dga_engine.generate.batch import BatchJob, BatchResult, run_batch
 from dga_engine.generate.config import PhysicsWeights, SampleConfig
 from dga_engine.layout import Layout
 
@@ -50,9 +51,7 @@ class GeneratorWorker:
     def info(self) -> dict:
         return {"device": self.device, "pid": os.getpid()}
 
-    def run(self, job, generator: str):
-        from dga_engine.generate.stage import run_batch
-
+    def run(self, job: BatchJob, generator: str) -> BatchResult:
         return run_batch(self.sampler, self.layout, job, generator)
 
 

@@ -78,7 +78,7 @@ class HandFK:
         r = self.rot[:, link_index]  # (B, N, 3, 3)
         return (r @ local_points.unsqueeze(-1)).squeeze(-1) + self.pos[:, link_index]
 
-    def place(self, points: "LinkGroupedPoints", translate: bool = True) -> Tensor:
+    def place(self, points: LinkGroupedPoints, translate: bool = True) -> Tensor:
         """World positions (B, N, 3) of a point set grouped by link: one (B,U,3,3) x (U,P,3) product.
 
         With ``translate=False`` only the link rotations apply (for directions such as normals).

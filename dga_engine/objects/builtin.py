@@ -10,8 +10,8 @@ Use :data:`BUILTIN_NAMES`, :func:`builtin_mesh`, :func:`builtin_label` and :func
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import trimesh
@@ -140,7 +140,9 @@ def _flashlight() -> trimesh.Trimesh:
 
 
 def _spool() -> trimesh.Trimesh:
-    return _revolve([(0, 0), (0.035, 0), (0.035, 0.012), (0.018, 0.014), (0.018, 0.066), (0.035, 0.068), (0.035, 0.08), (0, 0.08)])
+    return _revolve(
+        [(0, 0), (0.035, 0), (0.035, 0.012), (0.018, 0.014), (0.018, 0.066), (0.035, 0.068), (0.035, 0.08), (0, 0.08)]
+    )
 
 
 def _octahedron() -> trimesh.Trimesh:
@@ -167,13 +169,36 @@ _SHAPES: tuple[BuiltinShape, ...] = (
     BuiltinShape("sphere_6cm", "ball (6 cm)", lambda: _sphere(0.03), True),
     BuiltinShape("sphere_8cm", "orange-sized ball (8 cm)", lambda: _sphere(0.04), True),
     BuiltinShape("ellipsoid", "egg-shaped ellipsoid (5 x 5 x 7 cm)", _ellipsoid, True),
-    BuiltinShape("capsule", "capsule (4 x 11 cm)", lambda: trimesh.creation.capsule(height=0.07, radius=0.02, count=[24, 24]), True),
-    BuiltinShape("cone", "cone (7 cm base, 9 cm tall)", lambda: trimesh.creation.cone(radius=0.035, height=0.09, sections=_SECTIONS), True),
-    BuiltinShape("frustum", "tapered block, frustum (6 to 8 cm, 10 cm tall)", lambda: _revolve([(0, 0), (0.03, 0), (0.04, 0.10), (0, 0.10)]), True),
-    BuiltinShape("pyramid", "square pyramid (7 cm base, 7 cm tall)",
-                 lambda: _hull([(-0.035, -0.035, 0), (0.035, -0.035, 0), (0.035, 0.035, 0), (-0.035, 0.035, 0), (0, 0, 0.07)]), True),
-    BuiltinShape("wedge", "wedge, door stop (10 x 5 x 4 cm)",
-                 lambda: _hull([(0, 0, 0), (0.10, 0, 0), (0, 0, 0.04), (0, 0.05, 0), (0.10, 0.05, 0), (0, 0.05, 0.04)]), True),
+    BuiltinShape(
+        "capsule",
+        "capsule (4 x 11 cm)",
+        lambda: trimesh.creation.capsule(height=0.07, radius=0.02, count=[24, 24]),
+        True,
+    ),
+    BuiltinShape(
+        "cone",
+        "cone (7 cm base, 9 cm tall)",
+        lambda: trimesh.creation.cone(radius=0.035, height=0.09, sections=_SECTIONS),
+        True,
+    ),
+    BuiltinShape(
+        "frustum",
+        "tapered block, frustum (6 to 8 cm, 10 cm tall)",
+        lambda: _revolve([(0, 0), (0.03, 0), (0.04, 0.10), (0, 0.10)]),
+        True,
+    ),
+    BuiltinShape(
+        "pyramid",
+        "square pyramid (7 cm base, 7 cm tall)",
+        lambda: _hull([(-0.035, -0.035, 0), (0.035, -0.035, 0), (0.035, 0.035, 0), (-0.035, 0.035, 0), (0, 0, 0.07)]),
+        True,
+    ),
+    BuiltinShape(
+        "wedge",
+        "wedge, door stop (10 x 5 x 4 cm)",
+        lambda: _hull([(0, 0, 0), (0.10, 0, 0), (0, 0, 0.04), (0, 0.05, 0), (0.10, 0.05, 0), (0, 0.05, 0.04)]),
+        True,
+    ),
     BuiltinShape("octahedron", "octahedron (8 cm)", _octahedron, True),
     BuiltinShape("bottle", "bottle with a neck (7 x 20 cm)", _bottle, False),
     BuiltinShape("vase", "vase with a waist (9 x 14 cm)", _vase, False),
@@ -183,7 +208,9 @@ _SHAPES: tuple[BuiltinShape, ...] = (
     BuiltinShape("cup", "open cup without a handle (7.6 x 9 cm)", _cup, False),
     BuiltinShape("bowl", "small bowl (11 cm)", _bowl, False),
     BuiltinShape("torus", "ring, donut-shaped (9.4 cm)", lambda: trimesh.creation.torus(0.035, 0.012, 32, 16), False),
-    BuiltinShape("torus_thin", "thin ring, bangle (9.2 cm)", lambda: trimesh.creation.torus(0.04, 0.006, 32, 12), False),
+    BuiltinShape(
+        "torus_thin", "thin ring, bangle (9.2 cm)", lambda: trimesh.creation.torus(0.04, 0.006, 32, 12), False
+    ),
     BuiltinShape("tape_roll", "tape roll (10 cm across, 3 cm wide)", _tape_roll, False),
     BuiltinShape("l_shape", "L-shaped bracket (9 x 9 cm, 3 cm thick)", _l_shape, False),
     BuiltinShape("t_shape", "T-shaped handle (10 x 9 cm, 3 cm thick)", _t_shape, False),
@@ -219,7 +246,9 @@ def builtin_shape(name: str) -> BuiltinShape:
 def builtin_mesh(name: str) -> trimesh.Trimesh:
     """The metric, watertight mesh of builtin shape ``name`` (deterministic)."""
     mesh = builtin_shape(name).build()
-    return trimesh.Trimesh(vertices=np.asarray(mesh.vertices, dtype=np.float64), faces=np.asarray(mesh.faces), process=True)
+    return trimesh.Trimesh(
+        vertices=np.asarray(mesh.vertices, dtype=np.float64), faces=np.asarray(mesh.faces), process=True
+    )
 
 
 def builtin_label(name: str) -> str:

@@ -44,7 +44,9 @@ class CoacdParams:
     seed: int = 0  # CoACD's random seed, fixed for reproducible parts
 
 
-def run_coacd(vertices: np.ndarray, faces: np.ndarray, params: CoacdParams, timeout_s: float) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+def run_coacd(
+    vertices: np.ndarray, faces: np.ndarray, params: CoacdParams, timeout_s: float
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     """Decompose one watertight mesh; returns ``([(vertices (n,3) float64, faces (m,3) int64), ...], seconds)``.
 
     Raises :class:`DecompositionError` on a crash, a timeout (``timeout_s``) or an empty result.
@@ -65,7 +67,8 @@ def run_coacd(vertices: np.ndarray, faces: np.ndarray, params: CoacdParams, time
             pass
         proc.communicate()
         raise DecompositionError(
-            f"CoACD did not finish within {timeout_s:g} s (threshold {params.threshold}, max {params.max_parts} parts): "
+            f"CoACD did not finish within {timeout_s:g} s (threshold {params.threshold}, max {params.max_parts} "
+            f"parts): "
             "the mesh is too complex for this limit; raise the CoACD time limit (--coacd-timeout), a higher "
             "--coacd-threshold, or simplify the mesh",
             kind="timeout",
@@ -85,7 +88,8 @@ def run_coacd(vertices: np.ndarray, faces: np.ndarray, params: CoacdParams, time
     parts = [(v, f) for v, f in parts if len(v) >= 4 and len(f) >= 4]
     if not parts:
         raise DecompositionError(
-            "CoACD returned no convex part with volume: the mesh is degenerate (flat or tiny); check its scale and thickness",
+            "CoACD returned no convex part with volume: the mesh is degenerate (flat or tiny); check its scale and "
+            "thickness",
             kind="empty",
         )
     return parts, time.perf_counter() - t0
@@ -123,5 +127,6 @@ def _child(parent_pid: int, params_json: str) -> None:
     result_out.flush()
 
 
-if __name__ == "__main__":  # the child process: python -m dga_engine.objects.decompose PARENT_PID PARAMS_JSON < mesh.npz > parts.npz
+# the child process: python -m dga_engine.objects.decompose PARENT_PID PARAMS_JSON < mesh.npz > parts.npz
+if __name__ == "__main__":
     _child(int(sys.argv[1]), sys.argv[2])

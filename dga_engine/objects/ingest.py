@@ -24,16 +24,17 @@ ingest of the same input removes the record.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as _dt
 import hashlib
 import logging
 import multiprocessing
 import os
 import re
 import time
-import datetime as _dt
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -77,7 +78,8 @@ class IngestConfig:
     remesh_resolution: int = 40  # level-set cells along the longest side when repairing an open mesh
     max_solid_faces: int = 20_000  # stored meshes with more faces are decimated (or remeshed) to this
     coacd_max_faces: int = 2_000  # CoACD gets a decimated copy above this (its time grows with faces)
-    convex_ratio: float = 0.95  # volume / hull volume at or above this = convex: the hull is the single part (5% slack for remeshed bumps)
+    # volume / hull volume at or above this = convex: the hull is the single part (5% slack for remeshed bumps)
+    convex_ratio: float = 0.95
     coacd_threshold: float = 0.05  # CoACD concavity threshold (paper/peers' default)
     coacd_max_parts: int = 16  # cap on convex parts per object
     coacd_timeout_s: float = 300.0  # CoACD time limit per object; over it the object is quarantined
@@ -149,7 +151,7 @@ class IngestReport:
         wall = self.timings.get("wall", 0.0)
         return 60.0 * len(self.ingested) / wall if wall > 0 else 0.0
 
-    def merge(self, other: "IngestReport") -> "IngestReport":
+    def merge(self, other: IngestReport) -> IngestReport:
         self.ingested += other.ingested
         self.skipped += other.skipped
         self.quarantined += other.quarantined
@@ -331,7 +333,7 @@ def write_quarantine(layout: Layout, item: IngestItem, reason: str, stage: str, 
             "reason": reason,
             "stage": stage,
             "error": error,
-            "at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "at": _dt.datetime.now(_dt.UTC).isoformat(),
         },
     )
     return key
@@ -478,7 +480,11 @@ def find_mesh_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
-                if f.is_file() and f.suffix.lower() in MESH_EXTENSIONS and not any(part.startswith(".") for part in rel.parts):
+                if (
+                    f.is_file()
+                    and f.suffix.lower() in MESH_EXTENSIONS
+                    and not any(part.startswith(".") for part in rel.parts)
+                ):
                     out.append((f, rel.as_posix()))
         else:
             out.append((p, p.name))
@@ -515,8 +521,10 @@ def ingest_builtin(
 
     names = list(names) if names else list(BUILTIN_NAMES)
     shapes = [builtin_shape(n) for n in names]  # unknown names fail here, before any work
-    items = [IngestItem(source="builtin", source_id=s.name, label=s.label, builtin=s.name, licence="CC0-1.0 (generated)")
-             for s in shapes]
+    items = [
+        IngestItem(source="builtin", source_id=s.name, label=s.label, builtin=s.name, licence="CC0-1.0 (generated)")
+        for s in shapes
+    ]
     return ingest_items(layout, items, processes, config, progress)
 
 

@@ -56,7 +56,9 @@ def check_units(vertices: np.ndarray) -> None:
 
 
 
-def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_file_bytes: int, max_faces: int) -> trimesh.Trimesh:
+def load_mesh(
+    source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_file_bytes: int, max_faces: int
+) -> trimesh.Trimesh:
     """One triangle mesh from a file or an in-memory mesh/scene (scene nodes are concatenated with their transforms)."""
     if isinstance(source, (trimesh.Trimesh, trimesh.Scene)):
         obj: Any = source
@@ -70,7 +72,9 @@ def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_f
             raise BadMeshError(f"{path} is not a file: check the path")
         ext = path.suffix.lower()
         if ext not in MESH_EXTENSIONS:
-            raise BadMeshError(f"{name}: unsupported file type {ext!r}; convert it to one of {', '.join(MESH_EXTENSIONS)}")
+            raise BadMeshError(
+                f"{name}: unsupported file type {ext!r}; convert it to one of {', '.join(MESH_EXTENSIONS)}"
+            )
         size = path.stat().st_size
         if size == 0:
             raise BadMeshError(f"{name} is empty (0 bytes): re-export or re-download it")
@@ -82,8 +86,15 @@ def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_f
         try:
             obj = trimesh.load(str(path), force="mesh", skip_materials=True)
         except Exception as exc:  # trimesh raises many types for corrupt files
-            raise BadMeshError(f"{name} could not be read as {ext[1:]} ({type(exc).__name__}: {exc}); re-export it or check that it is not truncated") from None
-        if isinstance(obj, trimesh.Trimesh) and len(obj.vertices) and np.ptp(np.asarray(obj.vertices), axis=0).max() == 0:
+            raise BadMeshError(
+                f"{name} could not be read as {ext[1:]} ({type(exc).__name__}: {exc}); re-export it or check that it "
+                f"is not truncated"
+            ) from None
+        if (
+            isinstance(obj, trimesh.Trimesh)
+            and len(obj.vertices)
+            and np.ptp(np.asarray(obj.vertices), axis=0).max() == 0
+        ):
             # Loading merges vertices closer than 1e-8 units: a mesh in absurd units collapses to a point. Look
             # at the file's own coordinates to say so, instead of "no surface" later.
             check_units(trimesh.load(str(path), force="mesh", skip_materials=True, process=False).vertices)
@@ -91,13 +102,17 @@ def load_mesh(source: str | os.PathLike | trimesh.Trimesh | trimesh.Scene, max_f
         geoms = [g for g in obj.dump() if isinstance(g, trimesh.Trimesh)] if obj.geometry else []
         obj = trimesh.util.concatenate(geoms) if geoms else None
     if not isinstance(obj, trimesh.Trimesh) or len(obj.faces) == 0:
-        raise BadMeshError(f"{name} has no triangles (empty, points or lines only): export the object as a triangle mesh")
+        raise BadMeshError(
+            f"{name} has no triangles (empty, points or lines only): export the object as a triangle mesh"
+        )
     if len(obj.faces) > max_faces:
         raise BadMeshError(
             f"{name} has {len(obj.faces)} faces, over the cap of {max_faces}: decimate it first or raise --max-faces",
             stage="check",
         )
-    return trimesh.Trimesh(vertices=np.asarray(obj.vertices, np.float64), faces=np.asarray(obj.faces, np.int64), process=False)
+    return trimesh.Trimesh(
+        vertices=np.asarray(obj.vertices, np.float64), faces=np.asarray(obj.faces, np.int64), process=False
+    )
 
 
 # --- clean and check ----------------------------------------------------------------------------
@@ -116,7 +131,9 @@ def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     m.update_faces(m.unique_faces())
     m.remove_unreferenced_vertices()
     if len(m.faces) == 0:
-        raise BadMeshError("no valid triangles remain after removing degenerate faces: the file holds no surface", stage="clean")
+        raise BadMeshError(
+            "no valid triangles remain after removing degenerate faces: the file holds no surface", stage="clean"
+        )
     return m
 
 
@@ -168,7 +185,11 @@ def grasp_size(mesh: trimesh.Trimesh) -> float:
 
 
 def choose_scale(
-    mesh: trimesh.Trimesh, size_range: tuple[float, float], target: float, max_extent: float, explicit: float | None = None
+    mesh: trimesh.Trimesh,
+    size_range: tuple[float, float],
+    target: float,
+    max_extent: float,
+    explicit: float | None = None,
 ) -> float:
     """The uniform factor from source units to stored metres.
 
@@ -227,7 +248,11 @@ def _to_manifold(m: trimesh.Trimesh):
 
 def _from_manifold(man) -> trimesh.Trimesh:
     out = man.to_mesh()
-    return trimesh.Trimesh(vertices=np.asarray(out.vert_properties)[:, :3].astype(np.float64), faces=np.asarray(out.tri_verts, np.int64), process=False)
+    return trimesh.Trimesh(
+        vertices=np.asarray(out.vert_properties)[:, :3].astype(np.float64),
+        faces=np.asarray(out.tri_verts, np.int64),
+        process=False,
+    )
 
 
 def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh | None:
@@ -266,7 +291,9 @@ def make_watertight(mesh: trimesh.Trimesh, resolution: int = 40, max_faces: int 
                 try:  # overlapping closed parts (common in modelled assets): resolve them into one solid
                     import manifold3d
 
-                    u = _from_manifold(manifold3d.Manifold.batch_boolean([_to_manifold(b) for b in bodies], manifold3d.OpType.Add))
+                    u = _from_manifold(
+                        manifold3d.Manifold.batch_boolean([_to_manifold(b) for b in bodies], manifold3d.OpType.Add)
+                    )
                     if _is_good_volume(u):
                         result = SolidResult(u, "union", {"bodies": len(bodies)})
                 except Exception:
@@ -287,11 +314,15 @@ def make_watertight(mesh: trimesh.Trimesh, resolution: int = 40, max_faces: int 
             result = SolidResult(level_set_remesh(mesh, resolution), "level-set remesh", {"resolution": resolution})
             reduced = decimate(result.mesh, max_faces)
         if reduced is not None:
-            result = SolidResult(reduced, result.method + " + decimate", {**result.details, "faces_before": len(result.mesh.faces)})
+            result = SolidResult(
+                reduced, result.method + " + decimate", {**result.details, "faces_before": len(result.mesh.faces)}
+            )
     return result
 
 
-def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 0.5, close_holes: int = 2) -> trimesh.Trimesh:
+def level_set_remesh(
+    mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 0.5, close_holes: int = 2
+) -> trimesh.Trimesh:
     """A closed 2-manifold around ``mesh`` (open, self-intersecting or too dense) via a signed field.
 
     Unsigned distance to the surface on a grid (dense surface samples + k-d tree); cells reachable from
@@ -317,7 +348,9 @@ def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 
     samples, face_idx = trimesh.sample.sample_surface(mesh, n_samples, seed=0)
     normals = np.vstack([mesh.face_normals[face_idx], mesh.vertex_normals])
     samples = np.vstack([samples, v])  # vertices too: exact at corners and thin features
-    grid = np.stack(np.meshgrid(*[lo[i] + pitch * np.arange(shape[i]) for i in range(3)], indexing="ij"), axis=-1).reshape(-1, 3)
+    grid = np.stack(
+        np.meshgrid(*[lo[i] + pitch * np.arange(shape[i]) for i in range(3)], indexing="ij"), axis=-1
+    ).reshape(-1, 3)
     dist, nearest = cKDTree(samples).query(grid, k=1, distance_upper_bound=4 * pitch, workers=1)
     near = np.isfinite(dist)
     dist = np.minimum(dist, 4 * pitch)
@@ -334,7 +367,18 @@ def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 
     struct = ndimage.generate_binary_structure(3, 1)
     seeds = ndimage.binary_erosion(free, struct, iterations=close_holes, border_value=1) if close_holes else free
     labels, _ = ndimage.label(seeds)
-    border = np.unique(np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(), labels[:, -1].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
+    border = np.unique(
+        np.concatenate(
+            [
+                labels[0].ravel(),
+                labels[-1].ravel(),
+                labels[:, 0].ravel(),
+                labels[:, -1].ravel(),
+                labels[:, :, 0].ravel(),
+                labels[:, :, -1].ravel(),
+            ]
+        )
+    )
     outside = np.isin(labels, border[border > 0])
     if close_holes:
         outside = ndimage.binary_dilation(outside, struct, iterations=close_holes, mask=free)
@@ -379,7 +423,10 @@ def level_set_remesh(mesh: trimesh.Trimesh, resolution: int = 40, wall: float = 
     if not _is_good_volume(out):
         trimesh.repair.fix_normals(out)
     if not _is_good_volume(out):
-        raise BadMeshError("repair failed: the remeshed surface is not a closed volume; re-export the mesh as a closed surface", stage="repair")
+        raise BadMeshError(
+            "repair failed: the remeshed surface is not a closed volume; re-export the mesh as a closed surface",
+            stage="repair",
+        )
     return out
 
 

@@ -22,8 +22,9 @@ import hashlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from dga_engine.layout import Layout, UnsafeNameError, safe_name
 from dga_engine.objects.ingest import IngestConfig, IngestItem, IngestReport, ingest_items, write_quarantine
@@ -152,7 +153,13 @@ def select_objaverse(
                 except UnsafeNameError:
                     if u not in refused_seen:
                         refused_seen.add(u)
-                        refused.append({"path": f"objaverse:{u}", "reason": f"unsafe uid {u!r} refused: Objaverse uids must be plain names (letters, digits, '._+-'); this entry of the annotations is corrupt or hostile"})
+                        refused.append(
+                            {
+                                "path": f"objaverse:{u}",
+                                "reason": f"unsafe uid {u!r} refused: Objaverse uids must be plain names (letters, "
+                                "digits, '._+-'); this entry of the annotations is corrupt or hostile",
+                            }
+                        )
                     continue
                 if u in taken or u not in object_paths:
                     continue
@@ -164,7 +171,10 @@ def select_objaverse(
             picks: list[str] = []
             remaining = list(pool)
             while remaining and len(picks) < per_category:
-                best = max(remaining, key=lambda u: (len(set(_tag_names(annotations.get(u, {}))) - covered), -remaining.index(u)))
+                best = max(
+                    remaining,
+                    key=lambda u: (len(set(_tag_names(annotations.get(u, {}))) - covered), -remaining.index(u)),
+                )
                 remaining.remove(best)
                 picks.append(best)
                 covered.update(_tag_names(annotations.get(best, {})))
@@ -189,7 +199,11 @@ def _annotations(ov, uids: list[str], object_paths: dict[str, str], download: bo
     if not uids:
         return {}
     if not download:  # only metadata files already in the tree; never trigger a fetch
-        have = [u for u in uids if os.path.exists(os.path.join(ov._VERSIONED_PATH, "metadata", object_paths[u].split("/")[1] + ".json.gz"))]
+        have = [
+            u
+            for u in uids
+            if os.path.exists(os.path.join(ov._VERSIONED_PATH, "metadata", object_paths[u].split("/")[1] + ".json.gz"))
+        ]
         if not have:
             return {}
         uids = have

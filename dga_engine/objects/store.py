@@ -4,7 +4,8 @@
         meta.json             ObjectMeta (versioned)
         mesh.obj              cleaned, centred, metric (metres) triangle mesh
         parts/part_000.obj …  convex parts (CoACD), same frame and units as mesh.obj
-        points.npz            points (2048,3), normals (2048,3), dense_points (10240,3), dense_normals (10240,3), float32
+        points.npz            points (2048,3), normals (2048,3), dense_points (10240,3), dense_normals (10240,3),
+        float32
 
 The object frame is the frame of mesh.obj. A grasp's ``object_scale`` multiplies this stored mesh
 uniformly (1.0 = as stored); consumers scale meshes, parts and points by it.
@@ -17,8 +18,9 @@ import datetime as _dt
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -60,12 +62,14 @@ class ObjectMeta:
     tags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = OBJECT_SCHEMA_VERSION
-    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ObjectMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ObjectMeta:
         if not isinstance(d, dict):
-            raise ValueError(f"object meta.json holds a {type(d).__name__}, not an object: re-ingest it (dga-engine ingest ...)")
+            raise ValueError(
+                f"object meta.json holds a {type(d).__name__}, not an object: re-ingest it (dga-engine ingest ...)"
+            )
         version = d.get("schema_version")
         if version != OBJECT_SCHEMA_VERSION:
             raise ValueError(
@@ -146,7 +150,9 @@ class ObjectStore:
     def meta(self, object_id: str) -> ObjectMeta:
         path = f"{self._dir(object_id)}/{META_FILE}"
         if not fs.exists(path):
-            raise ObjectNotFound(f"object {object_id!r} is not in {self.layout.objects()}: ingest it first (dga-engine ingest ...)")
+            raise ObjectNotFound(
+                f"object {object_id!r} is not in {self.layout.objects()}: ingest it first (dga-engine ingest ...)"
+            )
         return ObjectMeta.from_dict(fs.read_json(path))
 
     def load(self, object_id: str, with_parts: bool = True) -> ObjectAsset:

@@ -234,7 +234,10 @@ class GridField(ObjectField):
         if v.ndim == 3:
             v = v.unsqueeze(0)
         if v.ndim != 4 or min(v.shape[1:]) < 2 or lo.shape != (v.shape[0], 3) or hi.shape != lo.shape:
-            raise ValueError(f"expected values (K, R, R, R), lower/upper (K, 3); got {tuple(v.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
+            raise ValueError(
+                f"expected values (K, R, R, R), lower/upper (K, 3); got {tuple(v.shape)}, {tuple(lo.shape)}, "
+                f"{tuple(hi.shape)}"
+            )
         if not bool((hi > lo).all()):
             raise ValueError("grid upper corner must exceed the lower corner on every axis")
         if not torch.isfinite(v).all():
@@ -258,7 +261,7 @@ class GridField(ObjectField):
         return {"values": b["values"][:, 0].numpy(), "lower": b["lower"].numpy(), "upper": b["upper"].numpy()}
 
     @classmethod
-    def stack(cls, fields: list["GridField"]) -> "GridField":
+    def stack(cls, fields: list[GridField]) -> GridField:
         """One field holding several objects' grids (same resolution); query with ``index=``."""
         if not fields:
             raise ValueError("GridField.stack needs at least one field")
@@ -331,7 +334,7 @@ class GridField(ObjectField):
     def _from_band(
         cls, nodes: np.ndarray, band: np.ndarray, near: np.ndarray, near_normal: np.ndarray,
         lo: np.ndarray, hi: np.ndarray, resolution: int, inside: np.ndarray | None = None,
-    ) -> "GridField":  # fmt: skip
+    ) -> GridField:  # fmt: skip
         """Finish a grid from its narrow band: ``near``/``near_normal`` are, for each band node, its
         nearest surface point and that point's outward normal. Every other node takes the surface point
         of its nearest band node (Euclidean distance transform over the grid), which is within about a
@@ -355,7 +358,7 @@ class GridField(ObjectField):
     @classmethod
     def from_points(
         cls, points, normals, *, resolution: int = 64, padding: float = 0.03, band_voxels: float = 1.8
-    ) -> "GridField":
+    ) -> GridField:
         """The reference's nearest-point + normal-sign SDF of a point cloud, sampled on a grid.
 
         points, normals: (No, 3) dense object samples (e.g. the store's 10240) and outward normals.
@@ -376,7 +379,7 @@ class GridField(ObjectField):
         return cls._from_band(nodes, band, pts[idx[band]], nrm[idx[band]], lo, hi, resolution)
 
     @classmethod
-    def from_asset(cls, asset, scale: float = 1.0, *, resolution: int = 64, **kw) -> "GridField":
+    def from_asset(cls, asset, scale: float = 1.0, *, resolution: int = 64, **kw) -> GridField:
         """The grid of a stored object (``ObjectStore.load(id)``, with its parts) at uniform ``scale``."""
         from dga_engine.physics.penetration import ObjectParts
 
@@ -389,7 +392,7 @@ class GridField(ObjectField):
     @classmethod
     def from_mesh(
         cls, mesh, parts, *, resolution: int = 64, padding: float = 0.03, band_voxels: float = 1.8, seed: int = 0,
-    ) -> "GridField":
+    ) -> GridField:
         """The SDF of an object on a grid: distances to its triangle mesh, inside/outside by its convex parts.
 
         mesh: a ``trimesh.Trimesh`` (metres). parts: the object's convex parts (the geometry the physics

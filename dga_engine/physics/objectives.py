@@ -74,7 +74,8 @@ class PhysicsLossConfig:
     spf_eta: float = 1e-5  # numerical-stability constant eta of eq. 2
     srf_threshold: float = 0.02  # m; keypoint pairs closer than this repel each other (eq. 5)
     train_weights: LossWeights = field(default_factory=LossWeights)  # physics-aware training (eq. 9): all 1
-    guidance_weights: LossWeights = field(default_factory=lambda: LossWeights(spf=1.0, erf=0.3, srf=1.0))  # sampling (eq. 13)
+    # sampling (eq. 13)
+    guidance_weights: LossWeights = field(default_factory=lambda: LossWeights(spf=1.0, erf=0.3, srf=1.0))
 
     def __post_init__(self) -> None:
         if self.spf_threshold <= 0 or self.srf_threshold <= 0:

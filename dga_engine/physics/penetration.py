@@ -110,7 +110,7 @@ class ObjectCloud:
         self.radius = float(np.linalg.norm(self.points - self.centre, axis=1).max())
 
     @classmethod
-    def from_asset(cls, asset, scale: float = 1.0, dense: bool = True) -> "ObjectCloud":
+    def from_asset(cls, asset, scale: float = 1.0, dense: bool = True) -> ObjectCloud:
         """From an ``ObjectAsset`` (object store): its dense (10240) or regular (2048) points, scaled."""
         pts = asset.dense_points if dense else asset.points
         nrm = asset.dense_normals if dense else asset.normals
@@ -164,7 +164,7 @@ class ObjectParts:
         self.hi = np.asarray(hi)
 
     @classmethod
-    def from_asset(cls, asset, scale: float = 1.0) -> "ObjectParts":
+    def from_asset(cls, asset, scale: float = 1.0) -> ObjectParts:
         return cls(asset.parts, scale)
 
     def contains(self, points: np.ndarray, tolerance: float = 1e-6, max_elements: int = 1 << 22) -> np.ndarray:
@@ -175,7 +175,9 @@ class ObjectParts:
         """
         points = np.asarray(points, dtype=np.float64)
         inside = np.zeros(len(points), dtype=bool)
-        near = np.flatnonzero(np.all(points >= self.lo.min(axis=0), axis=1) & np.all(points <= self.hi.max(axis=0), axis=1))
+        near = np.flatnonzero(
+            np.all(points >= self.lo.min(axis=0), axis=1) & np.all(points <= self.hi.max(axis=0), axis=1)
+        )
         if len(near) < len(points):  # most hand points are nowhere near the object: test only the others
             if len(near):
                 inside[near] = self.contains(points[near], tolerance, max_elements)

@@ -9,6 +9,6 @@
 Heavy imports (torch, smplx, dex-retargeting, pinocchio) happen inside the functions that need them.
 """
 
-from dga_engine.retarget.engine import RetargetConfig, RetargetError, Retargeter, RetargetResult, retarget
+from dga_engine.retarget.engine import RetargetConfig, Retargeter, RetargetError, RetargetResult, retarget
 
 __all__ = ["RetargetConfig", "RetargetError", "RetargetResult", "Retargeter", "retarget"]

@@ -36,9 +36,10 @@ import functools
 import multiprocessing
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -60,14 +61,16 @@ class RetargetError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetargetConfig:
-    """How keypoints are retargeted. Defaults: dex-retargeting's ShadowHand position config, except as the module says."""
+    """How keypoints are retargeted. Defaults: dex-retargeting's ShadowHand position config, except as the module
+    says."""
 
     temporal_weight: float = 4e-3  # the library's normal_delta: smoothness vs following each frame exactly
     huber_delta: float = 0.02  # metres; smooth-L1 beta: quadratic below, linear above (robust to a bad keypoint)
     ftol_abs: float = 1e-7  # SLSQP stop: smaller = closer fits, more iterations (library: 1e-5)
     first_frame_ftol_abs: float = 1e-9  # the SLSQP stop for a chunk's first frame, which starts far from the answer
     first_frame_passes: int = 2  # solves of that first frame
-    predict: float = 1.0  # start each frame at q[-1] + predict * (q[-1] - q[-2]) (0: the last frame, as the library does)
+    # start each frame at q[-1] + predict * (q[-1] - q[-2]) (0: the last frame, as the library does)
+    predict: float = 1.0
     chunk_frames: int = 64  # consecutive frames per task; each chunk is warm-started on its own
     workers: int = 2  # processes; 1 runs in this process
     joint_limits: bool = True  # keep every joint inside the URDF's (= the MJCF's) limits
@@ -75,12 +78,14 @@ class RetargetConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.predict <= 1.0:
             raise ValueError("predict must be within 0..1")
-        if not (self.temporal_weight >= 0 and self.huber_delta > 0 and self.ftol_abs > 0 and self.first_frame_ftol_abs > 0):
+        if not (
+            self.temporal_weight >= 0 and self.huber_delta > 0 and self.ftol_abs > 0 and self.first_frame_ftol_abs > 0
+        ):
             raise ValueError("temporal_weight must be >= 0; huber_delta, ftol_abs and first_frame_ftol_abs > 0")
         if min(self.first_frame_passes, self.chunk_frames, self.workers) < 1:
             raise ValueError("first_frame_passes, chunk_frames and workers must be >= 1")
 
-    def replace(self, **changes: Any) -> "RetargetConfig":
+    def replace(self, **changes: Any) -> RetargetConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -130,17 +135,23 @@ def check_keypoints(keypoints: np.ndarray, what: str = "keypoints") -> np.ndarra
     """(T, 21, 3) finite float64 metres, or RetargetError saying what is wrong."""
     kp = np.asarray(keypoints)
     if kp.ndim != 3 or kp.shape[1:] != (N_KEYPOINTS, 3):
-        raise RetargetError(f"{what} must have shape (T, {N_KEYPOINTS}, 3) (MediaPipe/MANO order, metres); got {kp.shape}")
+        raise RetargetError(
+            f"{what} must have shape (T, {N_KEYPOINTS}, 3) (MediaPipe/MANO order, metres); got {kp.shape}"
+        )
     if kp.dtype.kind not in "fiu":
         raise RetargetError(f"{what} must be numbers; got dtype {kp.dtype}")
     kp = kp.astype(np.float64)
     bad = ~np.isfinite(kp).all(axis=(1, 2))
     if bad.any():
-        raise RetargetError(f"{what}: {int(bad.sum())} frames hold NaN or inf (first: frame {int(np.flatnonzero(bad)[0])})")
+        raise RetargetError(
+            f"{what}: {int(bad.sum())} frames hold NaN or inf (first: frame {int(np.flatnonzero(bad)[0])})"
+        )
     span = np.linalg.norm(kp[:, TIP_KEYPOINTS[1]] - kp[:, 0], axis=1)  # wrist to middle fingertip
     if len(kp) and (np.median(span) > 0.6 or np.median(span) < 0.03):
-        raise RetargetError(f"{what}: wrist to middle fingertip is {np.median(span):.3g} (median); keypoints must be in "
-                            "metres (a human hand is about 0.19 m)")
+        raise RetargetError(
+            f"{what}: wrist to middle fingertip is {np.median(span):.3g} (median); keypoints must be in "
+            "metres (a human hand is about 0.19 m)"
+        )
     return kp
 
 
@@ -155,16 +166,25 @@ def _retargeter(config: RetargetConfig, urdf: str):
     torch.set_num_threads(1)  # the library's per-frame tensors are tiny; threads only add hand-offs
     from dex_retargeting.retargeting_config import RetargetingConfig
 
-    cfg = RetargetingConfig(type="position", urdf_path=urdf, add_dummy_free_joint=True,
-                            target_link_names=list(TARGET_LINKS), target_link_human_indices=np.array(TARGET_HUMAN_INDICES),
-                            normal_delta=config.temporal_weight, huber_delta=config.huber_delta,
-                            has_joint_limits=config.joint_limits, low_pass_alpha=-1)  # no low-pass: offline data
+    cfg = RetargetingConfig(
+        type="position",
+        urdf_path=urdf,
+        add_dummy_free_joint=True,
+        target_link_names=list(TARGET_LINKS),
+        target_link_human_indices=np.array(TARGET_HUMAN_INDICES),
+        normal_delta=config.temporal_weight,
+        huber_delta=config.huber_delta,
+        has_joint_limits=config.joint_limits,
+        low_pass_alpha=-1,
+    )  # no low-pass: offline data
     seq = cfg.build()
     seq.optimizer.opt.set_ftol_abs(config.ftol_abs)
     robot = seq.optimizer.robot
     names = list(robot.dof_joint_names)
     if list(seq.optimizer.idx_pin2target) != list(range(robot.dof)):  # so last_qpos and results share one order
-        raise RetargetError("dex-retargeting optimises a subset or reordering of the joints; this version is not supported")
+        raise RetargetError(
+            "dex-retargeting optimises a subset or reordering of the joints; this version is not supported"
+        )
     index = {
         "translation": [names.index(f"dummy_{a}_translation_joint") for a in "xyz"],
         "euler": [names.index(f"dummy_{a}_rotation_joint") for a in "xyz"],
@@ -289,7 +309,7 @@ class Retargeter:
         self.config = config or RetargetConfig()
         self._pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> "Retargeter":
+    def __enter__(self) -> Retargeter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -322,11 +342,16 @@ class Retargeter:
         chunks = [(kp[i: i + n], frames[i: i + n], starts[i: i + n]) for i in range(0, len(kp), n)]
         urdf = urdf_path()  # written once here; the workers read it (no MJCF compile in each)
         if self.config.workers == 1 or len(chunks) <= 1:
-            results: Iterable[dict[str, np.ndarray]] = (retarget_chunk(c, self.config, f, s, urdf) for c, f, s in chunks)
+            results: Iterable[dict[str, np.ndarray]] = (
+                retarget_chunk(c, self.config, f, s, urdf) for c, f, s in chunks
+            )
         else:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_worker_init)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.config.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                )
             k = len(chunks)
             results = self._pool.map(retarget_chunk, [c[0] for c in chunks], [self.config] * k, [c[1] for c in chunks],
                                      [c[2] for c in chunks], [urdf] * k)

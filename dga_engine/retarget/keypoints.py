@@ -29,7 +29,18 @@ ROBOT_KEYPOINT_LINKS: tuple[str, ...] = (
 
 # AnyTeleop's position retargeting of the ShadowHand (dex-retargeting's shadow_hand_right config): the
 # five fingertips and the five middle phalanges follow these keypoints.
-TARGET_LINKS: tuple[str, ...] = ("thtip", "fftip", "mftip", "rftip", "lftip", "thmiddle", "ffmiddle", "mfmiddle", "rfmiddle", "lfmiddle")
+TARGET_LINKS: tuple[str, ...] = (
+    "thtip",
+    "fftip",
+    "mftip",
+    "rftip",
+    "lftip",
+    "thmiddle",
+    "ffmiddle",
+    "mfmiddle",
+    "rfmiddle",
+    "lfmiddle",
+)
 TARGET_HUMAN_INDICES: tuple[int, ...] = (4, 8, 12, 16, 20, 2, 6, 10, 14, 18)
 
 # Fingertip error is reported per finger in this order, as the engine orders fingertips.

@@ -83,19 +83,26 @@ def urdf_text() -> str:
         mujoco.mju_quat2Mat(r, m.body_quat[b])
         at = np.asarray(m.body_pos[b]) + r.reshape(3, 3) @ jpos
         hinge_link = child if not jpos.any() else f"{child}_hinge"
-        joints.append(f'<joint name={quoteattr(jname)} type="revolute"><parent link={quoteattr(parent)}/>'
-                      f"<child link={quoteattr(hinge_link)}/>{_origin(at, rpy)}<axis xyz={quoteattr(_vec(m.jnt_axis[j]))}/>"
-                      f'<limit lower="{float(lo)!r}" upper="{float(hi)!r}" effort="10" velocity="3.14"/></joint>')
+        joints.append(
+            f'<joint name={quoteattr(jname)} type="revolute"><parent link={quoteattr(parent)}/>'
+            f"<child link={quoteattr(hinge_link)}/>{_origin(at, rpy)}<axis xyz={quoteattr(_vec(m.jnt_axis[j]))}/>"
+            f'<limit lower="{float(lo)!r}" upper="{float(hi)!r}" effort="10" velocity="3.14"/></joint>'
+        )
         links.append(f"<link name={quoteattr(hinge_link)}/>")
         if hinge_link != child:
-            joints.append(f'<joint name={quoteattr(child + "_offset")} type="fixed"><parent link={quoteattr(hinge_link)}/>'
-                          f"<child link={quoteattr(child)}/>{_origin(-jpos)}</joint>")
+            joints.append(
+                f'<joint name={quoteattr(child + "_offset")} type="fixed"><parent link={quoteattr(hinge_link)}/>'
+                f"<child link={quoteattr(child)}/>{_origin(-jpos)}</joint>"
+            )
             links.append(f"<link name={quoteattr(child)}/>")
     for site in FINGERTIP_SITES:
         s = m.site(PREFIX + site).id
         tip = site.removeprefix("S_")
-        joints.append(f'<joint name={quoteattr(tip + "_fixed")} type="fixed"><parent link={quoteattr(names[int(m.site_bodyid[s])])}/>'
-                      f"<child link={quoteattr(tip)}/>{_origin(m.site_pos[s], _rpy(m.site_quat[s]))}</joint>")
+        joints.append(
+            f'<joint name={quoteattr(tip + "_fixed")} type="fixed"><parent '
+            f'link={quoteattr(names[int(m.site_bodyid[s])])}/>'
+            f"<child link={quoteattr(tip)}/>{_origin(m.site_pos[s], _rpy(m.site_quat[s]))}</joint>"
+        )
         links.append(f"<link name={quoteattr(tip)}/>")
     body = "\n  ".join(links + joints)
     return f'<?xml version="1.0"?>\n<robot name="{ROBOT_NAME}">\n  {body}\n</robot>\n'

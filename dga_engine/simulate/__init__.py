@@ -1,7 +1,7 @@
 """The physics filter: a push test in simulation plus penetration limits, per grasp.
 
 Protocol and backends: :mod:`dga_engine.simulate.config` (every number), :mod:`.scene` (the MuJoCo
-scene), :mod:`.closing` (the squeeze), :mod:`.mujoco_backend` (the push test), :mod:`.engine` (the
+scene), :mod:`.closing` (the squeeze), :mod:`.backends` (the push test per simulator), :mod:`.engine` (the
 decision per grasp), :mod:`.stage` (the resumable stage), :mod:`.metrics` (Suc.1, Suc.6, Pen, Div).
 See docs/filter.md.
 """

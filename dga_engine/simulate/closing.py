@@ -96,7 +96,9 @@ def near_contacts(scene: Scene, data: mujoco.MjData, margin: float) -> list[tupl
     return out
 
 
-def squeeze_targets(scene: Scene, data: mujoco.MjData, joints: np.ndarray, config: FilterConfig) -> tuple[np.ndarray, int]:
+def squeeze_targets(
+    scene: Scene, data: mujoco.MjData, joints: np.ndarray, config: FilterConfig
+) -> tuple[np.ndarray, int]:
     """Servo targets (24,) for the closing phase, and how many hand-object point pairs drove them.
 
     ``data`` must hold the grasp pose (after :meth:`Scene.reset`).
@@ -126,7 +128,7 @@ def squeeze_targets(scene: Scene, data: mujoco.MjData, joints: np.ndarray, confi
     return targets, len(pairs)
 
 
-def adam_sign_targets(hand: "HandModel", cloud: "ObjectCloud", translation: np.ndarray, rotation: np.ndarray,
+def adam_sign_targets(hand: HandModel, cloud: ObjectCloud, translation: np.ndarray, rotation: np.ndarray,
                       joints: np.ndarray, config: FilterConfig) -> tuple[np.ndarray, np.ndarray]:
     """The reference's squeeze targets (B, 24) and how many hand points drove each (B,).
 

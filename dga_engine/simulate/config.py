@@ -32,28 +32,37 @@ class FilterConfig:
     protocol: str = "dga-engine"  # the preset these settings start from (names the protocol_version)
 
     # ---- decision (the paper's dataset filter) ----
-    max_displacement: float = 0.02  # a push direction passes when the object frame's origin stays closer than this to where the push started (as the reference's actor position)
+    # a push direction passes when the object frame's origin stays closer than this to where the push started (as the
+    # reference's actor position)
+    max_displacement: float = 0.02
     directions_required: int = 6  # passing directions needed for acceptance: 6 = Suc.6 (the paper's filter), 1 = Suc.1
-    max_pen_hand_object_mm: float = 10.0  # reject when hand surface points reach deeper than this into the object (paper: 10 mm)
-    max_pen_object_hand_mm: float = 1.0  # reject when object points reach deeper than this into the hand's collision geoms (paper: 1 mm)
+    # reject when hand surface points reach deeper than this into the object (paper: 10 mm)
+    max_pen_hand_object_mm: float = 10.0
+    # reject when object points reach deeper than this into the hand's collision geoms (paper: 1 mm)
+    max_pen_object_hand_mm: float = 1.0
     # how a hand point is judged inside the object: "parts" = exactly, by the convex parts the simulator uses
     # (no false alarms at sharp edges); "normal" = the reference's nearest-sample normal sign test
     hand_object_inside: str = "parts"
     # the hand-into-object limit also tests the forearm's surface points (it collides in the simulation);
     # False = the reference's point set (its get_surface_points skips the forearm)
     forearm_points: bool = True
-    simulate_penetrating: bool = False  # also simulate grasps already rejected by penetration (evaluation: Suc.1/Suc.6 over every grasp); off = skip them (cheap)
+    # also simulate grasps already rejected by penetration (evaluation: Suc.1/Suc.6 over every grasp); off = skip them
+    # (cheap)
+    simulate_penetrating: bool = False
 
     # ---- pose validity ----
     joint_limit_tol: float = 0.05  # joints may exceed the MJCF limits by this much before the pose counts as invalid
-    quat_norm_tol: float = 1e-2  # |norm(quaternion) - 1| above this is an invalid pose (the quaternion is normalised otherwise)
+    # |norm(quaternion) - 1| above this is an invalid pose (the quaternion is normalised otherwise)
+    quat_norm_tol: float = 1e-2
     max_translation: float = 2.0  # a root farther than this from the object origin is an invalid pose (bad units)
 
     # ---- object ----
     density: float = 1000.0  # kg/m^3 of every convex part (reference: 1000); mass = density x volume of the parts
-    friction: float = 2.0  # sliding friction of the object's parts (reference: 2.0); MuJoCo takes the max with the hand's 1.0
+    # sliding friction of the object's parts (reference: 2.0); MuJoCo takes the max with the hand's 1.0
+    friction: float = 2.0
     torsional_friction: float = 0.005  # used only when condim >= 4
-    condim: int = 3  # contact dimensionality of the object's parts: 3 = sliding friction (pyramidal cone), 4 adds torsion
+    # contact dimensionality of the object's parts: 3 = sliding friction (pyramidal cone), 4 adds torsion
+    condim: int = 3
     object_margin: float = 0.0  # MuJoCo contact margin of the object's parts
     # velocity damping of the free object, 1/s (PhysX rigid-body damping: dv/dt = -c v without contact);
     # reference: linear 10, angular 100, under which a free object pushed at 0.5 m/s^2 drifts ~3.7 cm in
@@ -62,7 +71,8 @@ class FilterConfig:
     object_angular_damping: float = 0.0
 
     # ---- push (reference: 500 x volume N, +-x,+-y,+-z in the object frame) ----
-    push_force_per_volume: float = 500.0  # N per m^3 of object volume (reference: 500 x volume = 0.5 m/s^2 at density 1000)
+    # N per m^3 of object volume (reference: 500 x volume = 0.5 m/s^2 at density 1000)
+    push_force_per_volume: float = 500.0
     # which volume scales the force: "parts" = of the convex parts, whose mass it moves (exactly 0.5 m/s^2);
     # "mesh" = of the object mesh, as the reference (trimesh volume), falling back to the parts when the
     # mesh is not watertight; the reference's acceleration is then 0.5 x V_mesh / V_parts
@@ -71,40 +81,58 @@ class FilterConfig:
     # origin, as the reference (apply_rigid_body_force_at_pos_tensors at the body position), which also
     # twists an object whose centre of mass is off its origin
     push_point: str = "com"
-    push_time: float = 0.4  # seconds each push lasts; a free object covers 0.5*a*t^2 = 4 cm > 2 cm at 0.5 m/s^2 (reference: 50 steps at 1/60 s = 0.83 s)
-    sequential: bool = False  # True: push +x,-x,+y,-y,+z,-z one after the other without reset (reference); False: each from the same closed state
+    # seconds each push lasts; a free object covers 0.5*a*t^2 = 4 cm > 2 cm at 0.5 m/s^2 (reference: 50 steps at 1/60 s
+    # = 0.83 s)
+    push_time: float = 0.4
+    # True: push +x,-x,+y,-y,+z,-z one after the other without reset (reference); False: each from the same closed state
+    sequential: bool = False
     # a direction's displacement: "max" = the largest distance from where its push started over the push
     # (an object that slips out and back fails); "end" = the distance at the end of the push (reference)
     displacement: str = "max"
-    early_stop: bool = True  # stop a push as soon as the displacement reaches max_displacement (only with displacement="max" and not sequential: the outcome cannot change then)
+    # stop a push as soon as the displacement reaches max_displacement (only with displacement="max" and not sequential:
+    # the outcome cannot change then)
+    early_stop: bool = True
 
     # ---- closing (squeeze) ----
     # how the squeeze targets are found (closing.py): "jacobian" = MuJoCo contact pairs and Jacobians, the
     # step scaled per finger to close_step; "adam-sign" = the reference's one Adam step (lr squeeze_lr) on
     # the finger joints from hand surface points within close_margin of the object's 2048 points
     squeeze: str = "jacobian"
-    close_margin: float = 0.005  # hand geoms (or, adam-sign, hand surface points) within this distance of the object take part in the squeeze (reference: 5 mm)
-    close_step: float = 0.1  # jacobian: radians the most-involved joint of each touching finger is driven past the grasp pose
-    squeeze_lr: float = 0.5  # adam-sign: the Adam learning rate, i.e. radians every involved finger joint is driven past the grasp pose (reference: 0.5)
+    # hand geoms (or, adam-sign, hand surface points) within this distance of the object take part in the squeeze
+    # (reference: 5 mm)
+    close_margin: float = 0.005
+    # jacobian: radians the most-involved joint of each touching finger is driven past the grasp pose
+    close_step: float = 0.1
+    # adam-sign: the Adam learning rate, i.e. radians every involved finger joint is driven past the grasp pose
+    # (reference: 0.5)
+    squeeze_lr: float = 0.5
     # adam-sign: add each link's origin (relative to the hand root) to its points' normals, as the reference's
     # get_surface_points_and_normals does (it transforms normals as points); False = the true outward normals
     squeeze_normal_offset: bool = False
     close_time: float = 0.2  # seconds the fingers squeeze before the first push (the object settles well within it)
-    close_ramp: float = 0.0  # fraction of close_time over which the targets move linearly to the squeeze targets (0 = at once, as the reference)
-    squeeze_wrist: bool = False  # False: the wrist joints hold the grasp pose (the reference steps the finger joints only)
+    # fraction of close_time over which the targets move linearly to the squeeze targets (0 = at once, as the reference)
+    close_ramp: float = 0.0
+    # False: the wrist joints hold the grasp pose (the reference steps the finger joints only)
+    squeeze_wrist: bool = False
 
     # ---- hand servos (one position servo per joint replaces the tendons and actuators) ----
-    kp: float = 2.0  # N m / rad stiffness of every joint servo; squeeze torque = kp x close_step (jacobian) or kp x squeeze_lr (adam-sign), capped by force_limit
+    # N m / rad stiffness of every joint servo; squeeze torque = kp x close_step (jacobian) or kp x squeeze_lr
+    # (adam-sign), capped by force_limit
+    kp: float = 2.0
     dampratio: float = 1.0  # damping of every servo as a fraction of critical damping (MuJoCo dampratio)
     force_limit: float = 1.0  # N m, each servo's torque limit (0 = unlimited)
     self_collision: bool = True  # keep the MJCF's finger-finger and finger-thumb contact pairs
 
     # ---- simulator ----
     timestep: float = 0.01  # s per step (the reference: 1/60 s with PhysX; see docs/filter.md for the choice)
-    close_substeps: int = 2  # closing runs at timestep / close_substeps (the squeeze is the stiffest, most chaotic phase)
-    solref_timeconst: float = 0.01  # contact stiffness time constant; MuJoCo raises it to 2 x the step when smaller: 0.01 s closing, 0.02 s pushes
-    solimp_d: float = 0.99  # contact impedance (MuJoCo solimp dmin = dmax; default 0.9/0.95): 0.99 keeps a 0.2 N m squeeze under 1 mm deep
-    noslip_iterations: int = 3  # MuJoCo noslip solver passes: removes the creep of soft friction under a sustained squeeze
+    # closing runs at timestep / close_substeps (the squeeze is the stiffest, most chaotic phase)
+    close_substeps: int = 2
+    # contact stiffness time constant; MuJoCo raises it to 2 x the step when smaller: 0.01 s closing, 0.02 s pushes
+    solref_timeconst: float = 0.01
+    # contact impedance (MuJoCo solimp dmin = dmax; default 0.9/0.95): 0.99 keeps a 0.2 N m squeeze under 1 mm deep
+    solimp_d: float = 0.99
+    # MuJoCo noslip solver passes: removes the creep of soft friction under a sustained squeeze
+    noslip_iterations: int = 3
     solver_iterations: int = 10  # Newton iterations per step (MuJoCo default 100; it converges in 2-4 here)
     solver_tolerance: float = 1e-5  # Newton tolerance (MuJoCo default 1e-8)
     multiccd: bool = False  # several contact points per convex pair; off: one point per pair (fewer contacts)
@@ -126,7 +154,10 @@ class FilterConfig:
             (self.timestep > 0, "timestep must be > 0"),
             (self.solref_timeconst > 0, "solref_timeconst must be > 0"),
             (self.kp > 0, "kp must be > 0"),
-            (self.integrator in ("euler", "implicit", "implicitfast"), "integrator must be euler, implicit or implicitfast"),
+            (
+                self.integrator in ("euler", "implicit", "implicitfast"),
+                "integrator must be euler, implicit or implicitfast",
+            ),
             (self.hand_object_inside in ("parts", "normal"), "hand_object_inside must be 'parts' or 'normal'"),
             (self.protocol in PRESETS, f"protocol must be one of {', '.join(PRESETS)}"),
             (self.object_linear_damping >= 0 and self.object_angular_damping >= 0, "object damping must be >= 0"),
@@ -162,18 +193,18 @@ class FilterConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FilterConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FilterConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown FilterConfig fields {unknown}; known: {sorted(known)}")
         return cls(**d)
 
-    def with_(self, **changes: Any) -> "FilterConfig":
+    def with_(self, **changes: Any) -> FilterConfig:
         return replace(self, **changes)
 
     @classmethod
-    def preset(cls, name: str) -> "FilterConfig":
+    def preset(cls, name: str) -> FilterConfig:
         """The named protocol: ``dga-engine`` (the default) or ``dga-reference`` (DGA's Isaac Gym test)."""
         if name == "dga-engine":
             return cls()

@@ -32,9 +32,10 @@ import multiprocessing
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -117,7 +118,7 @@ def _backend(name: str, config_items: tuple):
     return make_backend(name, FilterConfig(**dict(config_items)))
 
 
-_ASSETS: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+_ASSETS: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
 
 def _asset(root: str, object_id: str):
@@ -145,7 +146,12 @@ def check_poses(translation, rotation, joints, scale, lower, upper, config: Filt
 
     n = len(translation)
     out: list[str | None] = [None] * n
-    for name, arr in (("translation", translation), ("rotation", rotation), ("joints", joints), ("object_scale", scale)):
+    for name, arr in (
+        ("translation", translation),
+        ("rotation", rotation),
+        ("joints", joints),
+        ("object_scale", scale),
+    ):
         bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
         for i in np.where(bad)[0]:
             out[i] = out[i] or f"non-finite values in {name}"
@@ -159,8 +165,10 @@ def check_poses(translation, rotation, joints, scale, lower, upper, config: Filt
         if out[i]:
             continue
         if not OBJECT_SCALE_RANGE[0] <= scale[i] <= OBJECT_SCALE_RANGE[1]:
-            out[i] = (f"object_scale {scale[i]:g} is outside [{OBJECT_SCALE_RANGE[0]:g}, {OBJECT_SCALE_RANGE[1]:g}]: the "
-                      "object would not be an object at that size (units?)")
+            out[i] = (
+                f"object_scale {scale[i]:g} is outside [{OBJECT_SCALE_RANGE[0]:g}, {OBJECT_SCALE_RANGE[1]:g}]: the "
+                "object would not be an object at that size (units?)"
+            )
         elif abs(qn[i] - 1.0) > config.quat_norm_tol:
             out[i] = f"rotation quaternion has norm {qn[i]:.4g} (expected 1 within {config.quat_norm_tol:g})"
         elif tn[i] > config.max_translation:
@@ -263,13 +271,21 @@ def run_task(task: Task) -> TaskResult:
     n = len(task.rows)
     stats: dict[str, float] = {"grasps": n, "validate": 0.0, "load": 0.0, "penetration": 0.0, "simulated": 0}
     res = TaskResult(
-        object_id=task.object_id, rows=task.rows,
+        object_id=task.object_id,
+        rows=task.rows,
         displacement=np.full((n, 6), np.nan, dtype=np.float32),
-        suc1=np.full(n, -1, dtype=np.int8), suc6=np.full(n, -1, dtype=np.int8),
-        pen_hand_object_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_mm=np.full(n, np.nan, dtype=np.float32),
-        pen_dga_mm=np.full(n, np.nan, dtype=np.float32), pen_object_hand_sum_mm=np.full(n, np.nan, dtype=np.float32),
-        contact_count=np.full(n, -1, dtype=np.int32), attempted=np.zeros(n, dtype=bool),
-        reason=[None] * n, detail=[None] * n, sim_backend="", stats=stats,
+        suc1=np.full(n, -1, dtype=np.int8),
+        suc6=np.full(n, -1, dtype=np.int8),
+        pen_hand_object_mm=np.full(n, np.nan, dtype=np.float32),
+        pen_object_hand_mm=np.full(n, np.nan, dtype=np.float32),
+        pen_dga_mm=np.full(n, np.nan, dtype=np.float32),
+        pen_object_hand_sum_mm=np.full(n, np.nan, dtype=np.float32),
+        contact_count=np.full(n, -1, dtype=np.int32),
+        attempted=np.zeros(n, dtype=bool),
+        reason=[None] * n,
+        detail=[None] * n,
+        sim_backend="",
+        stats=stats,
         tag=task.tag,
     )
     t0 = time.process_time()
@@ -319,10 +335,14 @@ def run_task(task: Task) -> TaskResult:
         for k, i in enumerate(idx):
             if oh[k] > config.max_pen_object_hand_mm:
                 res.reason[i] = "penetration_object_hand"
-                res.detail[i] = f"object points {oh[k]:.2f} mm inside the hand (limit {config.max_pen_object_hand_mm:g} mm)"
+                res.detail[i] = (
+                    f"object points {oh[k]:.2f} mm inside the hand (limit {config.max_pen_object_hand_mm:g} mm)"
+                )
             elif ho[k] > config.max_pen_hand_object_mm:
                 res.reason[i] = "penetration_hand_object"
-                res.detail[i] = f"hand points {ho[k]:.2f} mm inside the object (limit {config.max_pen_hand_object_mm:g} mm)"
+                res.detail[i] = (
+                    f"hand points {ho[k]:.2f} mm inside the object (limit {config.max_pen_hand_object_mm:g} mm)"
+                )
             simulate[i] = res.reason[i] is None or config.simulate_penetrating
     stats["penetration"] = time.process_time() - t0
     if not simulate.any():
@@ -341,10 +361,19 @@ def run_task(task: Task) -> TaskResult:
             if config.squeeze == "adam-sign":
                 from dga_engine.simulate.closing import adam_sign_targets
 
-                targets, _ = adam_sign_targets(hand, geometry.points, task.translation[idx], rot_m[idx], task.joints[idx], config)
-            outcomes = backend.simulate(f"{task.root}|{task.object_id}", asset.parts, float(scale),
-                                        task.translation[idx].astype(np.float64), rot_m[idx].astype(np.float64),
-                                        task.joints[idx].astype(np.float64), targets=targets, volume=geometry.push_volume)
+                targets, _ = adam_sign_targets(
+                    hand, geometry.points, task.translation[idx], rot_m[idx], task.joints[idx], config
+                )
+            outcomes = backend.simulate(
+                f"{task.root}|{task.object_id}",
+                asset.parts,
+                float(scale),
+                task.translation[idx].astype(np.float64),
+                rot_m[idx].astype(np.float64),
+                task.joints[idx].astype(np.float64),
+                targets=targets,
+                volume=geometry.push_volume,
+            )
         except (MemoryError, BackendUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. MuJoCo refuses the scene at this scale: these grasps fail

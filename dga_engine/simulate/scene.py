@@ -76,7 +76,9 @@ class Scene:
     lower: np.ndarray  # (24,) joint limits
     upper: np.ndarray
 
-    def reset(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray, data: mujoco.MjData | None = None) -> mujoco.MjData:
+    def reset(
+        self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray, data: mujoco.MjData | None = None
+    ) -> mujoco.MjData:
         """Reset ``data`` to a grasp: hand joints at ``joints``, servo targets there, object at the inverse root pose.
 
         translation (3,), rotation (3, 3): the grasp's root pose in the object frame (p_obj = R p_root + t).
@@ -149,7 +151,9 @@ def _hand_spec_for(settings: tuple) -> mujoco.MjSpec:
     return spec
 
 
-def _add_parts(spec: mujoco.MjSpec, parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed: bool) -> None:
+def _add_parts(
+    spec: mujoco.MjSpec, parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed: bool
+) -> None:
     body = spec.worldbody.add_body()
     body.name = OBJECT_BODY
     if fixed:
@@ -177,7 +181,9 @@ def _add_parts(spec: mujoco.MjSpec, parts: list[trimesh.Trimesh], scale: float, 
         geom.margin = config.object_margin
 
 
-def scene_spec(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> mujoco.MjSpec:
+def scene_spec(
+    parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False
+) -> mujoco.MjSpec:
     """The filter's scene for one object (its convex parts in the object frame, metres) at ``scale``, as an MjSpec.
 
     Everything the filter sets is in the spec (so ``spec.to_xml()`` writes the scene the filter simulates).
@@ -209,7 +215,8 @@ def scene_spec(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig,
 
 
 def build_scene(parts: list[trimesh.Trimesh], scale: float, config: FilterConfig, fixed_object: bool = False) -> Scene:
-    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale`` (see :func:`scene_spec`).
+    """Compile the scene for one object (its convex parts in the object frame, metres) at ``scale`` (see
+    :func:`scene_spec`).
 
     The object's damping (``object_linear_damping`` / ``object_angular_damping``, per unit mass and inertia)
     is set on the compiled model: a free joint's six DOFs take different values, which a spec cannot hold.

@@ -25,8 +25,9 @@ rest of the run goes on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -87,7 +88,9 @@ def _read_path(path: str) -> list[tuple[str, pa.Table]]:
         raise FileNotFoundError(f"{path} does not exist; pass a Parquet file or a folder of them in GRASP_SCHEMA")
     filesystem, p = fs.filesystem(path)
     if filesystem.isdir(p):
-        files = sorted(f for f in filesystem.find(p) if f.endswith(".parquet") and not f.rsplit("/", 1)[-1].startswith("."))
+        files = sorted(
+            f for f in filesystem.find(p) if f.endswith(".parquet") and not f.rsplit("/", 1)[-1].startswith(".")
+        )
         if not files:
             raise FileNotFoundError(f"no .parquet files under {path}")
         base = p.rstrip("/") + "/"
@@ -150,7 +153,8 @@ def run_filter(
         inputs = _candidate_inputs(layout, ds, source, dataset, refined, summary)
 
     # Units still to do, with their rows.
-    pending: list[tuple[str, str, str, pa.Table]] = []  # (unit output key = record name, input fingerprint, object, rows)
+    # (unit output key = record name, input fingerprint, object, rows)
+    pending: list[tuple[str, str, str, pa.Table]] = []
     for key, table in inputs:
         if table.num_rows == 0:
             continue
@@ -240,7 +244,8 @@ def _candidate_inputs(layout: Layout, ds, source: str, dataset: str, refined: bo
     if stale:
         raise FileNotFoundError(
             f"{len(stale)} candidate file(s) of {source!r} are not refined from their current candidates "
-            f"(e.g. {stale[0]!r}): run `dga-engine refine --source {source}` first, or filter the raw poses with --no-refine"
+            f"(e.g. {stale[0]!r}): run `dga-engine refine --source {source}` first, or filter the raw poses with "
+            f"--no-refine"
         )
     return inputs
 

@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -64,16 +65,25 @@ class GraspBatch:
     def __len__(self) -> int:
         return len(self.record_ids)
 
-    def without(self, rows: np.ndarray) -> "GraspBatch":
+    def without(self, rows: np.ndarray) -> GraspBatch:
         """This batch less ``rows`` (verification results of the rows kept stay)."""
         keep = np.ones(len(self), dtype=bool)
         keep[np.asarray(rows, dtype=np.int64)] = False
         new_index = np.cumsum(keep) - 1
         vkeep = keep[self.verify_rows]
         vres = self.verify_residual_mm[vkeep]
-        return GraspBatch(self.object_key, self.source_file, self.translation[keep], self.rotation[keep], self.joints[keep],
-                          self.mesh_scale[keep], [r for r, k in zip(self.record_ids, keep) if k],
-                          vres.max(axis=0) if len(vres) else np.zeros(5), new_index[self.verify_rows[vkeep]], vres)
+        return GraspBatch(
+            self.object_key,
+            self.source_file,
+            self.translation[keep],
+            self.rotation[keep],
+            self.joints[keep],
+            self.mesh_scale[keep],
+            [r for r, k in zip(self.record_ids, keep) if k],
+            vres.max(axis=0) if len(vres) else np.zeros(5),
+            new_index[self.verify_rows[vkeep]],
+            vres,
+        )
 
 
 @dataclass
@@ -158,8 +168,16 @@ MAX_COMPONENT_CHARS = 200  # file systems allow 255 bytes per name; meshes add a
 
 def checked_member(name: str, what: str, path: str) -> str:
     """An object name from inside a file, checked before it is used to build a path."""
-    if not isinstance(name, str) or not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
-        raise SourceFileError(path, f"{what} {name[:80] if isinstance(name, str) else name!r} is not a safe relative name")
+    if (
+        not isinstance(name, str)
+        or not name
+        or "\x00" in name
+        or name.startswith(("/", "\\"))
+        or ".." in name.replace("\\", "/").split("/")
+    ):
+        raise SourceFileError(
+            path, f"{what} {name[:80] if isinstance(name, str) else name!r} is not a safe relative name"
+        )
     if len(name) > MAX_NAME_CHARS or any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_CHARS
                                          for part in name.replace("\\", "/").split("/")):
         raise SourceFileError(path, f"{what} of {len(name)} characters ({name[:40]!r}...) is longer than any object "
@@ -297,11 +315,19 @@ def pose_check(rotation: np.ndarray, translation: np.ndarray,
         jmax = np.abs(q).max(axis=1) if q is not None else np.zeros(n)
     checks = [
         (~finite, lambda i: "non-finite pose values"),
-        (~(ortho <= ORTHONORMAL_TOL), lambda i: "rotation is not a rotation matrix ("
-         + ("all zeros" if not np.any(rotation[i]) else f"|R^T R - I| = {ortho[i]:.3g}") + f"; allowed {ORTHONORMAL_TOL:g})"),
+        (
+            ~(ortho <= ORTHONORMAL_TOL),
+            lambda i: (
+                "rotation is not a rotation matrix ("
+                + ("all zeros" if not np.any(rotation[i]) else f"|R^T R - I| = {ortho[i]:.3g}")
+                + f"; allowed {ORTHONORMAL_TOL:g})"
+            ),
+        ),
         (det < 0, lambda i: "rotation is a mirror image (determinant -1), not a rotation"),
-        (dist > MAX_ROOT_DISTANCE_M, lambda i: f"hand root is {dist[i]:.3g} m from the object (more than "
-         f"{MAX_ROOT_DISTANCE_M:g} m: units?)"),
+        (
+            dist > MAX_ROOT_DISTANCE_M,
+            lambda i: f"hand root is {dist[i]:.3g} m from the object (more than {MAX_ROOT_DISTANCE_M:g} m: units?)",
+        ),
         (jmax > MAX_JOINT_RAD, lambda i: f"a joint is {jmax[i]:.3g} rad (more than a full turn)"),
     ]
     ok = np.ones(n, dtype=bool)

@@ -27,9 +27,10 @@ import hashlib
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +109,8 @@ class CurateReport:
     bad_records: int = 0  # malformed records skipped inside readable files
     bad_record_examples: list[str] = field(default_factory=list)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read at all
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # source key -> {object_id, split, canonical_scale}
+    # source key -> {object_id, split, canonical_scale}
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing_objects: dict[str, str] = field(default_factory=dict)  # source key -> why it was not ingested
     fk_residual_mm: dict[str, float] = field(default_factory=dict)  # largest fingertip residual per finger
     warnings: list[str] = field(default_factory=list)
@@ -200,7 +202,9 @@ def canonical_factor(mesh: trimesh.Trimesh) -> float:
     return NORMALISED_CANONICAL if diag > NORMALISED_DIAGONAL else 1.0
 
 
-def measure_similarity(given: trimesh.Trimesh, stored: trimesh.Trimesh, k: float | None = None) -> tuple[float, np.ndarray]:
+def measure_similarity(
+    given: trimesh.Trimesh, stored: trimesh.Trimesh, k: float | None = None
+) -> tuple[float, np.ndarray]:
     """``(k, offset)`` with ``stored ~= k * given + offset`` (ingestion centres and may rescale; no rotation).
 
     ``k`` is the scale ingestion reports applying (``ObjectMeta.scale_applied``), else the ratio of the
@@ -224,8 +228,10 @@ def measure_similarity(given: trimesh.Trimesh, stored: trimesh.Trimesh, k: float
         offset = offset + np.median(tree.data[j] - (pts + offset), axis=0)
     d, _ = tree.query(pts + offset)
     if float(np.mean(d)) > 0.02 * ds or abs(k * dg / ds - 1.0) > 0.05:
-        raise ValueError(f"the stored object is not a scaled, shifted copy of the source mesh (mean gap {np.mean(d):.3g} m, "
-                         f"size ratio {k * dg / ds:.3f}); cannot place the grasps on it")
+        raise ValueError(
+            f"the stored object is not a scaled, shifted copy of the source mesh (mean gap {np.mean(d):.3g} m, "
+            f"size ratio {k * dg / ds:.3f}); cannot place the grasps on it"
+        )
     return float(k), offset
 
 
@@ -290,9 +296,18 @@ def batch_table(batch: GraspBatch, placed: PlacedObject, source: str, config_has
     # source frame = object_scale * (stored - offset): shift the hand by object_scale * offset.
     translation = batch.translation + object_scale[:, None] * placed.offset[None, :]
     quat = rotations.matrix_to_quat(torch.as_tensor(batch.rotation, dtype=torch.float64)).numpy()
-    return pose_table(placed.object_id, translation, quat, batch.joints, source=source, source_record_id=batch.record_ids,
-                      round_=0, generator=f"{CURATE_VERSION}:{source}", generator_config_hash=config_hash,
-                      object_scale=object_scale)
+    return pose_table(
+        placed.object_id,
+        translation,
+        quat,
+        batch.joints,
+        source=source,
+        source_record_id=batch.record_ids,
+        round_=0,
+        generator=f"{CURATE_VERSION}:{source}",
+        generator_config_hash=config_hash,
+        object_scale=object_scale,
+    )
 
 
 def _out_of_limits(joints: np.ndarray, tol: float = 1e-3) -> int:
@@ -343,7 +358,7 @@ def _write_splits(layout: Layout, dataset: str, source: str, placed: dict[str, P
     objects = current.setdefault("objects", {})
     for p in placed.values():
         objects[p.object_id] = {"split": p.split, "source_id": p.key}
-    current["updated_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    current["updated_at"] = _dt.datetime.now(_dt.UTC).isoformat()
     current["note"] = "split per object as the source's split files give it (null: the source names none)"
     fs.write_json(path, current)
     return path
@@ -389,7 +404,9 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
     loader = make_loader(source, root, config)
     units = loader.units()
     if not units:
-        raise CurateError(f"{source}: no source files found under {root}; see `dga-engine curate --help` for the layout")
+        raise CurateError(
+            f"{source}: no source files found under {root}; see `dga-engine curate --help` for the layout"
+        )
     if config.max_units is not None:
         units = units[: config.max_units]
     report = CurateReport(source=source, path=str(root), dataset=config.dataset, units_total=len(units))
@@ -402,7 +419,9 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
     residual = np.zeros(5)
     for unit in units:
         ukey = unit_key(unit)
-        if config.resume and (runs.is_done(layout, stage, ukey) or _adopt_legacy(layout, ds, source, stage, unit, ukey)):
+        if config.resume and (
+            runs.is_done(layout, stage, ukey) or _adopt_legacy(layout, ds, source, stage, unit, ukey)
+        ):
             report.units_resumed += 1
             if advance:
                 advance(1)
@@ -427,15 +446,22 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
             if worst > tol:
                 missed = batch.verify_rows[batch.verify_residual_mm.max(axis=1) > tol]
                 if 2 * len(missed) > len(batch.verify_rows):  # most of them: the convention, not a record
-                    report.skipped_files.append((batch.source_file, f"converted grasps of {batch.object_key} miss the source "
-                                                 f"model's fingertips by {worst:.2f} mm (> {tol} mm): the file's convention "
-                                                 "is not the expected one"))
+                    report.skipped_files.append(
+                        (
+                            batch.source_file,
+                            f"converted grasps of {batch.object_key} miss the source "
+                            f"model's fingertips by {worst:.2f} mm (> {tol} mm): the file's convention "
+                            "is not the expected one",
+                        )
+                    )
                     continue
                 # a few records disagree by FK: drop those records, keep the rest of the object's grasps
                 report.bad_records += len(missed)
                 if len(report.bad_record_examples) < 20:
-                    report.bad_record_examples.append(f"{batch.record_ids[int(missed[0])]}: converted fingertips miss the "
-                                                      f"source model's by {worst:.2f} mm (> {tol} mm)")
+                    report.bad_record_examples.append(
+                        f"{batch.record_ids[int(missed[0])]}: converted fingertips miss the "
+                        f"source model's by {worst:.2f} mm (> {tol} mm)"
+                    )
                 batch = batch.without(missed)
                 if not len(batch):
                     continue

@@ -24,8 +24,8 @@ import numpy as np
 from dga_engine.sources.base import (
     SourceObject,
     UnitResult,
-    finite_rows,
     find_mesh,
+    finite_rows,
     iter_files,
     label_from_key,
     make_batch,
@@ -40,7 +40,9 @@ TRANSLATION_KEYS = ("WRJTx", "WRJTy", "WRJTz")
 ROTATION_KEYS = ("WRJRx", "WRJRy", "WRJRz")
 
 
-def qpos_dicts_to_arrays(records: list[dict], joint_order: list[str], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def qpos_dicts_to_arrays(
+    records: list[dict], joint_order: list[str], path: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """DexGraspNet/UniDexGrasp qpos dicts -> rotation (N,3,3), translation (N,3), joints (N,22), ok mask, problems."""
     n = len(records)
     trans = np.full((n, 3), np.nan)
@@ -120,7 +122,18 @@ class DexGraspNetLoader:
             result.bad_record_example = f"{unit}: {problems[0] if problems else 'non-finite or non-positive values'}"
         idx = np.flatnonzero(ok)
         if len(idx):
-            result.batches.append(make_batch(self.hand_model, code, unit, rot[idx], trans[idx], joints[idx], scales_arr[idx],
-                                             [f"{unit}:{i}" for i in idx], self.verify))
+            result.batches.append(
+                make_batch(
+                    self.hand_model,
+                    code,
+                    unit,
+                    rot[idx],
+                    trans[idx],
+                    joints[idx],
+                    scales_arr[idx],
+                    [f"{unit}:{i}" for i in idx],
+                    self.verify,
+                )
+            )
         return result
 

@@ -131,15 +131,31 @@ def decode_records(metadata: list, path: str, scale_mode: str, robot: str = "sha
         qs.append(q)
         scales.append(s)
     n = len(names)
-    dec = Decoded(names, np.asarray(index, dtype=np.int64), np.asarray(rots).reshape(n, 3, 3), np.asarray(trans).reshape(n, 3),
-                  np.asarray(qs).reshape(n, 24), np.asarray(scales, dtype=np.float64), bad, example)
+    dec = Decoded(
+        names,
+        np.asarray(index, dtype=np.int64),
+        np.asarray(rots).reshape(n, 3, 3),
+        np.asarray(trans).reshape(n, 3),
+        np.asarray(qs).reshape(n, 24),
+        np.asarray(scales, dtype=np.float64),
+        bad,
+        example,
+    )
     ok, first, why = pose_check(dec.rotation, dec.translation, dec.q)  # record by record, never the whole file
     if not ok.all():
         dec.bad += int((~ok).sum())
         dec.bad_example = dec.bad_example or f"{path}: record {int(dec.index[first])}: {why}"
         keep = np.flatnonzero(ok)
-        dec = Decoded([dec.names[i] for i in keep], dec.index[keep], dec.rotation[keep], dec.translation[keep], dec.q[keep],
-                      dec.mesh_scale[keep], dec.bad, dec.bad_example)
+        dec = Decoded(
+            [dec.names[i] for i in keep],
+            dec.index[keep],
+            dec.rotation[keep],
+            dec.translation[keep],
+            dec.q[keep],
+            dec.mesh_scale[keep],
+            dec.bad,
+            dec.bad_example,
+        )
     return dec
 
 
@@ -162,8 +178,19 @@ def batches_from_decoded(dec: Decoded, unit: str, result: UnitResult, verify: in
         order.setdefault(name, []).append(i)
     for name, rows in order.items():
         rows_a = np.asarray(rows)
-        result.batches.append(make_batch(HAND_MODEL, name, unit, dec.rotation[rows_a], dec.translation[rows_a], dec.q[rows_a],
-                                         dec.mesh_scale[rows_a], [f"{unit}:{int(dec.index[i])}" for i in rows_a], verify))
+        result.batches.append(
+            make_batch(
+                HAND_MODEL,
+                name,
+                unit,
+                dec.rotation[rows_a],
+                dec.translation[rows_a],
+                dec.q[rows_a],
+                dec.mesh_scale[rows_a],
+                [f"{unit}:{int(dec.index[i])}" for i in rows_a],
+                verify,
+            )
+        )
 
 
 def release_files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -173,7 +200,11 @@ def release_files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
         found += [p for p in iter_files(root, pat) if p not in found]
     found = sorted(set(found))
     names = {p for p in found}
-    return [p for p in found if not (p.stem.endswith("_downsample") and p.with_name(p.stem[: -len("_downsample")] + ".pt") in names)]
+    return [
+        p
+        for p in found
+        if not (p.stem.endswith("_downsample") and p.with_name(p.stem[: -len("_downsample")] + ".pt") in names)
+    ]
 
 
 class ReleaseObjects:
@@ -254,8 +285,11 @@ class DGALoader:
             if metadata and isinstance(metadata[0], (tuple, list)):
                 mode = "none"
             else:
-                raise SourceFileError(str(path), "cannot tell what 'scale' means in this file from its name",
-                                      "rename it as released (e.g. dexgraspnet_shadowhand.pt) or pass --scale-mode multiply|divide")
+                raise SourceFileError(
+                    str(path),
+                    "cannot tell what 'scale' means in this file from its name",
+                    "rename it as released (e.g. dexgraspnet_shadowhand.pt) or pass --scale-mode multiply|divide",
+                )
         result = UnitResult(unit)
         dec = decode_records(metadata, str(path), mode)
         for name in set(dec.names):

@@ -75,13 +75,18 @@ def right_hand_contact(labels: np.ndarray) -> np.ndarray:
 def object_vertices_world(vertices: np.ndarray, global_orient: np.ndarray, transl: np.ndarray) -> np.ndarray:
     """GRAB's object placement: (T, V, 3) = ``v @ R + t`` with R from the (T, 3) axis-angle (no centre)."""
     r = axis_angle_matrix(np.asarray(global_orient, dtype=np.float64).reshape(-1, 3))
-    return np.einsum("vi,tij->tvj", np.asarray(vertices, dtype=np.float64), r) + np.asarray(transl, dtype=np.float64)[:, None]
+    return (
+        np.einsum("vi,tij->tvj", np.asarray(vertices, dtype=np.float64), r)
+        + np.asarray(transl, dtype=np.float64)[:, None]
+    )
 
 
 def world_to_object(points: np.ndarray, global_orient: np.ndarray, transl: np.ndarray) -> np.ndarray:
     """(T, N, 3) world points into the object frame: the inverse of :func:`object_vertices_world`."""
     r = axis_angle_matrix(np.asarray(global_orient, dtype=np.float64).reshape(-1, 3))
-    return np.einsum("tij,tnj->tni", r, np.asarray(points, dtype=np.float64) - np.asarray(transl, dtype=np.float64)[:, None])
+    return np.einsum(
+        "tij,tnj->tni", r, np.asarray(points, dtype=np.float64) - np.asarray(transl, dtype=np.float64)[:, None]
+    )
 
 
 def thin_frames(keypoints: np.ndarray, starts: np.ndarray, min_change_mm: float) -> np.ndarray:
@@ -109,7 +114,9 @@ def read_sequence(path: Path, members: tuple[str, ...] = MEMBERS) -> dict[str, A
                 raise SourceFileError(str(path), f"not a GRAB sequence: missing {missing}")
             for m in members:
                 if infos[m].file_size > MAX_MEMBER_BYTES:
-                    raise SourceFileError(str(path), f"member {m} is {infos[m].file_size} bytes, larger than a GRAB sequence's")
+                    raise SourceFileError(
+                        str(path), f"member {m} is {infos[m].file_size} bytes, larger than a GRAB sequence's"
+                    )
                 arr = npy_from_bytes(zf.read(infos[m]), f"{path}[{m}]")
                 out[m] = arr.item() if arr.shape == () else arr
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -121,7 +128,11 @@ def _array(d: Any, key: str, path: Path, shape: tuple[int | None, ...]) -> np.nd
     if not isinstance(d, dict) or key not in d:
         raise SourceFileError(str(path), f"missing {key}")
     a = np.asarray(d[key])
-    if a.dtype.kind not in "fiu" or a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+    if (
+        a.dtype.kind not in "fiu"
+        or a.ndim != len(shape)
+        or any(s is not None and s != n for s, n in zip(shape, a.shape))
+    ):
         raise SourceFileError(str(path), f"{key} has shape {a.shape} ({a.dtype}), expected {shape}")
     return a
 
@@ -154,8 +165,13 @@ class GrabLoader:
 
     def object(self, key: str) -> SourceObject:
         mesh = self._meshes.get(key) or self._resolve(f"{MESH_DIR}/{checked_member(key, 'object name', key)}.ply")
-        return SourceObject(key=key, label=key.replace("_", " "), mesh_path=str(mesh) if mesh else None, split=split_of(key),
-                            extra={"dataset": "GRAB"})
+        return SourceObject(
+            key=key,
+            label=key.replace("_", " "),
+            mesh_path=str(mesh) if mesh else None,
+            split=split_of(key),
+            extra={"dataset": "GRAB"},
+        )
 
     def _resolve(self, inner: str) -> Path | None:
         """A path named inside a sequence file (relative to the folder holding grab/ and tools/)."""
@@ -225,8 +241,10 @@ class GrabLoader:
         if (~ok).any():
             result.bad_records += int((~ok).sum())
             if not result.bad_record_example:
-                result.bad_record_example = (f"{unit}:{int(frames[~ok][0])}: retargeted fingertips miss the human ones by "
-                                             f"{worst[~ok][0]:.1f} mm (> {self.max_tip_error_mm} mm)")
+                result.bad_record_example = (
+                    f"{unit}:{int(frames[~ok][0])}: retargeted fingertips miss the human ones by "
+                    f"{worst[~ok][0]:.1f} mm (> {self.max_tip_error_mm} mm)"
+                )
         if ok.any():
             ids = [f"{unit}:{int(f)};subject={subject};intent={intent}" for f in frames[ok]]
             result.batches.append(GraspBatch(obj, unit, res.translation[ok], res.rotation[ok], res.joints[ok],

@@ -70,7 +70,9 @@ def euler_sxyz_matrix(angles: np.ndarray) -> np.ndarray:
     """transforms3d ``euler2mat(a, b, c, 'sxyz')`` (DexGraspNet's WRJRx/y/z): ``Rz(c) @ Ry(b) @ Rx(a)``."""
     angles = np.asarray(angles, dtype=np.float64)
     return (
-        rotation_about([0, 0, 1], angles[..., 2]) @ rotation_about([0, 1, 0], angles[..., 1]) @ rotation_about([1, 0, 0], angles[..., 0])
+        rotation_about([0, 0, 1], angles[..., 2])
+        @ rotation_about([0, 1, 0], angles[..., 1])
+        @ rotation_about([1, 0, 0], angles[..., 0])
     )
 
 
@@ -163,9 +165,14 @@ class SourceHand:
 
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         index = {j.name: j for j in self.joints}
-        return (np.array([index[n].lower for n in self.joint_order]), np.array([index[n].upper for n in self.joint_order]))
+        return (
+            np.array([index[n].lower for n in self.joint_order]),
+            np.array([index[n].upper for n in self.joint_order]),
+        )
 
-    def forward(self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def forward(
+        self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Link frames (B, 4, 4) in the object frame: ``T_obj_root @ ... ``; q is (B, n_joints) in joint_order."""
         q = np.atleast_2d(np.asarray(q, dtype=np.float64))
         if q.shape[-1] != self.n_joints:
@@ -186,7 +193,9 @@ class SourceHand:
             frames[j.child] = t
         return frames
 
-    def fingertips(self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None) -> np.ndarray:
+    def fingertips(
+        self, q: np.ndarray, rotation: np.ndarray | None = None, translation: np.ndarray | None = None
+    ) -> np.ndarray:
         """(B, 5, 3) fingertip positions ff, mf, rf, lf, th."""
         frames = self.forward(q, rotation, translation)
         return np.stack([frames[name][:, :3, 3] for name in self.fingertip_links], axis=1)
@@ -198,7 +207,7 @@ class SourceHand:
         return (frames[j.child][0, :3, :3] @ j.axis)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_hand(name: str) -> SourceHand:
     return SourceHand(name)
 
@@ -276,7 +285,7 @@ class PoseConverter:
     offset: np.ndarray
 
     @classmethod
-    def for_model(cls, name: str) -> "PoseConverter":
+    def for_model(cls, name: str) -> PoseConverter:
         hand = source_hand(name)
         engine_palm, engine_axes = _engine_zero()
         src_zero = hand.forward(np.zeros((1, hand.n_joints)))
@@ -304,7 +313,9 @@ class PoseConverter:
         gathered = np.where(self.source_index >= 0, q_src[:, np.maximum(self.source_index, 0)], 0.0)
         return gathered * self.sign + self.offset
 
-    def convert(self, rotation: np.ndarray, translation: np.ndarray, q_src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def convert(
+        self, rotation: np.ndarray, translation: np.ndarray, q_src: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Source root poses (B,3,3), (B,3) in the object frame and joints (B, n_src) -> engine (t, R, q).
 
         Returns translation (B, 3), rotation (B, 3, 3) of the engine's forearm in the object frame, and
@@ -325,7 +336,7 @@ class PoseConverter:
         return np.linalg.norm(theirs - ours, axis=-1) * 1000.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converter(name: str) -> PoseConverter:
     """The (cached) converter for source hand model ``name`` (see :data:`HAND_MODELS`)."""
     return PoseConverter.for_model(name)

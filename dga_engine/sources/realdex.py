@@ -76,7 +76,13 @@ class RealDexLoader:
             raise SourceFileError(str(path), f"missing arrays {missing}; a RealDex capture has {list(RAW_KEYS)}")
         q22 = np.asarray(z["qpos"], dtype=np.float64)
         t = len(q22)
-        shapes = {"qpos": (t, 22), "hand_transl": (t, 3), "hand_orient": (t, 3), "object_transl": (t, 3), "object_orient": (t, 3)}
+        shapes = {
+            "qpos": (t, 22),
+            "hand_transl": (t, 3),
+            "hand_orient": (t, 3),
+            "object_transl": (t, 3),
+            "object_orient": (t, 3),
+        }
         for k, shape in shapes.items():
             if np.asarray(z[k]).shape != shape:
                 raise SourceFileError(str(path), f"{k} has shape {np.asarray(z[k]).shape}, expected {shape}")
@@ -105,7 +111,9 @@ class RealDexLoader:
                                              [f"{unit}:{int(frames[i])}" for i in idx], self.verify))
         return result
 
-    def _in_contact(self, rot: np.ndarray, trans: np.ndarray, q: np.ndarray, pts: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    def _in_contact(
+        self, rot: np.ndarray, trans: np.ndarray, q: np.ndarray, pts: np.ndarray, ok: np.ndarray
+    ) -> np.ndarray:
         """Frames whose converted fingertips touch the object's points (at least ``min_contacts`` of 5)."""
         from scipy.spatial import cKDTree
 

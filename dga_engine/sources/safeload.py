@@ -46,8 +46,9 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -145,8 +146,10 @@ class _CheckedArray(np.ndarray):
         _charge(n * dtype.itemsize, f"an array of shape {shape} and dtype {dtype.str}")
         if dtype.hasobject:
             if not isinstance(data, list) or len(data) != n:
-                raise _Refused(f"object array of {n} elements comes with {len(data) if isinstance(data, list) else 'no'} "
-                               "elements: the file is corrupt or crafted")
+                raise _Refused(
+                    f"object array of {n} elements comes with {len(data) if isinstance(data, list) else 'no'} "
+                    "elements: the file is corrupt or crafted"
+                )
         elif not isinstance(data, (bytes, bytearray)) or len(data) != n * dtype.itemsize:
             raise _Refused(f"array of {n * dtype.itemsize} bytes comes with "
                            f"{len(data) if isinstance(data, (bytes, bytearray)) else 'no'} bytes of data")
@@ -327,9 +330,12 @@ def check_zip_size(zf: zipfile.ZipFile, file_size: int, path: str) -> None:
     cap = max(ZIP_FLOOR_BYTES, MAX_INFLATION * file_size)
     if total > cap:
         raise UnsafeSourceFile(
-            path, f"its members would unpack to {total:,} bytes, {total / max(file_size, 1):,.0f}x the file's {file_size:,} "
+            path,
+            f"its members would unpack to {total:,} bytes, {total / max(file_size, 1):,.0f}x the file's {file_size:,} "
             f"bytes (limit {MAX_INFLATION}x or {ZIP_FLOOR_BYTES:,} bytes): a zip bomb or a corrupt file; nothing was "
-            "unpacked", "re-download it from the source")
+            "unpacked",
+            "re-download it from the source",
+        )
 
 
 def _read(path: str | os.PathLike) -> bytes:
@@ -394,14 +400,30 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             try:
                 raw = zf.read(info)
             except _ZIP_ERRORS as exc:  # a damaged member: bad CRC, broken deflate stream, unknown method
-                raise SourceFileError(str(path), f"unreadable .npz member {name!r}: {type(exc).__name__}: {exc}") from None
+                raise SourceFileError(
+                    str(path), f"unreadable .npz member {name!r}: {type(exc).__name__}: {exc}"
+                ) from None
             out[key] = npy_from_bytes(raw, f"{path}[{name}]")
     return out
 
 
 # What Python's zipfile raises for damaged archives (a directory, a header or a compressed stream).
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError, OSError, NotImplementedError,
-               RuntimeError, ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, lzma.LZMAError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    UnicodeDecodeError,
+    lzma.LZMAError,
+)
 
 
 def _looks_like_zip(data: bytes) -> bool:
@@ -543,8 +565,11 @@ class _ChumpyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
         obj = _CHUMPY_GLOBALS.get((module, name), _ALLOWED.get((module, name)))
         if obj is None:
-            raise UnsafeSourceFile(self._path, f"refusing to unpickle {module}.{name}: not an array class of a "
-                                   "MANO/chumpy model file", "the file may be corrupt or crafted; nothing in it was run")
+            raise UnsafeSourceFile(
+                self._path,
+                f"refusing to unpickle {module}.{name}: not an array class of a MANO/chumpy model file",
+                "the file may be corrupt or crafted; nothing in it was run",
+            )
         return obj
 
     def persistent_load(self, pid: Any) -> Any:
@@ -603,7 +628,9 @@ def load_chumpy_pickle(path: str | os.PathLike, max_bytes: int = 256 << 20) -> d
         except SourceFileError:
             raise
         except _Refused as exc:
-            raise UnsafeSourceFile(path, str(exc), "the file may be corrupt or crafted; nothing in it was run") from None
+            raise UnsafeSourceFile(
+                path, str(exc), "the file may be corrupt or crafted; nothing in it was run"
+            ) from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
                 MemoryError, OverflowError, UnicodeDecodeError) as exc:
             raise SourceFileError(path, f"malformed or truncated pickle: {type(exc).__name__}: {exc}") from None

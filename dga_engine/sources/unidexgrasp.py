@@ -64,8 +64,13 @@ class UniDexGraspLoader:
     def object(self, key: str) -> SourceObject:
         mesh = find_mesh(key, [self.root, *self.mesh_dirs])
         src, inst = key.split("/", 1)
-        return SourceObject(key=key, label=label_from_key(inst.rsplit("-", 1)[0]), mesh_path=str(mesh) if mesh else None,
-                            split=self.splits.get(key), extra={"dataset": "UniDexGrasp", "subset": src, "instance": inst})
+        return SourceObject(
+            key=key,
+            label=label_from_key(inst.rsplit("-", 1)[0]),
+            mesh_path=str(mesh) if mesh else None,
+            split=self.splits.get(key),
+            extra={"dataset": "UniDexGrasp", "subset": src, "instance": inst},
+        )
 
     def load_unit(self, unit: str) -> UnitResult:
         folder = self.root / unit
@@ -81,11 +86,15 @@ class UniDexGraspLoader:
                 z = load_npz(f)
                 missing = [k for k in ("qpos", "scale") if k not in z]
                 if missing:
-                    raise SourceFileError(str(f), f"missing member(s) {missing}; expected qpos.npy, scale.npy, plane.npy")
+                    raise SourceFileError(
+                        str(f), f"missing member(s) {missing}; expected qpos.npy, scale.npy, plane.npy"
+                    )
                 qpos = z["qpos"]
                 qpos = qpos.item() if isinstance(qpos, np.ndarray) and qpos.dtype == object and qpos.size == 1 else qpos
                 if not isinstance(qpos, dict):
-                    raise SourceFileError(str(f), f"qpos holds a {type(qpos).__name__}, expected a 0-d object array of a dict")
+                    raise SourceFileError(
+                        str(f), f"qpos holds a {type(qpos).__name__}, expected a 0-d object array of a dict"
+                    )
                 scale = np.asarray(z["scale"], dtype=np.float64).reshape(-1)
                 if scale.size != 1:
                     raise SourceFileError(str(f), f"scale has {scale.size} values, expected one")
@@ -108,6 +117,17 @@ class UniDexGraspLoader:
         idx = np.flatnonzero(ok)
         if len(idx):
             # scale.npy stores 1/object_scale: the metric object is the mesh divided by it.
-            result.batches.append(make_batch(self.hand_model, key, unit, rot[idx], trans[idx], joints[idx], 1.0 / scale_arr[idx],
-                                             [ids[i] for i in idx], self.verify))
+            result.batches.append(
+                make_batch(
+                    self.hand_model,
+                    key,
+                    unit,
+                    rot[idx],
+                    trans[idx],
+                    joints[idx],
+                    1.0 / scale_arr[idx],
+                    [ids[i] for i in idx],
+                    self.verify,
+                )
+            )
         return result

@@ -56,7 +56,7 @@ class Pose:
         return torch.cat([self.t, self.r6, self.q], dim=-1)
 
     @staticmethod
-    def unflat(x: Tensor) -> "Pose":
+    def unflat(x: Tensor) -> Pose:
         return Pose(x[:, :3], x[:, 3:9], x[:, 9:])
 
     def matrix(self) -> Tensor:
@@ -75,7 +75,8 @@ def force_closure(points: Tensor, normals: Tensor, centre: Tensor) -> Tensor:
     per grasp -> (B,)."""
     b, n, _ = points.shape
     eye = torch.eye(3, dtype=points.dtype, device=points.device).expand(b, n, 3, 3)
-    g = torch.cat([eye, skew(points - (centre.unsqueeze(1) if centre.ndim == 2 else centre))], dim=-2)  # (B, n, 6, 3): contact i's block of G
+    # (B, n, 6, 3): contact i's block of G
+    g = torch.cat([eye, skew(points - (centre.unsqueeze(1) if centre.ndim == 2 else centre))], dim=-2)
     wrench = (g @ normals.unsqueeze(-1)).squeeze(-1).sum(1)  # (B, 6)
     return wrench.norm(dim=-1)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import trimesh
 
-from dga_engine.hand import HandModel, JOINT_NAMES
+from dga_engine.hand import JOINT_NAMES, HandModel
 from dga_engine.hand.model import farthest_point_sampling
 from dga_engine.hand.rotations import matrix_to_rot6d
 from dga_engine.synthesize.config import SynthesisConfig
@@ -51,7 +51,9 @@ def _perpendicular_frame(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, e2
 
 
-def approach_points(mesh: trimesh.Trimesh, n: int, inflate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def approach_points(
+    mesh: trimesh.Trimesh, n: int, inflate: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """n points (n,3) spread over the inflated convex hull, with outward hull normals (n,3)."""
     hull = mesh.convex_hull
     pts, face = trimesh.sample.sample_surface(hull, max(100 * n, 2000), seed=int(rng.integers(2**31)))

@@ -164,7 +164,9 @@ def _grid(ds: Dataset, stats: dict[str, Any], count: int, tile: int) -> bytes | 
     if not tables:
         return None
     table = pa.concat_tables(tables)
-    image = render_grid(table, object_loader(ds.layout), View(width=tile, height=tile), colour_by_verdict=False, labels=False)
+    image = render_grid(
+        table, object_loader(ds.layout), View(width=tile, height=tile), colour_by_verdict=False, labels=False
+    )
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -175,7 +177,9 @@ def collect(ds: Dataset) -> dict[str, Any]:
     accepted = _rows(_q(ds, "SELECT source, round, count(*) AS n FROM grasps GROUP BY ALL ORDER BY ALL"))
     rejected = _rows(_q(ds, "SELECT source, round, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY ALL"))
     per_object = _rows(_q(ds, "SELECT object_id, count(*) AS n FROM grasps GROUP BY ALL ORDER BY n DESC, object_id"))
-    protocols = _rows(_q(ds, "SELECT protocol_version, sim_backend, count(*) AS n FROM grasps GROUP BY ALL ORDER BY n DESC"))
+    protocols = _rows(
+        _q(ds, "SELECT protocol_version, sim_backend, count(*) AS n FROM grasps GROUP BY ALL ORDER BY n DESC")
+    )
     candidates: dict[str, int] = {}
     for source in ds.candidate_sources():
         candidates[source] = sum(ds.candidates(source, keys=[k]).num_rows for k in ds.candidate_keys(source))
@@ -218,9 +222,13 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     for name, data in figures.items():
         fs.write_bytes(ds.p(f"{FIGURES_DIR}/{name}"), data)
 
-    sources = sorted({r["source"] for r in stats["accepted"]} | {r["source"] for r in stats["rejected"]} | set(stats["candidates"]))
+    sources = sorted(
+        {r["source"] for r in stats["accepted"]} | {r["source"] for r in stats["rejected"]} | set(stats["candidates"])
+    )
     source_lic = {s: SOURCE_LICENCES.get(s, "unknown: check the source") for s in sources}
-    nc = any(_non_commercial(v) for v in source_lic.values()) or any(_non_commercial(k) for k in stats["object_licences"])
+    nc = any(_non_commercial(v) for v in source_lic.values()) or any(
+        _non_commercial(k) for k in stats["object_licences"]
+    )
     licence = "cc-by-nc-4.0" if nc else "other"
     n_acc = sum(r["n"] for r in stats["accepted"])
     n_rej = sum(r["n"] for r in stats["rejected"])
@@ -228,23 +236,48 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     hand_hash, gr_version = hand_model_hash()
     config = FilterConfig()
 
-    yaml = ["---", f"license: {licence}", f"pretty_name: dga-engine dataset {ds.name}",
-            "task_categories:", "- robotics", "tags:", "- dexterous-grasping", "- shadow-hand", "- mujoco", "- dga-engine",
-            "configs:", "- config_name: grasps", "  default: true", "  data_files:", "  - split: train",
-            f"    path: {CONFIG_GLOBS['grasps']}"]
+    yaml = [
+        "---",
+        f"license: {licence}",
+        f"pretty_name: dga-engine dataset {ds.name}",
+        "task_categories:",
+        "- robotics",
+        "tags:",
+        "- dexterous-grasping",
+        "- shadow-hand",
+        "- mujoco",
+        "- dga-engine",
+        "configs:",
+        "- config_name: grasps",
+        "  default: true",
+        "  data_files:",
+        "  - split: train",
+        f"    path: {CONFIG_GLOBS['grasps']}",
+    ]
     if n_rej:
         yaml += ["- config_name: rejects", "  data_files:", "  - split: train", f"    path: {CONFIG_GLOBS['rejects']}"]
     if n_cand:
-        yaml += ["- config_name: candidates", "  data_files:", "  - split: train", f"    path: {CONFIG_GLOBS['candidates']}"]
+        yaml += [
+            "- config_name: candidates",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {CONFIG_GLOBS['candidates']}",
+        ]
     yaml.append("---")
 
     lines = [f"# {ds.name}: ShadowHand grasps built by dga-engine", ""]
-    lines += [f"{n_acc} accepted grasps on {len(stats['per_object'])} objects, {n_rej} rejected grasps with their reason, "
-              f"{n_cand} candidates not filtered yet (grasp schema v{SCHEMA_VERSION}, card written "
-              f"{_dt.datetime.now(_dt.timezone.utc).date().isoformat()}).", ""]
+    lines += [
+        f"{n_acc} accepted grasps on {len(stats['per_object'])} objects, {n_rej} rejected grasps with their reason, "
+        f"{n_cand} candidates not filtered yet (grasp schema v{SCHEMA_VERSION}, card written "
+        f"{_dt.datetime.now(_dt.UTC).date().isoformat()}).",
+        "",
+    ]
     if nc:
-        lines += ["**Non-commercial use only.** Some sources (or objects) of this dataset are licensed CC BY-NC; "
-                  "a dataset that contains them can only be shared and used under the non-commercial terms as a whole.", ""]
+        lines += [
+            "**Non-commercial use only.** Some sources (or objects) of this dataset are licensed CC BY-NC; "
+            "a dataset that contains them can only be shared and used under the non-commercial terms as a whole.",
+            "",
+        ]
     lines += ["## Load it", "", "```python", "from datasets import load_dataset",
               f"grasps = load_dataset('path/to/datasets/{ds.name}')  # accepted grasps (default config)"]
     if n_rej:
@@ -265,12 +298,18 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     lines += ["## Hand model", "", f"ShadowHand MJCF of gymnasium-robotics {gr_version} (`envs/assets/hand/robot.xml`, "
               f"`shared.xml`, `shared_asset.xml`, meshes `envs/assets/stls/hand/`), read from the installed package. "
               f"sha256 of those files: `{hand_hash}`.", ""]
-    lines += ["## Filter protocol", "",
-              f"Physics filter in MuJoCo: fingers closed on the object, then six pushes along ±x, ±y, ±z of the object frame; "
-              f"a direction passes when the object moves less than {config.max_displacement * 100:g} cm; accepted = "
-              f"{config.directions_required} of 6 directions (Suc.6) and penetration below {config.max_pen_hand_object_mm:g} mm "
-              f"(hand into object) and {config.max_pen_object_hand_mm:g} mm (object into hand). Default protocol version of "
-              f"this engine: `{config.protocol_version}`.", ""]
+    lines += [
+        "## Filter protocol",
+        "",
+        f"Physics filter in MuJoCo: fingers closed on the object, then six pushes along ±x, ±y, ±z of the object "
+        f"frame; "
+        f"a direction passes when the object moves less than {config.max_displacement * 100:g} cm; accepted = "
+        f"{config.directions_required} of 6 directions (Suc.6) and penetration below {config.max_pen_hand_object_mm:g} "
+        f"mm "
+        f"(hand into object) and {config.max_pen_object_hand_mm:g} mm (object into hand). Default protocol version of "
+        f"this engine: `{config.protocol_version}`.",
+        "",
+    ]
     if stats["protocols"]:
         lines += [_md_table(["protocol version", "backend", "grasps"],
                             [[r["protocol_version"], r["sim_backend"], r["n"]] for r in stats["protocols"]]), ""]
@@ -282,12 +321,37 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
         reasons: dict[str, int] = {}
         for r in stats["rejected"]:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["n"]
-        lines += ["Rejects per reason:", "", _md_table(["reason", "grasps"], [[k, reasons[k]] for k in
-                                                                             sorted(reasons, key=lambda k: REJECT_REASONS.index(k) if k in REJECT_REASONS else 99)]), ""]
+        lines += [
+            "Rejects per reason:",
+            "",
+            _md_table(
+                ["reason", "grasps"],
+                [
+                    [k, reasons[k]]
+                    for k in sorted(reasons, key=lambda k: REJECT_REASONS.index(k) if k in REJECT_REASONS else 99)
+                ],
+            ),
+            "",
+        ]
     if stats["candidates"]:
-        lines += ["Candidates waiting for the filter:", "", _md_table(["source", "grasps"], sorted(stats["candidates"].items())), ""]
-    lines += ["## Licences", "", "Grasps, by source:", "", _md_table(["source", "licence"], sorted(source_lic.items())), "",
-              "Objects, by licence:", "", _md_table(["licence (object source)", "objects"], sorted(stats["object_licences"].items())), ""]
+        lines += [
+            "Candidates waiting for the filter:",
+            "",
+            _md_table(["source", "grasps"], sorted(stats["candidates"].items())),
+            "",
+        ]
+    lines += [
+        "## Licences",
+        "",
+        "Grasps, by source:",
+        "",
+        _md_table(["source", "licence"], sorted(source_lic.items())),
+        "",
+        "Objects, by licence:",
+        "",
+        _md_table(["licence (object source)", "objects"], sorted(stats["object_licences"].items())),
+        "",
+    ]
     if figures:
         lines += ["## Figures", ""]
         captions = {"grasps_grid.png": "Accepted grasps, one per object (MuJoCo offscreen render)",

@@ -12,8 +12,8 @@ meshes, a few MB), one RGB framebuffer per tile, and the grid image (width x hei
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import mujoco
 import numpy as np
@@ -125,7 +125,7 @@ class Renderer:
             self._ctx = None
         self._model = None
 
-    def __enter__(self) -> "Renderer":
+    def __enter__(self) -> Renderer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -208,9 +208,16 @@ def grid(tiles: list[np.ndarray], labels: Iterable[str] | None = None, columns: 
     return np.asarray(canvas)
 
 
-def render_grid(table: pa.Table, load_object: Callable[[str], tuple], view: View = View(), *, columns: int | None = None,
-                colour_by_verdict: bool = False, labels: bool = True,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
+def render_grid(
+    table: pa.Table,
+    load_object: Callable[[str], tuple],
+    view: View = View(),
+    *,
+    columns: int | None = None,
+    colour_by_verdict: bool = False,
+    labels: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """A grid image of every row of ``table`` (see :func:`render_table`); a single row gives one tile."""
     tiles = render_table(table, load_object, view, colour_by_verdict=colour_by_verdict, progress=progress)
     verdicts = table.column("verdict").to_pylist() if "verdict" in table.column_names else [None] * table.num_rows
@@ -220,7 +227,9 @@ def render_grid(table: pa.Table, load_object: Callable[[str], tuple], view: View
     if table.num_rows == 1 and not colour_by_verdict:
         return tiles[0]
     names = [_label(r) for r in rows] if labels else None
-    borders = [VERDICT_COLOURS.get(v or "", VERDICT_COLOURS["candidate"]) for v in verdicts] if colour_by_verdict else None
+    borders = (
+        [VERDICT_COLOURS.get(v or "", VERDICT_COLOURS["candidate"]) for v in verdicts] if colour_by_verdict else None
+    )
     legend = sorted({v for v in verdicts if v}, key=lambda v: (v != "accepted", v)) if colour_by_verdict else None
     return grid(tiles, names, columns, borders, legend)
 

@@ -7,7 +7,7 @@ Only the public :class:`~dga_engine.dataset.store.Dataset` API is used.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,7 +50,9 @@ def load_grasps(ds: Dataset, kind: str = "accepted", *, object_id: str | None = 
         table = _with_verdict(table, "accepted")
     elif kind == "rejects":
         table = ds.rejects()
-        table = _with_verdict(table, table.column("reason").combine_chunks() if table.num_rows else pa.array([], pa.string()))
+        table = _with_verdict(
+            table, table.column("reason").combine_chunks() if table.num_rows else pa.array([], pa.string())
+        )
         table = _match(table, VERDICT, None if reason is None else [reason])
     else:
         sources = [source] if source is not None else ds.candidate_sources()

@@ -84,7 +84,9 @@ class Viewer:
         self.table: pa.Table | None = None  # grasps of the selected object
         names = self.dataset_names()
         if not names:
-            raise FileNotFoundError(f"no dataset under {layout.dataset(DEFAULT_DATASET).rsplit('/', 1)[0]}: build one first")
+            raise FileNotFoundError(
+                f"no dataset under {layout.dataset(DEFAULT_DATASET).rsplit('/', 1)[0]}: build one first"
+            )
         start = dataset if dataset in names else names[0]
         gui = self.server.gui
         self.g_dataset = gui.add_dropdown("dataset", names, initial_value=start)
@@ -128,7 +130,8 @@ class Viewer:
         return {"source": src, "round_": rnd, "reason": reason}
 
     def _kind_table(self) -> pa.Table:
-        """Rejects or candidates of the dataset (cached while selected); accepted grasps: object_id/source/round only."""
+        """Rejects or candidates of the dataset (cached while selected); accepted grasps: object_id/source/round
+        only."""
         kind = self.g_kind.value
         key = (self.g_dataset.value, kind)
         if key not in self._kind_cache:
@@ -276,8 +279,12 @@ class Viewer:
                     ra = pose_arrays(raw.slice(0, 1))
                     offset = np.array([0.0, 0.0, 0.0])
                     offset[0] = 0.35  # side by side along x: far enough apart for a hand's width
-                    self._object("/raw/object", raw.column("object_id")[0].as_py(), float(ra["object_scale"][0]), offset)
-                    self._hand("/raw/hand", ra["translation"][0], ra["rotation"][0], ra["joints"][0], RAW_COLOUR, offset)
+                    self._object(
+                        "/raw/object", raw.column("object_id")[0].as_py(), float(ra["object_scale"][0]), offset
+                    )
+                    self._hand(
+                        "/raw/hand", ra["translation"][0], ra["rotation"][0], ra["joints"][0], RAW_COLOUR, offset
+                    )
                     text += f"\n\nraw candidate (grey, +35 cm along x): `{raw.column('grasp_id')[0].as_py()}`"
                     raw_shown = True
                 else:

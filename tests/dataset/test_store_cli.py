@@ -81,8 +81,10 @@ def test_verify_repair_clears_warnings(root, layout):
 def test_query(root):
     res = _run(root, "query", "select object_id, count(*) as n from grasps group by 1 order by 1", "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout) == {"columns": ["object_id", "n"],
-                                      "rows": [{"object_id": "a", "n": 6}, {"object_id": "b", "n": 6}, {"object_id": "c", "n": 5}]}
+    assert json.loads(res.stdout) == {
+        "columns": ["object_id", "n"],
+        "rows": [{"object_id": "a", "n": 6}, {"object_id": "b", "n": 6}, {"object_id": "c", "n": 5}],
+    }
     rej = json.loads(_run(root, "query", "select reason, count(*) as n from rejects group by 1", "--json").stdout)
     assert rej["rows"] == [{"reason": "unstable", "n": 2}]
     text = _run(root, "query", "select source, count(*) as n from grasps group by 1 order by 1")

@@ -6,7 +6,6 @@ import json
 import os
 import traceback
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,7 +53,9 @@ def test_compaction_keeps_every_row_and_builds_large_sorted_files(layout, grasps
     assert report.ok and report.bad == [] and report.rows == 100 and report.shards == 20
     info = json.loads(open(ds.p("meta/info.json")).read())
     assert info["rows"] == 100 and info["keys"] == 20 and info["files"] == 1 and info["objects"] == 7
-    assert fresh.query("select count(*) n, count(distinct grasp_id) d from grasps").to_pylist() == [{"n": 100, "d": 100}]
+    assert fresh.query("select count(*) n, count(distinct grasp_id) d from grasps").to_pylist() == [
+        {"n": 100, "d": 100}
+    ]
 
 
 def test_object_index_matches_a_full_scan(layout, grasps):
@@ -77,7 +78,9 @@ def test_object_index_matches_a_full_scan(layout, grasps):
     for e in index.to_pylist():
         t = pq.read_table(ds.p(snap["files"][e["file"]]["path"])).slice(e["row_start"], e["rows"])
         assert set(t["object_id"].to_pylist()) == {e["object_id"]}
-        assert _ids(t) == _ids(fresh.read_shard(e["key"]).filter(pc.equal(fresh.read_shard(e["key"])["object_id"], e["object_id"])))
+        assert _ids(t) == _ids(
+            fresh.read_shard(e["key"]).filter(pc.equal(fresh.read_shard(e["key"])["object_id"], e["object_id"]))
+        )
 
 
 def test_rewriting_and_deleting_a_compacted_key_retire_its_old_rows(layout, grasps):

@@ -62,7 +62,10 @@ def test_two_writer_processes_lose_and_duplicate_nothing_over_20_randomized_runs
         a, b = pool_a[:], pool_b[:]
         rng.shuffle(a)
         rng.shuffle(b)
-        pids = [_fork(_writer, root, a, 2 * run, rng.randint(2, 6)), _fork(_writer, root, b, 2 * run + 1, rng.randint(2, 6))]
+        pids = [
+            _fork(_writer, root, a, 2 * run, rng.randint(2, 6)),
+            _fork(_writer, root, b, 2 * run + 1, rng.randint(2, 6)),
+        ]
         codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]
         assert codes == [0, 0], f"run {run}: a writer failed"
 

@@ -93,7 +93,9 @@ def test_crash_at_each_step_leaves_a_consistent_dataset(layout, grasps, step, ma
     assert _ids(Dataset(layout).read()) == content
     # And the next write goes through normally.
     Dataset(layout).write_shard(new, "k")
-    assert _ids(Dataset(layout).read_object("d")) == sorted(new.filter(new["object_id"].to_pandas().eq("d").to_list())["grasp_id"].to_pylist())
+    assert _ids(Dataset(layout).read_object("d")) == sorted(
+        new.filter(new["object_id"].to_pandas().eq("d").to_list())["grasp_id"].to_pylist()
+    )
 
 
 def test_repair_keeps_young_unreferenced_files(layout, grasps):

@@ -31,7 +31,9 @@ def test_duckdb_query_over_grasps_rejects_and_shards(dataset, grasps, rejects_of
     dataset.write_shard(grasps({"a": 2}, seed=2, round_=1, source="generator"), "r1")
     dataset.write_rejects(rejects_of(grasps({"b": 4}, filtered=False, seed=3), "penetration_hand_object"), "r0")
     out = dataset.query(
-        "select object_id, count(*) as n, max(round) as last_round, avg(joints[1]) as j0 from grasps group by 1 order by 1")
+        "select object_id, count(*) as n, max(round) as last_round, avg(joints[1]) as j0 from grasps group by 1 order "
+        "by 1"
+    )
     assert out.to_pylist()[1] == {"object_id": "b", "n": 3, "last_round": 0, "j0": pytest.approx(
         float(to_numpy(t.filter(np.asarray(t["object_id"].to_pylist()) == "b"))["joints"][:, 0].mean()), rel=1e-6)}
     assert out["n"].to_pylist() == [7, 3]

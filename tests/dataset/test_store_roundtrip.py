@@ -33,7 +33,11 @@ def test_round_trip_keeps_every_value_and_writes_manifest_and_info(dataset, gras
     assert m.rounds == {"0": 15} and m.sources == {"synthesis": 15}
     part = m.parts[0]
     assert part.name == "seed-0000" and part.path.startswith("data/seed-0000.") and part.path.endswith(".parquet")
-    assert [(o.object_id, o.row_start, o.rows) for o in part.objects] == [("apple", 0, 3), ("bunny", 3, 7), ("mug", 10, 5)]
+    assert [(o.object_id, o.row_start, o.rows) for o in part.objects] == [
+        ("apple", 0, 3),
+        ("bunny", 3, 7),
+        ("mug", 10, 5),
+    ]
 
     joints = to_numpy(table)["joints"].astype(np.float64)
     st = m.stats["joints"]
@@ -143,7 +147,10 @@ def test_big_tables_are_split_into_bounded_parts(layout, grasps):
             homes.setdefault(o.object_id, []).append(p.name)
     assert len(homes["big"]) == 3 and all(len(homes[o]) == 1 for o in ("o1", "o2", "o3", "o4"))
     assert ds.read().to_pylist() == _by_object(table).to_pylist()
-    assert ds.read_object("big").to_pylist() == _by_object(table).filter(pc.equal(_by_object(table)["object_id"], "big")).to_pylist()
+    assert (
+        ds.read_object("big").to_pylist()
+        == _by_object(table).filter(pc.equal(_by_object(table)["object_id"], "big")).to_pylist()
+    )
     assert ds.verify().ok and ds.shard("k").parts[2].name == "k-002"
     # Statistics merged over the parts equal statistics over the whole table.
     joints = to_numpy(table)["joints"].astype(np.float64)
@@ -228,7 +235,11 @@ def test_numpy_and_torch_views(dataset, grasps):
     dataset.write_shard(grasps({"a": 3, "b": 2}), "k")
     t = dataset.read()
     arrays = to_numpy(t)
-    assert arrays["translation"].shape == (5, 3) and arrays["rotation"].shape == (5, 4) and arrays["joints"].shape == (5, 24)
+    assert (
+        arrays["translation"].shape == (5, 3)
+        and arrays["rotation"].shape == (5, 4)
+        and arrays["joints"].shape == (5, 24)
+    )
     assert all(a.dtype == np.float32 for a in arrays.values())
     np.testing.assert_allclose(np.linalg.norm(arrays["rotation"], axis=1), 1.0, rtol=1e-6)
     tensors = to_torch(t)

@@ -25,7 +25,8 @@ class FakeLLM:
     (then "ok"): "ok", "429", "500", "401", "sleep" (longer than the client's timeout), "badjson",
     "nochoices", "empty", "trickle" (the body one byte per ``trickle_s``), "trickle_headers" (the status
     line and headers that way), "length" (finish_reason=length), "garbage" (binary junk as content),
-    "huge" (``huge_bytes`` of content), "huge_chunked" (as much padding, chunked), "echo" (the request's Authorization header in the answer and as
+    "huge" (``huge_bytes`` of content), "huge_chunked" (as much padding, chunked), "echo" (the request's Authorization
+    header in the answer and as
     the model name). ``delay`` slows every request (to measure concurrency)."""
 
     def __init__(self) -> None:
@@ -88,7 +89,9 @@ class FakeLLM:
         if self.delay:
             time.sleep(self.delay)
         if action == "429":
-            return self._send(h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"})
+            return self._send(
+                h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"}
+            )
         if action == "500":
             return self._send(h, 500, {"error": {"message": "boom"}})
         if action == "401":
@@ -97,7 +100,12 @@ class FakeLLM:
             time.sleep(self.sleep_s)
         if action == "badjson":
             return self._send_raw(h, 200, b'{"id": "x", "choices": [')
-        base = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"] + "-served"}
+        base = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"] + "-served",
+        }
         if action == "nochoices":
             return self._send(h, 200, base)
         content = {"empty": "   ", "garbage": "\x00\x07\ufffd\x1b[2J" * 20 + "%$#@!" * 30,
@@ -166,7 +174,14 @@ def llm_server():
 @pytest.fixture(autouse=True)
 def _clean_llm_env(monkeypatch):
     """No test sees the developer's endpoint or keys."""
-    for name in ("DGA_LLM_BASE_URL", "DGA_LLM_MODEL", "DGA_LLM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "DGA_TEXT_ENCODER"):
+    for name in (
+        "DGA_LLM_BASE_URL",
+        "DGA_LLM_MODEL",
+        "DGA_LLM_API_KEY",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "DGA_TEXT_ENCODER",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

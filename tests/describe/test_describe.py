@@ -6,16 +6,16 @@ import json
 import logging
 import os
 
-
 from dga_engine.describe import (
     DISABLED_MESSAGE,
     DescribeConfig,
     LLMConfig,
     build_prompt,
+    cache,
     describe_objects,
     description,
 )
-from dga_engine.describe import cache
+
 from .conftest import answer_for  # noqa: E402  (tests/describe/conftest.py)
 
 
@@ -202,8 +202,14 @@ def test_concurrent_runs_share_the_cache_without_corruption(layout, llm_server, 
     ids = make_objects(*[f"thing{i}" for i in range(6)])
     llm_server.delay = 0.05
     reports = []
-    runs = [threading.Thread(target=lambda: reports.append(describe_objects(layout, ids, _config(fast_llm(llm_server.url, timeout_s=5), concurrency=3))))
-            for _ in range(2)]
+    runs = [
+        threading.Thread(
+            target=lambda: reports.append(
+                describe_objects(layout, ids, _config(fast_llm(llm_server.url, timeout_s=5), concurrency=3))
+            )
+        )
+        for _ in range(2)
+    ]
     for t in runs:
         t.start()
     for t in runs:

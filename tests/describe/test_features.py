@@ -13,13 +13,14 @@ from dga_engine.describe import (
     DEFAULT_ENCODER,
     DescribeConfig,
     EncoderError,
+    cache,
     describe_objects,
     encode_text,
+    features,
     load_encoder,
     semantic_feature,
     split_sentences,
 )
-from dga_engine.describe import cache, features
 
 
 def test_split_sentences():

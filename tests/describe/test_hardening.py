@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-from dga_engine.describe import DescribeConfig, describe_objects, description
-from dga_engine.describe import cache
+from dga_engine.describe import DescribeConfig, cache, describe_objects, description
+
 from .conftest import FakeLLM, answer_for  # noqa: E402  (tests/describe/conftest.py)
 
 
@@ -133,8 +133,25 @@ def test_credentials_in_the_base_url_are_not_printed_with_verbose(layout, llm_se
     url = f"http://alice:pw-hunter2-x@127.0.0.1:{port}/v1"
     llm_server.script = {"mug": ["echo"]}
     env = {**os.environ, "DGA_LLM_API_KEY": "sk-cli-secret-0987654321", "PYTHONPATH": os.getcwd()}
-    res = subprocess.run([sys.executable, "-m", "dga_engine.cli.main", "-v", "--root", layout.root, "describe",
-                          "--base-url", url, "--no-features", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dga_engine.cli.main",
+            "-v",
+            "--root",
+            layout.root,
+            "describe",
+            "--base-url",
+            url,
+            "--no-features",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     shown = res.stdout + res.stderr
     assert "DEBUG" in shown or "INFO" in shown  # it really was verbose

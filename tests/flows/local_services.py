@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (prefect, moto_server, ray, dga-engine)
@@ -95,7 +96,9 @@ def wait_until(check, *, timeout: float, what: str, service: Service | None = No
         if value:
             return value
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{service.log()}" if service else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{service.log()}" if service else "")
+    )
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes] | None:
@@ -126,7 +129,7 @@ def run(args: Sequence[str], *, env: Mapping[str, str], cwd: Path = REPO, timeou
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise TimeoutError(f"{' '.join(args)} took more than {timeout:.0f} s:\n{out[-6000:]}")
+        raise TimeoutError(f"{' '.join(args)} took more than {timeout:.0f} s:\n{out[-6000:]}") from None
     result = subprocess.CompletedProcess(list(args), proc.returncode, out, "")
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{out[-6000:]}")
@@ -159,10 +162,14 @@ def start_moto(tmp: Path) -> tuple[Service, str]:
     """moto's S3 server; returns it and its endpoint URL."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    svc = Service("moto", [exe("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=base_env(), cwd=tmp, log_dir=tmp)
+    svc = Service(
+        "moto", [exe("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=base_env(), cwd=tmp, log_dir=tmp
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_get(f"{endpoint}/moto-api/") is not None, timeout=60, what="moto's S3 server", service=svc)
+        wait_until(
+            lambda: http_get(f"{endpoint}/moto-api/") is not None, timeout=60, what="moto's S3 server", service=svc
+        )
     except BaseException:
         svc.stop()
         raise
@@ -180,8 +187,13 @@ def start_prefect_server(tmp: Path) -> tuple[Service, dict[str, str]]:
     api = f"http://127.0.0.1:{port}/api"
     env = base_env(PREFECT_HOME=str(home), PREFECT_API_URL=api)
     server_env = base_env(PREFECT_HOME=str(home))
-    svc = Service("prefect-server", [exe("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-                  env=server_env, cwd=tmp, log_dir=tmp)
+    svc = Service(
+        "prefect-server",
+        [exe("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        env=server_env,
+        cwd=tmp,
+        log_dir=tmp,
+    )
 
     def healthy() -> bool:
         got = http_get(f"{api}/health")
@@ -200,7 +212,8 @@ def start_ray_head(tmp: Path, extra_env: Mapping[str, str] | None = None) -> tup
 
     Returns the service, its address, the environment a driver needs to connect (RAY_AUTH_MODE and
     RAY_AUTH_TOKEN: the same token on every node and driver) and Ray's temp dir. ``extra_env`` is the node's
-    own configuration, e.g. FSSPEC_S3_* when the storage root is on S3 (actors read the root themselves). HOME points into ``tmp``
+    own configuration, e.g. FSSPEC_S3_* when the storage root is on S3 (actors read the root themselves). HOME points
+    into ``tmp``
     so the machine's ``~/.ray/auth_token`` plays no part. Never ``ray stop`` in a test: it stops every Ray
     on the machine; stop the returned service instead.
     """

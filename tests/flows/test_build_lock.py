@@ -16,8 +16,11 @@ from dga_engine.rounds import BuildRunning, build_lock, running_build
 
 def test_a_second_build_on_a_root_with_a_live_build_refuses_and_status_says_running(layout):
     # A live build elsewhere on this host: a process holding the root's build lock.
-    code = ("import sys, time; from dga_engine.layout import Layout; from dga_engine.rounds import build_lock; "
-            "lock = build_lock(Layout.at(sys.argv[1])); assert lock.try_acquire(); print('held', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from dga_engine.layout import Layout; from dga_engine.rounds import build_lock; "
+        "lock = build_lock(Layout.at(sys.argv[1])); assert lock.try_acquire(); print('held', flush=True); "
+        "time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, layout.root], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -26,7 +29,9 @@ def test_a_second_build_on_a_root_with_a_live_build_refuses_and_status_says_runn
         assert "since 20" in res.stderr
         status = json.loads(CliRunner().invoke(app, ["--root", layout.root, "rounds", "status", "--json"]).stdout)
         assert status["state"] == "running" and status["running"]["pid"] == holder.pid
-        assert f"running: pid {holder.pid}" in CliRunner().invoke(app, ["--root", layout.root, "rounds", "status"]).stdout
+        assert (
+            f"running: pid {holder.pid}" in CliRunner().invoke(app, ["--root", layout.root, "rounds", "status"]).stdout
+        )
         from flows.build_dga import build_dga
 
         with pytest.raises(BuildRunning, match=f"pid {holder.pid}"):

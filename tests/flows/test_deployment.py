@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-
 import uuid
 
 import fsspec
@@ -62,8 +61,13 @@ def test_demo_deployment_runs_on_a_process_worker(prefect, s3_endpoint, tmp_path
     storage_env = {**env, **s3_env(s3_endpoint)}
     workdir = tmp_path / "worker"  # not the checkout: the flow comes from the installed package
     workdir.mkdir()
-    worker = Service("prefect-worker", [exe("prefect"), "worker", "start", "--pool", "dga-process", "--type", "process"],
-                     env=storage_env, cwd=workdir, log_dir=logs)
+    worker = Service(
+        "prefect-worker",
+        [exe("prefect"), "worker", "start", "--pool", "dga-process", "--type", "process"],
+        env=storage_env,
+        cwd=workdir,
+        log_dir=logs,
+    )
     try:
         out = run([exe("prefect"), "deployment", "run", "build-dga/demo",
                    "--param", f"root={root}", "--param", "n_objects=1", "--param", "rounds=0",
@@ -75,7 +79,9 @@ def test_demo_deployment_runs_on_a_process_worker(prefect, s3_endpoint, tmp_path
     match = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
     assert match, out.stdout
     state = http_json(f"{api}/flow_runs/{match.group(1)}")["state"]
-    assert out.returncode == 0 and state["type"] == "COMPLETED", f"{state}\n{out.stdout}\n--- worker log ---\n{worker.log()}"
+    assert out.returncode == 0 and state["type"] == "COMPLETED", (
+        f"{state}\n{out.stdout}\n--- worker log ---\n{worker.log()}"
+    )
 
     verify = run([exe("dga-engine"), "--root", root, "shards", "verify", "--json"], env=storage_env, timeout=120)
     report = json.loads(verify.stdout[verify.stdout.index("{"):])

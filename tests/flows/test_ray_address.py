@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import trimesh
 
-from .local_services import start_ray_head
-
 from dga_engine.build import BuildConfig
 from dga_engine.dataset.schema import pose_table
 from dga_engine.dataset.store import Dataset
 from dga_engine.generate.config import SampleConfig
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
+
+from .local_services import start_ray_head
 
 
 @pytest.fixture

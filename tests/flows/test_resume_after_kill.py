@@ -15,7 +15,20 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-BUILD = ["build", "--profile", "demo", "--n-objects", "2", "--per-object", "6", "--rounds", "0", "--workers", "1", "--json"]
+BUILD = [
+    "build",
+    "--profile",
+    "demo",
+    "--n-objects",
+    "2",
+    "--per-object",
+    "6",
+    "--rounds",
+    "0",
+    "--workers",
+    "1",
+    "--json",
+]
 
 
 def _cli(root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -14,15 +14,15 @@ import pyarrow as pa
 import pytest
 import trimesh
 
-from ..dataset.conftest import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
-from .local_services import REPO, base_env, exe, run, s3_env
-
 from dga_engine import fs, runs
 from dga_engine.dataset.schema import REJECT_SCHEMA, pose_arrays, pose_table
 from dga_engine.dataset.store import Dataset
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
 from dga_engine.rounds import Ledger
+
+from ..dataset.conftest import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
+from .local_services import REPO, base_env, exe, run, s3_env
 
 
 def test_failed_write_leaves_no_object(s3_root):
@@ -141,7 +141,19 @@ def test_cli_on_s3_root_configured_by_environment_only(s3_root, s3_endpoint):
     out = run([exe("dga-engine"), "--root", s3_root, "shards", "verify", "--json"], env=env, cwd=REPO, timeout=120)
     report = json.loads(out.stdout[out.stdout.index("{"):])
     assert report["ok"] and report["shards"] == 1 and report["rows"] == 6, report
-    out = run([exe("dga-engine"), "--root", s3_root, "shards", "query", "--json",
-               "SELECT object_id, count(*) AS n FROM grasps GROUP BY ALL ORDER BY object_id"], env=env, cwd=REPO, timeout=120)
+    out = run(
+        [
+            exe("dga-engine"),
+            "--root",
+            s3_root,
+            "shards",
+            "query",
+            "--json",
+            "SELECT object_id, count(*) AS n FROM grasps GROUP BY ALL ORDER BY object_id",
+        ],
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     rows = json.loads(out.stdout[out.stdout.index("{"):])["rows"]
     assert rows == [{"object_id": "obj-a", "n": 4}, {"object_id": "obj-b", "n": 2}]

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from ..dataset.conftest import make_grasps
 from dga_engine import fs
 from dga_engine.dataset.store import Dataset, StoreConfig
 from dga_engine.layout import Layout
 from dga_engine.lock import FileLock, LockHeld, LockLost
+
+from ..dataset.conftest import make_grasps
 
 
 def test_lock_on_s3_excludes_names_its_holder_and_takes_over_an_expired_one(s3_root):
@@ -23,7 +24,7 @@ def test_lock_on_s3_excludes_names_its_holder_and_takes_over_an_expired_one(s3_r
     first.release()
     assert not fs.exists(path)
     # A holder on another machine that stopped beating two minutes ago.
-    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=120)).isoformat()
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)).isoformat()
     fs.write_bytes(path, json.dumps({"host": "node-b", "pid": 4242, "since": old, "heartbeat_at": old, "token": "t0",
                                      "ttl_s": 60}).encode())
     assert FileLock(path).holder()["stale"]
@@ -48,7 +49,9 @@ def test_compaction_rewrites_and_queries_on_s3(s3_root):
     fresh.write_shard(make_grasps({"o1": 2}, seed=99), "filter.s.c1.o1")  # rewrite a compacted key
     fresh.delete_shard("filter.s.c2.o2")
     assert fresh.read().num_rows == 32 and fresh.read_object("o1").num_rows == 11
-    assert fresh.query("SELECT count(*) AS n, count(DISTINCT grasp_id) AS d FROM grasps").to_pylist() == [{"n": 32, "d": 32}]
+    assert fresh.query("SELECT count(*) AS n, count(DISTINCT grasp_id) AS d FROM grasps").to_pylist() == [
+        {"n": 32, "d": 32}
+    ]
     assert fresh.compact(force=True)["compacted"]
     again = Dataset(layout)
     report = again.verify()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-
 
 torch.set_num_threads(1)  # the tests share two cores; one thread avoids oversubscription stalls
 

@@ -11,7 +11,9 @@ from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import matrix_to_quat
 
 
-def palm_poses(n: int, half_extent: float = 0.03, seed: int = 0, spread: tuple[float, float] = (-0.01, 0.03)) -> dict[str, np.ndarray]:
+def palm_poses(
+    n: int, half_extent: float = 0.03, seed: int = 0, spread: tuple[float, float] = (-0.01, 0.03)
+) -> dict[str, np.ndarray]:
     """n hand poses whose palm faces the object origin from random directions, at a palm distance of
     ``half_extent`` plus a value in ``spread`` (negative: the palm starts inside), fingers half-closed."""
     hand = default_hand()

@@ -44,8 +44,12 @@ def test_trained_model_beats_an_untrained_one_on_an_unseen_box(layout, object_st
     t, quat, q = (np.concatenate([c[k] for c in copies]) for k in range(3))
     hand = default_hand()
     q = np.clip(q, hand.lower.numpy(), hand.upper.numpy())
-    table = pose_table(box_object.object_id, t, quat, q, source="synthesis", source_record_id=[str(i) for i in range(len(t))])
-    unseen = write_simple_object(object_store, trimesh.creation.box(extents=[0.06, 0.05, 0.11]), "box 6x5x11 cm").object_id
+    table = pose_table(
+        box_object.object_id, t, quat, q, source="synthesis", source_record_id=[str(i) for i in range(len(t))]
+    )
+    unseen = write_simple_object(
+        object_store, trimesh.creation.box(extents=[0.06, 0.05, 0.11]), "box 6x5x11 cm"
+    ).object_id
 
     cfg.train.epochs = 120
     cfg.train.val_fraction = 0.0  # one training object: nothing to hold out

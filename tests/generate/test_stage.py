@@ -14,6 +14,7 @@ from dga_engine.dataset.store import Dataset
 from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.stage import STAGE, generate
 from dga_engine.generate.train import train
+
 from .helpers import grasp_table
 
 
@@ -72,7 +73,9 @@ def test_generate_writes_candidates_with_provenance_and_resumes(layout, trained,
     assert redo.batches_run == 2
     after = ds.candidates("generator", [report.keys[0]])
     assert after.column("grasp_id").to_pylist() == before.column("grasp_id").to_pylist()
-    np.testing.assert_allclose(np.asarray(after.column("joints").to_pylist()), np.asarray(before.column("joints").to_pylist()), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(after.column("joints").to_pylist()), np.asarray(before.column("joints").to_pylist()), atol=1e-6
+    )
 
 
 def test_generate_without_checkpoint_says_what_to_do(layout, cube):
@@ -101,7 +104,9 @@ def test_ray_actor_path_matches_in_process(layout, trained, cube, cylinder, monk
     order = lambda t: t.take(pc.sort_indices(t, [("grasp_id", "ascending")]))  # noqa: E731
     a, b = order(ray_table), order(local_table)
     assert a.column("grasp_id").to_pylist() == b.column("grasp_id").to_pylist()
-    np.testing.assert_allclose(np.asarray(a.column("joints").to_pylist()), np.asarray(b.column("joints").to_pylist()), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(a.column("joints").to_pylist()), np.asarray(b.column("joints").to_pylist()), atol=1e-4
+    )
 
 
 def test_cli_train_and_generate(layout, trained, cube):

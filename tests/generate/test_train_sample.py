@@ -13,13 +13,17 @@ from dga_engine.generate.train import Trainer, TrainingDataChanged, train
 from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.physics.penetration import hand_into_object_mm
+
 from .helpers import grasp_table
 
 
 def _penetration_mm(samples, asset) -> np.ndarray:
     hand = default_hand()
-    fk = hand.forward_kinematics(torch.as_tensor(samples.translation), quat_to_matrix(torch.as_tensor(samples.rotation)),
-                                 torch.as_tensor(samples.joints))
+    fk = hand.forward_kinematics(
+        torch.as_tensor(samples.translation),
+        quat_to_matrix(torch.as_tensor(samples.rotation)),
+        torch.as_tensor(samples.joints),
+    )
     return hand_into_object_mm(hand.surface_points(fk), asset.dense_points, asset.dense_normals)
 
 
@@ -91,7 +95,9 @@ def test_checkpoint_round_trip_resume_and_data_change(layout, cube, cfg):
     x = torch.randn(3, 27)
     ctx = torch.randn(3, cfg.model.n_groups + 1, cfg.model.width)
     again = ckpt.load(layout, 1)
-    assert torch.equal(loaded.model(x, torch.zeros(3, dtype=torch.long), ctx), again.model(x, torch.zeros(3, dtype=torch.long), ctx))
+    assert torch.equal(
+        loaded.model(x, torch.zeros(3, dtype=torch.long), ctx), again.model(x, torch.zeros(3, dtype=torch.long), ctx)
+    )
 
     resumed = train(layout, 1, None, epochs=3, table=table, device="cpu")  # config from the checkpoint
     assert resumed.resumed_from == 2 and resumed.epoch == 3 and resumed.epochs_run == 1

@@ -83,8 +83,9 @@ def test_surface_points_lie_on_link_geoms(hand64):
     # distance from each point to the nearest hand collision geom surface, via mj_geomDistance with a tiny sphere
     spec = hand_spec()
     for i in range(0, len(pts), 97):
-        spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[1e-4, 0, 0], pos=pts[i], contype=0, conaffinity=0,
-                                name=f"probe{i}")
+        spec.worldbody.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[1e-4, 0, 0], pos=pts[i], contype=0, conaffinity=0, name=f"probe{i}"
+        )
     mp = spec.compile()
     dp = mujoco.MjData(mp)
     mujoco.mj_kinematics(mp, dp)

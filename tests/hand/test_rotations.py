@@ -23,7 +23,9 @@ def test_quat_known_value():
     # 90 degrees about z: x -> y
     q = torch.tensor([math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)], dtype=torch.float64)
     m = R.quat_to_matrix(q)
-    assert torch.allclose(m @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        m @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64), atol=1e-12
+    )
 
 
 def test_rot6d_round_trip_and_unnormalised_input(rots):
@@ -37,7 +39,9 @@ def test_axis_angle_round_trip(rots):
     aa = R.matrix_to_axis_angle(rots)
     assert (aa.norm(dim=-1) <= math.pi + 1e-9).all()
     assert torch.allclose(R.axis_angle_to_matrix(aa), rots, atol=1e-9)
-    assert torch.allclose(R.axis_angle_to_matrix(torch.zeros(3, dtype=torch.float64)), torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(
+        R.axis_angle_to_matrix(torch.zeros(3, dtype=torch.float64)), torch.eye(3, dtype=torch.float64)
+    )
 
 
 def test_axis_angle_gradient_at_zero_is_finite():
@@ -49,7 +53,11 @@ def test_axis_angle_gradient_at_zero_is_finite():
 def test_euler_sxyz_matches_definition_and_round_trips():
     a, b, c = 0.3, -0.4, 1.2
     m = R.euler_to_matrix(torch.tensor([a, b, c], dtype=torch.float64), "sxyz")
-    expected = R._rz(torch.tensor(c, dtype=torch.float64)) @ R._ry(torch.tensor(b, dtype=torch.float64)) @ R._rx(torch.tensor(a, dtype=torch.float64))
+    expected = (
+        R._rz(torch.tensor(c, dtype=torch.float64))
+        @ R._ry(torch.tensor(b, dtype=torch.float64))
+        @ R._rx(torch.tensor(a, dtype=torch.float64))
+    )
     assert torch.allclose(m, expected)
     assert torch.allclose(R.matrix_to_euler_sxyz(m), torch.tensor([a, b, c], dtype=torch.float64), atol=1e-12)
     # rotating axes are the static ones in reverse order

@@ -32,7 +32,11 @@ def write_objaverse_mirror(root, lvis: dict, annotations: dict, with_glb: set | 
     paths = {uid: f"glbs/000-000/{uid}.glb" for uid in annotations}
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     (root / "glbs" / "000-000").mkdir(parents=True, exist_ok=True)
-    for name, obj in (("object-paths.json.gz", paths), ("lvis-annotations.json.gz", lvis), ("metadata/000-000.json.gz", annotations)):
+    for name, obj in (
+        ("object-paths.json.gz", paths),
+        ("lvis-annotations.json.gz", lvis),
+        ("metadata/000-000.json.gz", annotations),
+    ):
         with gzip.open(root / name, "wb") as fh:
             fh.write(json.dumps(obj).encode("utf-8"))
     for i, uid in enumerate(sorted(annotations)):

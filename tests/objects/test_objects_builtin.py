@@ -23,7 +23,20 @@ def test_set_is_large_and_named():
     assert len(set(BUILTIN_NAMES)) == len(BUILTIN_NAMES)
     labels = [builtin_label(n) for n in BUILTIN_NAMES]
     assert len(set(labels)) == len(labels) and all(len(x) > 3 for x in labels)
-    for kind in ("box", "can", "bottle", "mug", "bowl", "torus", "l_shape", "t_shape", "sphere", "cone", "capsule", "wedge"):
+    for kind in (
+        "box",
+        "can",
+        "bottle",
+        "mug",
+        "bowl",
+        "torus",
+        "l_shape",
+        "t_shape",
+        "sphere",
+        "cone",
+        "capsule",
+        "wedge",
+    ):
         assert any(kind in n for n in BUILTIN_NAMES), kind
     with pytest.raises(UnknownBuiltinError, match="choose from"):
         builtin_shape("no_such_shape")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from .objects_helpers import write_objaverse_mirror
 from typer.testing import CliRunner
 
 from dga_engine.cli.main import app
+
+from .objects_helpers import write_objaverse_mirror
 
 
 def run(root, *args, code=0):
@@ -18,7 +19,9 @@ def run(root, *args, code=0):
 
 def test_ingest_builtin_and_objects_ls_show_json(tmp_path):
     root = tmp_path / "root"
-    out = json.loads(run(root, "ingest", "builtin", "--names", "can,box_tall", "--names", "sphere_6cm", "--json").stdout)
+    out = json.loads(
+        run(root, "ingest", "builtin", "--names", "can,box_tall", "--names", "sphere_6cm", "--json").stdout
+    )
     assert (out["ingested"], out["skipped"], out["quarantined"], out["quarantine"]) == (3, 0, 0, [])
     assert len(out["ingested_ids"]) == 3 and out["timings"]["wall"] > 0
     again = json.loads(run(root, "ingest", "builtin", "--names", "can", "--json").stdout)
@@ -63,9 +66,16 @@ def test_ingest_objaverse_offline_json(tmp_path, monkeypatch):
         {"mug": ["a1", "a2"], "bottle": ["b1", "b2"]},
         {u: {"name": u, "tags": [{"name": u}], "license": "by"} for u in ("a1", "a2", "b1", "b2")},
     )
-    monkeypatch.setattr(objaverse.urllib.request, "urlretrieve", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        objaverse.urllib.request, "urlretrieve", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
     root = tmp_path / "root"
     out = json.loads(run(root, "ingest", "objaverse", "--categories", "mug,bottle", "--per-category", "1",
                          "--cache-dir", cache, "--no-download", "--json").stdout)
     assert (out["ingested"], out["quarantined"]) == (2, 0)
-    assert "unknown LVIS" in run(root, "ingest", "objaverse", "--categories", "mugs", "--cache-dir", cache, "--no-download", code=1).stderr
+    assert (
+        "unknown LVIS"
+        in run(
+            root, "ingest", "objaverse", "--categories", "mugs", "--cache-dir", cache, "--no-download", code=1
+        ).stderr
+    )

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import trimesh
-from .objects_helpers import open_sphere
 
 from dga_engine import fs
 from dga_engine.objects.builtin import builtin_mesh
@@ -23,6 +22,8 @@ from dga_engine.objects.ingest import (
 )
 from dga_engine.objects.mesh import make_watertight, obb_extents
 from dga_engine.objects.store import ObjectStore
+
+from .objects_helpers import open_sphere
 
 
 def test_local_files_in_every_format(layout, mesh_dir, fast_config):
@@ -71,7 +72,9 @@ def test_size_normalisation_and_scales(layout, fast_config):
     assert len({m.object_id for m in metas}) == 2
     with pytest.raises(ValueError, match="ingest_mesh_all"):
         ingest_mesh(layout, big, label="big box", config=cfg)
-    assert [m.object_id for m in ingest_mesh_all(layout, big, label="big box", config=cfg)] == [m.object_id for m in metas]
+    assert [m.object_id for m in ingest_mesh_all(layout, big, label="big box", config=cfg)] == [
+        m.object_id for m in metas
+    ]
     with pytest.raises(ValueError):
         IngestConfig(scales=(0.0,))
 
@@ -113,7 +116,15 @@ def test_bad_inputs_are_quarantined_and_batch_continues(layout, tmp_path):
     report = ingest_paths(layout, [d, tmp_path / "missing.obj"], config=cfg)
     assert len(report.ingested) == 1
     reasons = {os.path.basename(q["path"]): q["reason"] for q in report.quarantine}
-    assert set(reasons) == {"empty.obj", "garbage.ply", "flat.obj", "soup.stl", "dense.ply", "bracket.obj", "missing.obj"}
+    assert set(reasons) == {
+        "empty.obj",
+        "garbage.ply",
+        "flat.obj",
+        "soup.stl",
+        "dense.ply",
+        "bracket.obj",
+        "missing.obj",
+    }
     assert "empty" in reasons["empty.obj"] and "re-export" in reasons["empty.obj"]
     assert "could not be read" in reasons["garbage.ply"] or "no triangles" in reasons["garbage.ply"]
     assert "zero volume" in reasons["flat.obj"]

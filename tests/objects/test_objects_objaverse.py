@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from .objects_helpers import write_objaverse_mirror
 
 from dga_engine.objects.ingest import quarantine_records
 from dga_engine.objects.objaverse_source import (
@@ -16,6 +15,8 @@ from dga_engine.objects.objaverse_source import (
     select_objaverse,
 )
 from dga_engine.objects.store import ObjectStore
+
+from .objects_helpers import write_objaverse_mirror
 
 UNSAFE = "../../escape"
 
@@ -34,8 +35,17 @@ ANNOTATIONS = {
     UNSAFE: _ann("evil", ["x"]),
 }
 LVIS = {
-    "mug": ["a1f00000000000000000000000000001", "a1f00000000000000000000000000002", "a1f00000000000000000000000000003", UNSAFE],
-    "bottle": ["b2e00000000000000000000000000001", "b2e00000000000000000000000000002", "b2e00000000000000000000000000003"],
+    "mug": [
+        "a1f00000000000000000000000000001",
+        "a1f00000000000000000000000000002",
+        "a1f00000000000000000000000000003",
+        UNSAFE,
+    ],
+    "bottle": [
+        "b2e00000000000000000000000000001",
+        "b2e00000000000000000000000000002",
+        "b2e00000000000000000000000000003",
+    ],
     "cup": ["a1f00000000000000000000000000003"],
 }
 
@@ -121,9 +131,15 @@ def test_failed_download_is_quarantined_not_fatal(layout, tmp_path, monkeypatch)
     import objaverse
 
     cache = tmp_path / "mirror"
-    write_objaverse_mirror(cache, {"bottle": LVIS["bottle"]}, ANNOTATIONS, with_glb={"b2e00000000000000000000000000001"})
+    write_objaverse_mirror(
+        cache, {"bottle": LVIS["bottle"]}, ANNOTATIONS, with_glb={"b2e00000000000000000000000000001"}
+    )
     calls = []
-    monkeypatch.setattr(objaverse.urllib.request, "urlretrieve", lambda url, *a, **k: calls.append(url) or (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        objaverse.urllib.request,
+        "urlretrieve",
+        lambda url, *a, **k: calls.append(url) or (_ for _ in ()).throw(OSError("offline")),
+    )
     report = ingest_objaverse(layout, ["bottle"], per_category=3, cache_dir=cache)
     assert calls  # it tried to download the two missing files
     assert len(report.ingested) == 1 and len(report.quarantine) == 2

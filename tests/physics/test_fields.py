@@ -125,7 +125,9 @@ def test_grid_inside_comes_from_the_convex_parts():
     mesh = trimesh.boolean.union([a, b])
     grid = GridField.from_mesh(mesh, [a, b], resolution=48)
     voxel = float(grid.voxel_size.max())  # nodes beyond the narrow band are within about a voxel
-    q = torch.tensor([[[-0.02, 0.004, 0.0], [0.02, 0.04, 0.004], [-0.02, 0.03, 0.0], [0.0, 0.0, 0.03]]], dtype=torch.float64)
+    q = torch.tensor(
+        [[[-0.02, 0.004, 0.0], [0.02, 0.04, 0.004], [-0.02, 0.03, 0.0], [0.0, 0.0, 0.03]]], dtype=torch.float64
+    )
     sdf = grid.sdf(q)
     assert sdf[0, 0] == pytest.approx(-0.006, abs=1.2 * voxel)  # in the first box
     assert sdf[0, 1] == pytest.approx(-0.006, abs=1.2 * voxel)  # in the second
@@ -147,7 +149,11 @@ def test_grid_from_a_20k_face_mesh_with_16_parts_has_bounded_memory():
     parts, centre = [], np.zeros(3)
     for k in range(16):  # a crooked chain of boxes and balls, ~12 cm long
         centre = centre + rng.normal(scale=0.008, size=3) + [0.007, 0, 0]
-        part = trimesh.creation.icosphere(2, radius=0.012) if k % 2 else trimesh.creation.box(extents=rng.uniform(0.012, 0.025, 3))
+        part = (
+            trimesh.creation.icosphere(2, radius=0.012)
+            if k % 2
+            else trimesh.creation.box(extents=rng.uniform(0.012, 0.025, 3))
+        )
         part.apply_translation(centre)
         parts.append(part)
     mesh = trimesh.boolean.union(parts)

@@ -143,7 +143,9 @@ def test_box_face_pressed_into_palm(hand):
     assert per_geom[0, g] == pytest.approx(3.0, abs=1e-6)  # flat face: exact up to float error
     assert np.delete(per_geom[0], g).max() == 0.0
     # the same box 50 cm away: nothing inside, in a batch with the pressed pose
-    fk2 = hand.forward_kinematics(torch.cat([t, t + 0.5]), torch.cat([rot, rot]), torch.zeros(2, 24, dtype=torch.float64))
+    fk2 = hand.forward_kinematics(
+        torch.cat([t, t + 0.5]), torch.cat([rot, rot]), torch.zeros(2, 24, dtype=torch.float64)
+    )
     np.testing.assert_allclose(object_into_hand_mm(ObjectCloud(world), fk2), [3.0, 0.0], atol=1e-6)
 
 
@@ -188,7 +190,11 @@ def test_capsule_and_box_signed_distance_are_exact():
 
 
 def test_object_into_hand_validates_input(hand):
-    fk = hand.forward_kinematics(torch.zeros(2, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.zeros(2, 24, dtype=torch.float64))
+    fk = hand.forward_kinematics(
+        torch.zeros(2, 3, dtype=torch.float64),
+        torch.eye(3, dtype=torch.float64).expand(2, 3, 3),
+        torch.zeros(2, 24, dtype=torch.float64),
+    )
     with pytest.raises(ValueError, match="batch"):
         object_into_hand_mm(np.zeros((3, 10, 3)), fk)
     with pytest.raises(ValueError, match="link poses"):

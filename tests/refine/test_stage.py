@@ -57,8 +57,12 @@ def test_refine_then_filter_keeps_the_near_misses_and_says_what_it_did(layout, b
     assert run_refine(layout, "nearmiss").units_skipped == 1
     assert run_filter(layout, "nearmiss", refined=True).units_skipped == 1
     run_filter(layout, "nearmiss")
-    assert _verdicts(layout) == {"valid": None, "palm2": "penetration_object_hand", "fingers2": "penetration_object_hand",
-                                 "deep": "penetration_object_hand"}
+    assert _verdicts(layout) == {
+        "valid": None,
+        "palm2": "penetration_object_hand",
+        "fingers2": "penetration_object_hand",
+        "deep": "penetration_object_hand",
+    }
     assert ds.read().num_rows == 1 and ds.rejects().num_rows == 3
 
 
@@ -85,17 +89,23 @@ def test_filter_command_curates_refines_and_filters_a_release_folder(layout, box
     fmt = DexGraspNetFormat(raw)
     fmt.add("core-box-0123456789abcdef0123456789abcdef", box_asset, _rows(_candidates(box_asset)))
     fmt.finish({})
-    run = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "dexgraspnet", "--path", str(raw), "--json"])
+    run = CliRunner().invoke(
+        app, ["--root", layout.root, "filter", "--source", "dexgraspnet", "--path", str(raw), "--json"]
+    )
     assert run.exit_code == 0, run.output
     out = json.loads(run.stdout)
     assert out["curate"]["grasps_written"] == 4
     assert out["refine"]["statuses"] == {"unchanged": 1, "refined": 2, "failed": 1}
     assert (out["accepted"], out["reasons"]) == (3, {"penetration_object_hand": 1})
 
-    again = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "dexgraspnet", "--no-refine", "--json"])
+    again = CliRunner().invoke(
+        app, ["--root", layout.root, "filter", "--source", "dexgraspnet", "--no-refine", "--json"]
+    )
     assert again.exit_code == 0, again.output
     raw_out = json.loads(again.stdout)
-    assert (raw_out["accepted"], raw_out["reasons"]) == (1, {"penetration_object_hand": 3}) and raw_out["refine"] is None
+    assert (raw_out["accepted"], raw_out["reasons"]) == (1, {"penetration_object_hand": 3}) and raw_out[
+        "refine"
+    ] is None
     acc = Dataset(layout).read(sources=["dexgraspnet"])
     assert acc.num_rows == 1 and pc.all(pc.is_null(acc.column("refined_from"))).as_py()
 
@@ -117,10 +127,13 @@ def test_sigkill_mid_refine_then_resume_matches_an_uninterrupted_run(tmp_path):
     def root_with_candidates(name):
         layout = Layout.at(tmp_path / name)
         store = ObjectStore(layout)
-        asset = store.load(write_simple_object(store, trimesh.creation.box(extents=[0.05, 0.05, 0.10]), "box").object_id)
+        asset = store.load(
+            write_simple_object(store, trimesh.creation.box(extents=[0.05, 0.05, 0.10]), "box").object_id
+        )
         for k in range(6):
-            Dataset(layout).write_candidates(_candidates(asset, ["palm2", "fingers2", "valid"], prefix=f"k{k}:"), "nearmiss",
-                                             f"k{k}")
+            Dataset(layout).write_candidates(
+                _candidates(asset, ["palm2", "fingers2", "valid"], prefix=f"k{k}:"), "nearmiss", f"k{k}"
+            )
         return layout
 
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}

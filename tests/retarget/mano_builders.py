@@ -34,7 +34,13 @@ N_VERTS, N_FACES, N_JOINTS = 778, 1538, 16
 TIP_VERTICES = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "little": 671}
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
 # MANO joint order: 0 wrist, 1-3 index, 4-6 middle, 7-9 little ("pinky"), 10-12 ring, 13-15 thumb.
-FINGER_JOINTS = {"index": (1, 2, 3), "middle": (4, 5, 6), "little": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
+FINGER_JOINTS = {
+    "index": (1, 2, 3),
+    "middle": (4, 5, 6),
+    "little": (7, 8, 9),
+    "ring": (10, 11, 12),
+    "thumb": (13, 14, 15),
+}
 
 # (first joint, direction, segment lengths to the next joint / the fingertip, radius) of each finger, metres.
 _FINGERS = {
@@ -56,8 +62,9 @@ class SyntheticMano:
 
 
 # The motion parameters, in the order of the rows of SyntheticMano.synergies.
-POSE_PARAMS = tuple(f"{f}_{p}" for f in ("index", "middle", "ring", "little") for p in ("mcp_flex", "mcp_abd", "pip", "dip")) + (
-    "thumb_cmc_flex", "thumb_cmc_abd", "thumb_cmc_roll", "thumb_mcp", "thumb_ip")
+POSE_PARAMS = tuple(
+    f"{f}_{p}" for f in ("index", "middle", "ring", "little") for p in ("mcp_flex", "mcp_abd", "pip", "dip")
+) + ("thumb_cmc_flex", "thumb_cmc_abd", "thumb_cmc_roll", "thumb_mcp", "thumb_ip")
 
 
 def _unit(v) -> np.ndarray:
@@ -141,16 +148,24 @@ def synthetic_mano(seed: int = 0) -> SyntheticMano:
         for _ in range(counts[j]):
             t = rng.uniform(0.05, 0.95)
             if j == 0:
-                verts[rest[i]] = (t * 0.085, rng.choice([-1.0, 1.0]) * 0.013 * rng.uniform(0.7, 1.0), rng.uniform(-0.035, 0.038))
+                verts[rest[i]] = (
+                    t * 0.085,
+                    rng.choice([-1.0, 1.0]) * 0.013 * rng.uniform(0.7, 1.0),
+                    rng.uniform(-0.035, 0.038),
+                )
             else:
                 a, b = _perpendicular(_unit(seg_end[j] - joints[j]))
                 ang = rng.uniform(0, 2 * np.pi)
-                verts[rest[i]] = joints[j] + t * (seg_end[j] - joints[j]) + radius[j] * (np.cos(ang) * a + np.sin(ang) * b)
+                verts[rest[i]] = (
+                    joints[j] + t * (seg_end[j] - joints[j]) + radius[j] * (np.cos(ang) * a + np.sin(ang) * b)
+                )
             owner[rest[i]] = j
             i += 1
     weights = np.zeros((N_VERTS, N_JOINTS))
     weights[np.arange(N_VERTS), owner] = 1.0
-    regressor = scipy.sparse.csc_matrix((np.full(len(ring_rows), 1 / 8), (ring_rows, ring_cols)), shape=(N_JOINTS, N_VERTS))
+    regressor = scipy.sparse.csc_matrix(
+        (np.full(len(ring_rows), 1 / 8), (ring_rows, ring_cols)), shape=(N_JOINTS, N_VERTS)
+    )
     faces = np.zeros((N_FACES, 3), dtype=np.uint32)  # triangles between nearby skin points of one bone
     for f in range(N_FACES):
         mine = np.flatnonzero(owner == int(rng.integers(N_JOINTS)))
@@ -236,7 +251,9 @@ def write_chumpy_pickle(path: Path, arrays: dict, protocol: int = 2) -> Path:
         data["shapedirs"] = Select(Ch(wide), idxs, sd.shape)
         body = pickle.dumps(data, protocol=protocol)
     # Python 2 spelled the numpy and scipy modules this way; so does the real file.
-    body = body.replace(b"numpy._core.multiarray", b"numpy.core.multiarray").replace(b"scipy.sparse._csc", b"scipy.sparse.csc")
+    body = body.replace(b"numpy._core.multiarray", b"numpy.core.multiarray").replace(
+        b"scipy.sparse._csc", b"scipy.sparse.csc"
+    )
     path.write_bytes(body)
     return path
 
@@ -255,7 +272,9 @@ def mano_layer(model: SyntheticMano, v_template: np.ndarray | None = None, n_com
                           flat_hand_mean=True, batch_size=1, **kwargs)
 
 
-def pose_mano(layer, global_orient: np.ndarray, hand_pca: np.ndarray, transl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pose_mano(
+    layer, global_orient: np.ndarray, hand_pca: np.ndarray, transl: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (T, 778, 3), keypoints (T, 21, 3) in MediaPipe order), float64, by smplx."""
     import torch
 
@@ -296,12 +315,17 @@ def grasp_params(rng: np.random.Generator, kind: str) -> np.ndarray:
 
 
 # Which synergy parameters curl each finger (scaled together when a grasp is fitted to an object).
-_CURL = {f: [POSE_PARAMS.index(f"{f}_{k}") for k in ("mcp_flex", "pip", "dip")] for f in ("index", "middle", "ring", "little")}
+_CURL = {
+    f: [POSE_PARAMS.index(f"{f}_{k}") for k in ("mcp_flex", "pip", "dip")]
+    for f in ("index", "middle", "ring", "little")
+}
 _CURL["thumb"] = [POSE_PARAMS.index(k) for k in ("thumb_cmc_flex", "thumb_mcp", "thumb_ip")]
 _TIP = {"thumb": 4, "index": 8, "middle": 12, "ring": 16, "little": 20}
 
 
-def fit_grasp(model: SyntheticMano, layer, closed: np.ndarray, radius: float, kind: str, n_comps: int = 24) -> tuple[np.ndarray, np.ndarray]:
+def fit_grasp(
+    model: SyntheticMano, layer, closed: np.ndarray, radius: float, kind: str, n_comps: int = 24
+) -> tuple[np.ndarray, np.ndarray]:
     """Close each finger of the grasp on a sphere of ``radius`` until it touches; returns (params, sphere centre).
 
     The centre starts at the mean of the contact fingertips of the nominal grasp and moves palm-wards
@@ -323,7 +347,9 @@ def fit_grasp(model: SyntheticMano, layer, closed: np.ndarray, radius: float, ki
     trial = np.repeat(closed[None], len(scales), axis=0)
     for idx in _CURL.values():
         trial[:, idx] = scales[:, None] * closed[None, idx]
-    verts, _ = pose_mano(layer, np.zeros((len(scales), 3)), trial @ model.synergies @ comps.T, np.zeros((len(scales), 3)))
+    verts, _ = pose_mano(
+        layer, np.zeros((len(scales), 3)), trial @ model.synergies @ comps.T, np.zeros((len(scales), 3))
+    )
     fitted = closed.copy()
     for finger, idx in _CURL.items():
         mine = np.isin(owner, FINGER_JOINTS[finger])
@@ -344,9 +370,18 @@ class GraspMotion:
     closure: np.ndarray  # (T,) 0 open .. 1 closed on the object
 
 
-def grasp_motion(model: SyntheticMano, rng: np.random.Generator, radius: float, n_frames: int = 240, kind: str = "power",
-                 v_template: np.ndarray | None = None, n_comps: int = 24, layer=None) -> GraspMotion:
-    """Reach (the object 8 cm in front of the open palm), close on the sphere, hold (slow drift, tremor, a few degrees of wobble), open, withdraw."""
+def grasp_motion(
+    model: SyntheticMano,
+    rng: np.random.Generator,
+    radius: float,
+    n_frames: int = 240,
+    kind: str = "power",
+    v_template: np.ndarray | None = None,
+    n_comps: int = 24,
+    layer=None,
+) -> GraspMotion:
+    """Reach (the object 8 cm in front of the open palm), close on the sphere, hold (slow drift, tremor, a few degrees
+    of wobble), open, withdraw."""
     layer = layer or mano_layer(model, v_template, n_comps)
     comps = model.arrays["hands_components"][:n_comps]
     closed, centre = fit_grasp(model, layer, grasp_params(rng, kind), radius, kind, n_comps)
@@ -356,7 +391,9 @@ def grasp_motion(model: SyntheticMano, rng: np.random.Generator, radius: float, 
     approach = (1 - closure)[:, None] * np.array([0.0, -0.08, 0.0])  # the object 8 cm in front of the palm
     drift = np.cumsum(rng.normal(0, 1e-4, (n_frames, 3)), axis=0)
     offsets = centre + approach + drift
-    wobble = np.stack([0.04 * np.sin(2 * np.pi * tt * f + ph) for f, ph in zip((0.7, 1.1, 0.9), rng.uniform(0, 6, 3))], 1)
+    wobble = np.stack(
+        [0.04 * np.sin(2 * np.pi * tt * f + ph) for f, ph in zip((0.7, 1.1, 0.9), rng.uniform(0, 6, 3))], 1
+    )
     rots = r_hand * Rotation.from_rotvec(wobble)
     params = closure[:, None] * closed[None, :] + rng.normal(0, 0.005, (n_frames, len(POSE_PARAMS)))
     # MANO's root turns about the wrist joint J0: p = R (x - J0) + J0 + transl; we want p = R (x - offset).

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dga_engine.retarget.engine import RetargetConfig, RetargetError, Retargeter, check_keypoints, palm_fit, retarget_chunk
+from dga_engine.retarget.engine import (
+    RetargetConfig,
+    Retargeter,
+    RetargetError,
+    check_keypoints,
+    palm_fit,
+    retarget_chunk,
+)
 
 from .helpers import hand64, needs_dex_retargeting, robot_keypoints, smooth_robot_motion
 
@@ -36,7 +43,9 @@ def test_keypoints_made_by_our_hand_retarget_back(hand):
 
 
 def _our_tips(hand, res):
-    fk = hand.forward_kinematics(torch.as_tensor(res.translation), torch.as_tensor(res.rotation), torch.as_tensor(res.joints))
+    fk = hand.forward_kinematics(
+        torch.as_tensor(res.translation), torch.as_tensor(res.rotation), torch.as_tensor(res.joints)
+    )
     return hand.fingertips(fk).numpy()
 
 

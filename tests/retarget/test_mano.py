@@ -29,11 +29,24 @@ def _dense(a):
 def test_chumpy_pickle_loads_as_numpy(tmp_path, model, protocol):
     path = write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", model.arrays, protocol=protocol)
     raw = path.read_bytes()
-    assert b"chumpy.ch" in raw and b"chumpy.reordering" in raw and b"scipy.sparse.csc" in raw and b"numpy.core.multiarray" in raw
+    assert (
+        b"chumpy.ch" in raw
+        and b"chumpy.reordering" in raw
+        and b"scipy.sparse.csc" in raw
+        and b"numpy.core.multiarray" in raw
+    )
     arrays = load_mano_arrays(path)
     assert {k: tuple(v.shape) for k, v in arrays.items()} == {
-        "v_template": (778, 3), "f": (1538, 3), "J_regressor": (16, 778), "weights": (778, 16), "posedirs": (778, 3, 135),
-        "shapedirs": (778, 3, 10), "kintree_table": (2, 16), "hands_components": (45, 45), "hands_mean": (45,)}
+        "v_template": (778, 3),
+        "f": (1538, 3),
+        "J_regressor": (16, 778),
+        "weights": (778, 16),
+        "posedirs": (778, 3, 135),
+        "shapedirs": (778, 3, 10),
+        "kintree_table": (2, 16),
+        "hands_components": (45, 45),
+        "hands_mean": (45,),
+    }
     assert scipy.sparse.issparse(arrays["J_regressor"])
     for key, value in arrays.items():
         np.testing.assert_array_equal(_dense(value), _dense(model.arrays[key]), err_msg=key)

@@ -28,8 +28,9 @@ def test_urdf_forward_kinematics_equals_the_engine_hand():
     rng = np.random.default_rng(0)
     q = rng.uniform(lo, hi, (16, 24))
     ours, tips = robot_keypoints(hand, np.zeros((16, 3)), np.tile(np.eye(3), (16, 1, 1)), q)
-    fk = hand.forward_kinematics(torch.zeros(16, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64).expand(16, 3, 3),
-                                 torch.as_tensor(q))
+    fk = hand.forward_kinematics(
+        torch.zeros(16, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64).expand(16, 3, 3), torch.as_tensor(q)
+    )
     worst_pos = worst_rot = 0.0
     for b in range(16):
         pin.forwardKinematics(model, data, q[b, order])
@@ -39,7 +40,9 @@ def test_urdf_forward_kinematics_equals_the_engine_hand():
             worst_pos = max(worst_pos, np.abs(frame.translation - fk.pos[b, i].numpy()).max())
             worst_rot = max(worst_rot, np.abs(frame.rotation - fk.rot[b, i].numpy()).max())
         for k, link in enumerate(ROBOT_KEYPOINT_LINKS):  # and the keypoint points, fingertip sites included
-            worst_pos = max(worst_pos, np.abs(data.oMf[model.getFrameId(link, pin.BODY)].translation - ours[b, k]).max())
+            worst_pos = max(
+                worst_pos, np.abs(data.oMf[model.getFrameId(link, pin.BODY)].translation - ours[b, k]).max()
+            )
     assert worst_pos < 1e-5 and worst_rot < 1e-6, (worst_pos, worst_rot)
 
 

@@ -41,7 +41,9 @@ def _value(rng: random.Random, depth: int = 0):
     if kind == 5:
         return [_value(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == 6:
-        return {rng.choice(_NAMES + ["qpos", "scale", "rotations"]): _value(rng, depth + 1) for _ in range(rng.randrange(4))}
+        return {
+            rng.choice(_NAMES + ["qpos", "scale", "rotations"]): _value(rng, depth + 1) for _ in range(rng.randrange(4))
+        }
     if kind == 7:
         return np.asarray(rng.random(), dtype=rng.choice([np.float32, np.float64, np.int64]))
     return tuple(_value(rng, depth + 1) for _ in range(rng.randrange(4)))
@@ -67,7 +69,6 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
 
 def _dexgraspnet_records(rng: random.Random, path: Path) -> None:
     from dga_engine.sources.kinematics import source_hand
-
     from tests.sources.builders import save_object_npy
 
     keys = source_hand("dexgraspnet_mjcf").joint_order + ["WRJTx", "WRJTy", "WRJTz", "WRJRx", "WRJRy", "WRJRz"]
@@ -83,12 +84,27 @@ def _release_records(rng: random.Random, path: Path) -> None:
 
     meta = []
     for _ in range(rng.randrange(1, 6)):
-        rec = {"rotations": torch.tensor(rng.choice([np.eye(3), np.eye(3) * 5, np.zeros((3, 3)), np.diag([1.0, 1, -1]),
-                                                     np.full((3, 3), np.nan), np.zeros(4)]), dtype=torch.float32),
-               "translations": torch.tensor(rng.choice([[0.0, 0, 0.3], [1e9, 0, 0], [np.inf, 0, 0], [0.0]]), dtype=torch.float32),
-               "joint_positions": torch.tensor([rng.uniform(-1, 1) for _ in range(rng.choice([24, 22, 0]))]),
-               "object_name": rng.choice(_NAMES + ["core-cup-0a1b2c3d4e5f60718293a4b5c6d7e8f9"]),
-               "scale": rng.choice(_NUMBERS)}
+        rec = {
+            "rotations": torch.tensor(
+                rng.choice(
+                    [
+                        np.eye(3),
+                        np.eye(3) * 5,
+                        np.zeros((3, 3)),
+                        np.diag([1.0, 1, -1]),
+                        np.full((3, 3), np.nan),
+                        np.zeros(4),
+                    ]
+                ),
+                dtype=torch.float32,
+            ),
+            "translations": torch.tensor(
+                rng.choice([[0.0, 0, 0.3], [1e9, 0, 0], [np.inf, 0, 0], [0.0]]), dtype=torch.float32
+            ),
+            "joint_positions": torch.tensor([rng.uniform(-1, 1) for _ in range(rng.choice([24, 22, 0]))]),
+            "object_name": rng.choice(_NAMES + ["core-cup-0a1b2c3d4e5f60718293a4b5c6d7e8f9"]),
+            "scale": rng.choice(_NUMBERS),
+        }
         for k in list(rec):
             if rng.random() < 0.15:
                 rec[k] = _value(rng) if rng.random() < 0.5 else rec.pop(k)
@@ -101,17 +117,37 @@ def _multidex_records(rng: random.Random, path: Path) -> None:
 
     meta = []
     for _ in range(rng.randrange(1, 6)):
-        q = torch.tensor([rng.uniform(-1, 1) if rng.random() < 0.9 else rng.choice(_NUMBERS) for _ in range(rng.choice([33, 33, 9, 0]))])
-        meta.append(rng.choice([(q, rng.choice(_NAMES + ["contactdb+cube_small"]), "shadowhand"),
-                                (q, torch.tensor(rng.choice([np.eye(3), np.zeros((3, 3))]), dtype=torch.float32), rng.choice(_NAMES)),
-                                (q, _value(rng), _value(rng)), _value(rng)]))
+        q = torch.tensor(
+            [
+                rng.uniform(-1, 1) if rng.random() < 0.9 else rng.choice(_NUMBERS)
+                for _ in range(rng.choice([33, 33, 9, 0]))
+            ]
+        )
+        meta.append(
+            rng.choice(
+                [
+                    (q, rng.choice(_NAMES + ["contactdb+cube_small"]), "shadowhand"),
+                    (
+                        q,
+                        torch.tensor(rng.choice([np.eye(3), np.zeros((3, 3))]), dtype=torch.float32),
+                        rng.choice(_NAMES),
+                    ),
+                    (q, _value(rng), _value(rng)),
+                    _value(rng),
+                ]
+            )
+        )
     torch.save({"info": {}, "metadata": meta}, path)
 
 
 def _unidexgrasp_records(rng: random.Random, path: Path) -> None:
     qpos = np.empty((), dtype=object)
     qpos[()] = _value(rng) if rng.random() < 0.5 else {"WRJTx": _value(rng), "robot0:FFJ3": 0.1}
-    members = {"qpos": qpos, "scale": np.asarray(rng.choice([10.0, 0.0, -1.0, np.nan, [1.0, 2.0]])), "plane": np.zeros(4)}
+    members = {
+        "qpos": qpos,
+        "scale": np.asarray(rng.choice([10.0, 0.0, -1.0, np.nan, [1.0, 2.0]])),
+        "plane": np.zeros(4),
+    }
     for k in list(members):
         if rng.random() < 0.2:
             members.pop(k)
@@ -120,7 +156,13 @@ def _unidexgrasp_records(rng: random.Random, path: Path) -> None:
 
 def _realdex_records(rng: random.Random, path: Path) -> None:
     t = rng.randrange(0, 5)
-    shapes = {"qpos": (t, 22), "hand_transl": (t, 3), "hand_orient": (t, 3), "object_transl": (t, 3), "object_orient": (t, 3)}
+    shapes = {
+        "qpos": (t, 22),
+        "hand_transl": (t, 3),
+        "hand_orient": (t, 3),
+        "object_transl": (t, 3),
+        "object_orient": (t, 3),
+    }
     members = {}
     for k, shape in shapes.items():
         if rng.random() < 0.1:
@@ -202,7 +244,7 @@ def fuzz_curate(work: Path, rng: random.Random, out: dict) -> None:
     from dga_engine.sources.curate import CurateConfig, CurateError, curate
 
     layout = Layout.at(work / "root")
-    for source, (build, pattern, records) in _sources().items():
+    for source, (_build, pattern, records) in _sources().items():
         tree = work / "src" / source
         shutil.rmtree(tree, ignore_errors=True)
         shutil.copytree(work / "src" / f"{source}-valid", tree)

@@ -107,7 +107,9 @@ def write_pt_bomb(path: Path, numel: int = 300 << 20) -> Path:
     with zipfile.ZipFile(path, "w") as out:
         for info in src.infolist():
             deflate = info.filename.endswith("/data/0")
-            out.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+            out.writestr(
+                info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+            )
     return path
 
 

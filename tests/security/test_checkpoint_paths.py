@@ -49,7 +49,11 @@ def test_weights_named_outside_the_folder_are_never_loaded(saved, tmp_path, name
     # a valid weights file outside the root, its checksum written into the tampered checkpoint.json
     folder = ckpt.round_dir(layout, 1)
     data = open(f"{folder}/{meta['weights']}", "rb").read()
-    victim = os.path.normpath(os.path.join(folder, str(name))) if isinstance(name, str) and not name.startswith("/") else None
+    victim = (
+        os.path.normpath(os.path.join(folder, str(name)))
+        if isinstance(name, str) and not name.startswith("/")
+        else None
+    )
     if victim:
         os.makedirs(os.path.dirname(victim), exist_ok=True)
         with open(victim, "wb") as fh:

@@ -12,7 +12,9 @@ from dga_engine.cli.main import app
 from dga_engine.layout import Layout, UnsafeNameError, safe_name
 
 
-@pytest.mark.parametrize("name", ["abc\n", "abc\r", "a\nb", "abc\x00", "\nabc", "abc\n\n", "../x", "a/b", ".hidden", "", "x" * 201])
+@pytest.mark.parametrize(
+    "name", ["abc\n", "abc\r", "a\nb", "abc\x00", "\nabc", "abc\n\n", "../x", "a/b", ".hidden", "", "x" * 201]
+)
 def test_safe_name_refuses_line_breaks_and_separators(name):
     with pytest.raises(UnsafeNameError):
         safe_name(name)

@@ -19,7 +19,8 @@ from . import payloads
 _CHILD = r"""
 import json, resource, sys
 from dga_engine.sources import safeload
-loader = {".npy": safeload.load_npy, ".npz": safeload.load_npz, ".pt": safeload.load_torch, ".pkl": safeload.load_pickle}
+loader = {".npy": safeload.load_npy, ".npz": safeload.load_npz, ".pt": safeload.load_torch,
+          ".pkl": safeload.load_pickle}
 import torch  # imported up front, so its own memory does not count as a load's
 for path in sys.argv[1:]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -31,9 +31,14 @@ def grasp_table(rows, source="test"):
     from dga_engine.dataset.schema import pose_table
 
     ids = [r[0] for r in rows]
-    return pose_table(ids, np.array([r[1] for r in rows], dtype=np.float32), np.array([r[2] for r in rows], dtype=np.float32),
-                      np.array([r[3] for r in rows], dtype=np.float32), source=source,
-                      source_record_id=[f"r{i}" for i in range(len(rows))])
+    return pose_table(
+        ids,
+        np.array([r[1] for r in rows], dtype=np.float32),
+        np.array([r[2] for r in rows], dtype=np.float32),
+        np.array([r[3] for r in rows], dtype=np.float32),
+        source=source,
+        source_record_id=[f"r{i}" for i in range(len(rows))],
+    )
 
 
 @pytest.fixture

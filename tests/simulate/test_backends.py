@@ -12,8 +12,9 @@ import trimesh
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.backends import BackendUnavailable, check_backend, make_backend
+from dga_engine.simulate.backends.base import push_directions, quiet_warnings
+from dga_engine.simulate.backends.mujoco_backend import MujocoBackend, MujocoSimulator
 from dga_engine.simulate.closing import adam_sign_targets, squeeze_targets
-from dga_engine.simulate.mujoco_backend import MujocoBackend, MujocoSimulator, push_directions, quiet_warnings
 from dga_engine.simulate.scene import build_scene
 
 from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
@@ -40,7 +41,9 @@ def test_scene_puts_the_object_at_the_inverse_root_pose():
     assert scene.mass == pytest.approx(1000 * 0.05 * 0.05 * 0.10, rel=1e-6)
     assert scene.model.nu == 24 and scene.model.ntendon == 0 and scene.model.opt.gravity.tolist() == [0, 0, 0]
     # Push directions are the object's axes seen from the hand.
-    assert np.allclose(push_directions(r)[0], r.T @ [1, 0, 0]) and np.allclose(push_directions(r)[5], -(r.T @ [0, 0, 1]))
+    assert np.allclose(push_directions(r)[0], r.T @ [1, 0, 0]) and np.allclose(
+        push_directions(r)[5], -(r.T @ [0, 0, 1])
+    )
     # Scale multiplies the object.
     assert build_scene([BOX], 2.0, FilterConfig()).mass == pytest.approx(8 * scene.mass, rel=1e-6)
 
@@ -58,7 +61,10 @@ def test_squeeze_moves_touching_fingers_into_the_object():
     # Moving the joints along the step brings the hand closer to the object: contact depth grows.
     def depth(qq):
         dd = scene.reset(t, r, qq)
-        return -min([c.dist for c in dd.contact[: dd.ncon] if scene.obj_geom_mask[c.geom1] or scene.obj_geom_mask[c.geom2]] + [0])
+        return -min(
+            [c.dist for c in dd.contact[: dd.ncon] if scene.obj_geom_mask[c.geom1] or scene.obj_geom_mask[c.geom2]]
+            + [0]
+        )
     assert depth(q + 0.2 * step) > depth(q)
     # A hand far from everything gets no squeeze.
     d = scene.reset(np.array([0, 0, 0.8]), np.eye(3), q)
@@ -193,7 +199,7 @@ def test_isaacgym_backend_without_isaacgym_says_how_to_install(monkeypatch):
 
 def test_isaacgym_job_files(tmp_path, monkeypatch):
     # The job the Isaac Gym worker reads; running it needs Isaac Gym (never available here).
-    from dga_engine.simulate.isaacgym_backend import IsaacGymBackend
+    from dga_engine.simulate.backends.isaacgym_backend import IsaacGymBackend
 
     fake_python = tmp_path / "python3.8"
     fake_python.write_text("")
@@ -232,7 +238,9 @@ def _cuda() -> bool:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs mujoco_warp and a CUDA device (on CPU the first run compiles for minutes)")
+@pytest.mark.skipif(
+    not _cuda(), reason="needs mujoco_warp and a CUDA device (on CPU the first run compiles for minutes)"
+)
 def test_warp_backend_agrees_with_mujoco():
     t, r, q = _cage()
     rng = np.random.default_rng(0)

@@ -34,7 +34,9 @@ def test_caging_grasp_is_accepted(layout, box_object):
 def test_reference_preset_on_known_grasps(layout, box_object):
     # DGA's evaluator emulated: the caging grasp still holds; the free object, damped, drifts ~3.2-3.7 cm
     # per 50-step push (sequential: each push starts with the object still moving from the last).
-    table = grasp_table([(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), (box_object.object_id, FAR_T, IDENTITY, CAGE_Q)])
+    table = grasp_table(
+        [(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), (box_object.object_id, FAR_T, IDENTITY, CAGE_Q)]
+    )
     cfg = FilterConfig.preset("dga-reference")
     cage, far = _rows(filter_table(layout, table, cfg))
     assert cage["reason"] is None and cage["suc6"] is True, cage["detail"]
@@ -58,7 +60,9 @@ def test_far_hand_fails_every_direction(layout, box_object):
 
 
 def test_early_stop_keeps_the_outcome(layout, box_object):
-    table = grasp_table([(box_object.object_id, FAR_T, IDENTITY, CAGE_Q), (box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q)])
+    table = grasp_table(
+        [(box_object.object_id, FAR_T, IDENTITY, CAGE_Q), (box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q)]
+    )
     full, s_full = filter_table_stats(layout, table, FilterConfig(early_stop=False))
     fast, s_fast = filter_table_stats(layout, table, FilterConfig())
     for a, b in zip(_rows(full), _rows(fast)):
@@ -174,7 +178,9 @@ def test_empty_table(layout):
 
 def test_diverging_simulation_is_a_sim_error(layout, box_object):
     # Any object speed above 1 um/s counts as a blow-up here: the grasp is rejected, the batch goes on.
-    table = grasp_table([(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), ("obj-not-there", CAGE_T, CAGE_QUAT, CAGE_Q)])
+    table = grasp_table(
+        [(box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), ("obj-not-there", CAGE_T, CAGE_QUAT, CAGE_Q)]
+    )
     r, missing = _rows(filter_table(layout, table, FilterConfig(max_object_speed=1e-6)))
     assert r["reason"] == "sim_error" and "diverged" in r["detail"]
     assert r["sim_backend"].startswith("mujoco-") and r["suc6"] is None

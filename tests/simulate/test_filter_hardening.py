@@ -39,7 +39,9 @@ def test_an_object_mujoco_refuses_is_a_sim_error_for_its_grasps_only(layout, obj
     box = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
     tiny = trimesh.Trimesh(vertices=[[0, 0, 0], [1e-5, 0, 0], [0, 1e-5, 0], [0, 0, 1e-5]],
                            faces=[[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
-    bad = write_simple_object(object_store, box, "box with a speck", parts=[box, tiny], object_id="obj-speck00000000001")
+    bad = write_simple_object(
+        object_store, box, "box with a speck", parts=[box, tiny], object_id="obj-speck00000000001"
+    )
     table = grasp_table([(bad.object_id, CAGE_T, CAGE_QUAT, CAGE_Q), (box_object.object_id, CAGE_T, CAGE_QUAT, CAGE_Q)])
     out = filter_table(layout, table)
     rows = out.select(["object_id", "reason", "detail"]).to_pylist()

@@ -17,11 +17,17 @@ from .conftest import CAGE_QUAT, CAGE_T, grasp_table
 
 def _filtered(suc1, suc6, pen_ho, pen_oh, objects, joints, pen_dga=None):
     t = grasp_table([(o, CAGE_T, CAGE_QUAT, q) for o, q in zip(objects, joints)])
-    for name, values, typ in (("suc1", suc1, pa.bool_()), ("suc6", suc6, pa.bool_()),
-                              ("pen_hand_object_mm", pen_ho, pa.float32()), ("pen_object_hand_mm", pen_oh, pa.float32())):
+    for name, values, typ in (
+        ("suc1", suc1, pa.bool_()),
+        ("suc6", suc6, pa.bool_()),
+        ("pen_hand_object_mm", pen_ho, pa.float32()),
+        ("pen_object_hand_mm", pen_oh, pa.float32()),
+    ):
         t = t.set_column(t.schema.get_field_index(name), GRASP_SCHEMA.field(name), pa.array(values, typ))
     if pen_dga is not None:
-        t = t.set_column(t.schema.get_field_index("pen_dga_mm"), GRASP_SCHEMA.field("pen_dga_mm"), pa.array(pen_dga, pa.float32()))
+        t = t.set_column(
+            t.schema.get_field_index("pen_dga_mm"), GRASP_SCHEMA.field("pen_dga_mm"), pa.array(pen_dga, pa.float32())
+        )
     return t
 
 
@@ -123,7 +129,12 @@ def test_presets_and_their_versions():
     assert ref.with_(friction=1.0).protocol_version != ref.protocol_version
     assert default.with_(object_linear_damping=10.0).protocol_version != default.protocol_version
     # DGA's evaluator: grasp_test_force.yaml and grasp_test_force_shadowhand.py
-    assert (ref.friction, ref.density, ref.object_linear_damping, ref.object_angular_damping) == (2.0, 1000.0, 10.0, 100.0)
+    assert (ref.friction, ref.density, ref.object_linear_damping, ref.object_angular_damping) == (
+        2.0,
+        1000.0,
+        10.0,
+        100.0,
+    )
     assert ref.push_force_per_volume == 500.0 and ref.push_steps == 50 and ref.timestep == pytest.approx(1 / 60)
     assert ref.sequential and ref.displacement == "end" and not ref.stops_early and ref.max_displacement == 0.02
     assert ref.squeeze == "adam-sign" and ref.squeeze_lr == 0.5 and ref.close_margin == 0.005

@@ -39,7 +39,12 @@ def test_run_filter_writes_shards_and_rejects(layout, box_object, capsule_object
     accepted = ds.read()
     assert accepted.num_rows == 1 and accepted.column("suc6").to_pylist() == [True]
     rejects = ds.rejects()
-    assert sorted(rejects.column("reason").to_pylist()) == ["object_missing", "penetration_object_hand", "unstable", "unstable"]
+    assert sorted(rejects.column("reason").to_pylist()) == [
+        "object_missing",
+        "penetration_object_hand",
+        "unstable",
+        "unstable",
+    ]
     assert len(runs.done_units(layout, STAGE)) == 4
     # Nothing left to do: a rerun skips every unit and changes nothing.
     again = run_filter(layout, source="gen")
@@ -89,7 +94,10 @@ def test_run_filter_from_a_parquet_folder(layout, box_object, tmp_path):
     summary = run_filter(layout, source="ext", path=str(tmp_path / "in"))
     assert (summary.total, summary.accepted) == (2, 1)
     ds = Dataset(layout, "dga")
-    assert [m.key for m in ds.shards()] == [unit_key("ext", "nested/a", box_object.object_id), unit_key("ext", "nested/b", box_object.object_id)]
+    assert [m.key for m in ds.shards()] == [
+        unit_key("ext", "nested/a", box_object.object_id),
+        unit_key("ext", "nested/b", box_object.object_id),
+    ]
 
 
 def test_missing_input_is_a_clear_error(layout, tmp_path):
@@ -124,7 +132,9 @@ def test_cli_filter_json(layout, box_object, capsule_object):
     human = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "gen"])
     assert human.exit_code == 0 and "already done" in human.output
     # another protocol is another set of units: everything is filtered again under it
-    ref = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "gen", "--protocol", "dga-reference", "--json"])
+    ref = CliRunner().invoke(
+        app, ["--root", layout.root, "filter", "--source", "gen", "--protocol", "dga-reference", "--json"]
+    )
     assert ref.exit_code == 0, ref.output
     data = json.loads(ref.stdout)
     assert data["protocol_version"].startswith("dga-reference/1+") and data["units_skipped"] == 0

@@ -34,7 +34,9 @@ class Truth:
     scales: dict[str, float] = field(default_factory=dict)  # record id -> metric scale (object = mesh * scale)
 
 
-def source_pose(model: str, rng: np.random.Generator, corner_metric: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def source_pose(
+    model: str, rng: np.random.Generator, corner_metric: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random in-limits pose of ``model`` whose thumb tip is at ``corner_metric``: (R, t, q)."""
     hand = source_hand(model)
     lo, hi = hand.limits()
@@ -87,15 +89,21 @@ def _dgn_qpos(r: np.ndarray, t: np.ndarray, q: np.ndarray) -> dict:
     hand = source_hand(DGN)
     ex, ey, ez = Rotation.from_matrix(r).as_euler("xyz")  # extrinsic xyz == transforms3d 'sxyz'
     qpos = {name: float(v) for name, v in zip(hand.joint_order, q)}
-    qpos.update(WRJRx=float(ex), WRJRy=float(ey), WRJRz=float(ez), WRJTx=float(t[0]), WRJTy=float(t[1]), WRJTz=float(t[2]))
+    qpos.update(
+        WRJRx=float(ex), WRJRy=float(ey), WRJRz=float(ez), WRJTx=float(t[0]), WRJTy=float(t[1]), WRJTz=float(t[2])
+    )
     return qpos
 
 
 # ---- DexGraspNet -----------------------------------------------------------------------------------------
 
 
-def write_dexgraspnet(root: Path, codes=("core-mug-8570d9a8d24cb0acbebd3c0c0c70fb03", "sem-Bottle-437678d4bc6be981c8724d5673a063a6"),
-                      per_object: int = 3, seed: int = 0) -> dict[str, Truth]:
+def write_dexgraspnet(
+    root: Path,
+    codes=("core-mug-8570d9a8d24cb0acbebd3c0c0c70fb03", "sem-Bottle-437678d4bc6be981c8724d5673a063a6"),
+    per_object: int = 3,
+    seed: int = 0,
+) -> dict[str, Truth]:
     rng = np.random.default_rng(seed)
     truths = {}
     for ci, code in enumerate(codes):
@@ -122,8 +130,12 @@ def write_dexgraspnet(root: Path, codes=("core-mug-8570d9a8d24cb0acbebd3c0c0c70f
 # ---- UniDexGrasp ---------------------------------------------------------------------------------------
 
 
-def write_unidexgrasp(root: Path, instances=("bottle-1a7ba1f4c892e2da30711cdbdbc73924", "mug-9d8c9f8e7a6b5c4d3e2f1a0b9c8d7e6f"),
-                      per_object: int = 2, seed: int = 1) -> dict[str, Truth]:
+def write_unidexgrasp(
+    root: Path,
+    instances=("bottle-1a7ba1f4c892e2da30711cdbdbc73924", "mug-9d8c9f8e7a6b5c4d3e2f1a0b9c8d7e6f"),
+    per_object: int = 2,
+    seed: int = 1,
+) -> dict[str, Truth]:
     rng = np.random.default_rng(seed)
     dfc = root / "DFCData"
     truths = {}
@@ -140,7 +152,9 @@ def write_unidexgrasp(root: Path, instances=("bottle-1a7ba1f4c892e2da30711cdbdbc
             r, t, q = source_pose(DGN, rng, corner * object_scale)
             qpos = np.empty((), dtype=object)
             qpos[()] = _dgn_qpos(r, t, q)
-            np.savez(folder / f"{i:05d}.npz", qpos=qpos, scale=np.float32(1.0 / object_scale), plane=np.array([0, 0, 1, 0.1]))
+            np.savez(
+                folder / f"{i:05d}.npz", qpos=qpos, scale=np.float32(1.0 / object_scale), plane=np.array([0, 0, 1, 0.1])
+            )
             truth.scales[f"poses/core/{inst}/{i:05d}.npz:0"] = float(np.float32(1.0 / object_scale)) ** -1
         truths[key] = truth
     (dfc / "splits").mkdir(parents=True, exist_ok=True)
@@ -172,7 +186,7 @@ def write_multidex(root: Path, names=("contactdb+cube_small", "ycb+foam_brick", 
         mesh.export(path)
         corner = mesh.bounds[1].copy()
         truth = Truth(name, corner)
-        for i in range(per_object):
+        for _ in range(per_object):
             r, t, q = source_pose(SR, rng, corner)
             rec = len(metadata)
             if ur:  # DGA's MultiDex_UR: hand at identity in a frame where the object is rotated by M
@@ -187,7 +201,9 @@ def write_multidex(root: Path, names=("contactdb+cube_small", "ycb+foam_brick", 
         truths[name] = truth
     folder = root / ("MultiDex_UR" if ur else "MultiDex") / "shadowhand"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"info": {"num_per_object": {n: per_object for n in names}}, "metadata": metadata}, folder / "shadowhand.pt")
+    torch.save(
+        {"info": {"num_per_object": {n: per_object for n in names}}, "metadata": metadata}, folder / "shadowhand.pt"
+    )
     unit = (folder / "shadowhand.pt").relative_to(root).as_posix()
     for truth in truths.values():
         truth.scales = {k.replace("{file}", unit): v for k, v in truth.scales.items()}
@@ -225,7 +241,9 @@ def write_release_file(folder: Path, filename: str, objects: dict[str, trimesh.T
         truths[name] = truth
     torch.save({"info": {"num_per_object": {n: per_object for n in objects}}, "metadata": metadata}, folder / filename)
     names = list(objects)
-    (folder / "grasp.json").write_text(json.dumps({"_train_split": names[:-1], "_test_split": names[-1:], "_all_split": names}))
+    (folder / "grasp.json").write_text(
+        json.dumps({"_train_split": names[:-1], "_test_split": names[-1:], "_all_split": names})
+    )
     with open(folder / "object_pcds_nors.pkl", "wb") as fh:
         pickle.dump(pcs, fh)
     return truths
@@ -244,9 +262,17 @@ def write_dga(root: Path, per_object: int = 2) -> dict[str, Truth]:
                              "ddg-gd_banana_poisson_002": normalised_box((1.6, 0.6, 0.6))}, "multiply", per_object, 3,
                             mesh_layout="meshdata")
     finish(t1, "DexGraspNet/dexgraspnet_shadowhand_downsample.pt")
-    t2 = write_release_file(root / "Unidexgrasp", "unidexgrasp_shadowhand.pt",
-                            {"sem-Car-2a3b4c5d6e7f8091a2b3c4d5e6f70819": normalised_box((1.4, 0.8, 0.7)),
-                             "core-jar-1b2c3d4e5f60718293a4b5c6d7e8f90a": normalised_box((0.9, 0.9, 1.3))}, "divide", per_object, 4)
+    t2 = write_release_file(
+        root / "Unidexgrasp",
+        "unidexgrasp_shadowhand.pt",
+        {
+            "sem-Car-2a3b4c5d6e7f8091a2b3c4d5e6f70819": normalised_box((1.4, 0.8, 0.7)),
+            "core-jar-1b2c3d4e5f60718293a4b5c6d7e8f90a": normalised_box((0.9, 0.9, 1.3)),
+        },
+        "divide",
+        per_object,
+        4,
+    )
     finish(t2, "Unidexgrasp/unidexgrasp_shadowhand.pt")
     return {**t1, **t2}
 

@@ -112,21 +112,54 @@ def write_grab(root: Path, model: SyntheticMano, sequences: list[Sequence], seed
         body[:, :4] = labels[:, :4]
         zeros = lambda n: np.zeros((t, n), dtype=np.float32)  # noqa: E731
         data = {
-            "gender": s.gender, "sbj_id": s.subject, "obj_name": s.obj, "motion_intent": s.intent,
-            "framerate": 120.0, "n_frames": t, "n_comps": 24,
-            "rhand": {"params": {"global_orient": go_world.astype(np.float32), "hand_pose": motion.hand_pca.astype(np.float32),
-                                 "transl": transl_world.astype(np.float32),
-                                 "fullpose": (motion.hand_pca @ comps).astype(np.float32)}, "vtemp": vtemp_rel},
-            "lhand": {"params": {"global_orient": zeros(3), "hand_pose": zeros(24), "transl": zeros(3), "fullpose": zeros(45)},
-                      "vtemp": f"tools/subject_meshes/{s.gender}/{s.subject}_lhand.ply"},
-            "object": {"params": {"global_orient": obj_aa.astype(np.float32), "transl": t_obj.astype(np.float32)},
-                       "object_mesh": f"tools/object_meshes/contact_meshes/{s.obj}.ply"},
-            "table": {"params": {"global_orient": zeros(3), "transl": zeros(3)},
-                      "table_mesh": "tools/object_meshes/contact_meshes/table.ply"},
-            "body": {"params": {"transl": zeros(3), "global_orient": zeros(3), "body_pose": zeros(63), "jaw_pose": zeros(3),
-                                "leye_pose": zeros(3), "reye_pose": zeros(3), "left_hand_pose": zeros(24),
-                                "right_hand_pose": zeros(24), "fullpose": zeros(165), "expression": zeros(10)},
-                     "vtemp": f"tools/subject_meshes/{s.gender}/{s.subject}.ply"},
+            "gender": s.gender,
+            "sbj_id": s.subject,
+            "obj_name": s.obj,
+            "motion_intent": s.intent,
+            "framerate": 120.0,
+            "n_frames": t,
+            "n_comps": 24,
+            "rhand": {
+                "params": {
+                    "global_orient": go_world.astype(np.float32),
+                    "hand_pose": motion.hand_pca.astype(np.float32),
+                    "transl": transl_world.astype(np.float32),
+                    "fullpose": (motion.hand_pca @ comps).astype(np.float32),
+                },
+                "vtemp": vtemp_rel,
+            },
+            "lhand": {
+                "params": {
+                    "global_orient": zeros(3),
+                    "hand_pose": zeros(24),
+                    "transl": zeros(3),
+                    "fullpose": zeros(45),
+                },
+                "vtemp": f"tools/subject_meshes/{s.gender}/{s.subject}_lhand.ply",
+            },
+            "object": {
+                "params": {"global_orient": obj_aa.astype(np.float32), "transl": t_obj.astype(np.float32)},
+                "object_mesh": f"tools/object_meshes/contact_meshes/{s.obj}.ply",
+            },
+            "table": {
+                "params": {"global_orient": zeros(3), "transl": zeros(3)},
+                "table_mesh": "tools/object_meshes/contact_meshes/table.ply",
+            },
+            "body": {
+                "params": {
+                    "transl": zeros(3),
+                    "global_orient": zeros(3),
+                    "body_pose": zeros(63),
+                    "jaw_pose": zeros(3),
+                    "leye_pose": zeros(3),
+                    "reye_pose": zeros(3),
+                    "left_hand_pose": zeros(24),
+                    "right_hand_pose": zeros(24),
+                    "fullpose": zeros(165),
+                    "expression": zeros(10),
+                },
+                "vtemp": f"tools/subject_meshes/{s.gender}/{s.subject}.ply",
+            },
             "contact": {"body": body, "object": labels},
         }
         unit = f"grab/{s.subject}/{s.obj}_{s.intent}.npz"

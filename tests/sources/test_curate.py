@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from . import builders
 from dga_engine import runs
 from dga_engine.dataset.schema import pose_arrays
 from dga_engine.dataset.store import Dataset
 from dga_engine.objects.store import ObjectStore
 from dga_engine.sources.curate import CurateConfig, CurateError, curate
 from dga_engine.sources.kinematics import engine_fingertips
+
+from . import builders
 
 WRITERS = {
     "dexgraspnet": builders.write_dexgraspnet,
@@ -100,7 +101,8 @@ def test_curate_end_to_end(layout, source):
 
 
 def test_object_scale_semantics(layout):
-    """DexGraspNet stores normalised meshes at 0.1: a grasp made at scale 0.06 gets object_scale 0.6 (times ingest's own factor)."""
+    """DexGraspNet stores normalised meshes at 0.1: a grasp made at scale 0.06 gets object_scale 0.6 (times ingest's own
+    factor)."""
     root, truths = _write(layout, "dexgraspnet")
     report = curate(layout, "dexgraspnet")
     table = Dataset(layout).candidates("dexgraspnet")
@@ -189,7 +191,8 @@ def test_cli(layout, tmp_path):
 
 
 def test_curate_then_filter(layout):
-    """curate -> filter: every curated grasp ends up accepted in a shard or rejected with a reason, provenance intact."""
+    """curate -> filter: every curated grasp ends up accepted in a shard or rejected with a reason, provenance
+    intact."""
     stage = pytest.importorskip("dga_engine.simulate.stage")
     from dga_engine.dataset.schema import REJECT_REASONS
 

@@ -67,8 +67,11 @@ def test_hand_lands_in_the_object_frame(download):
     tips = world[held, [4, 8, 12]]
     dist = np.linalg.norm(tips[:, None] - placed[None], axis=2).min(axis=1)
     assert dist.max() < 0.01, dist
-    np.testing.assert_allclose(grab.world_to_object(placed[None], o["global_orient"][held:held + 1], o["transl"][held:held + 1])[0],
-                               mesh.vertices, atol=1e-6)
+    np.testing.assert_allclose(
+        grab.world_to_object(placed[None], o["global_orient"][held : held + 1], o["transl"][held : held + 1])[0],
+        mesh.vertices,
+        atol=1e-6,
+    )
     loader.close()
 
 
@@ -136,8 +139,10 @@ def test_curate_grab_end_to_end(download, tmp_path, monkeypatch):
     res = runner.invoke(app, ["--root", str(store), "curate", "--source", "grab", "--path", str(root)])
     assert res.exit_code == 1 and "mano.is.tue.mpg.de" in res.output and "--mano-model" in res.output
 
-    res = runner.invoke(app, ["--root", str(store), "curate", "--source", "grab", "--path", str(root), "--mano-model", str(mano),
-                              "--json"])
+    res = runner.invoke(
+        app,
+        ["--root", str(store), "curate", "--source", "grab", "--path", str(root), "--mano-model", str(mano), "--json"],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["units_done"] == 3 and out["grasps_written"] > 0 and not out["skipped_files"]
@@ -145,7 +150,9 @@ def test_curate_grab_end_to_end(download, tmp_path, monkeypatch):
     files = sorted((store / "datasets" / "dga" / "candidates" / "grab").glob("*.parquet"))
     assert len(files) == 3
     table = pq.read_table(files[0])
-    assert table.schema.equals(GRASP_SCHEMA, check_metadata=False) and set(table.column("source").to_pylist()) == {"grab"}
+    assert table.schema.equals(GRASP_SCHEMA, check_metadata=False) and set(table.column("source").to_pylist()) == {
+        "grab"
+    }
     ids = table.column("source_record_id").to_pylist()
     assert all(";subject=" in i and ";intent=" in i for i in ids)
     unit, frame = ids[0].split(";")[0].rsplit(":", 1)

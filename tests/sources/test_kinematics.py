@@ -92,8 +92,9 @@ def test_a_wrong_mapping_would_be_caught():
     r, t, q = _random_poses("sr_grasp_description", 50, 2)
     q[:, 2] = 0.3  # FFJ4 abducted, first finger half flexed
     q[:, 3:6] = 0.5
-    bad = K.PoseConverter(conv.hand, conv.root_offset, conv.source_index, conv.sign * np.where(np.arange(24) == 2, -1, 1),
-                          conv.offset)
+    bad = K.PoseConverter(
+        conv.hand, conv.root_offset, conv.source_index, conv.sign * np.where(np.arange(24) == 2, -1, 1), conv.offset
+    )
     assert bad.fingertip_residual_mm(r, t, q)[:, 0].min() > 10
     shifted = conv.root_offset.copy()
     shifted[:3, 3] = 0

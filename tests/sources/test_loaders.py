@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from . import builders
 from dga_engine.sources.curate import CurateConfig, make_loader
 from dga_engine.sources.kinematics import engine_fingertips
 from dga_engine.sources.safeload import SourceFileError, UnsafeSourceFile
+
+from . import builders
 
 
 def _load_all(source, root, **cfg):
@@ -48,7 +49,9 @@ def test_dexgraspnet(dexgraspnet_root):
     assert sorted(set(np.round(np.concatenate([b.mesh_scale for b in batches]), 4))) == [0.06, 0.08, 0.1, 0.12]
     code = next(iter(truths))
     obj = loader.object(code)
-    assert obj.mesh_path.endswith(f"meshdata/{code}/coacd/decomposed.obj") and obj.split == "train" and obj.label == "mug"
+    assert (
+        obj.mesh_path.endswith(f"meshdata/{code}/coacd/decomposed.obj") and obj.split == "train" and obj.label == "mug"
+    )
     assert all(b.residual_mm.max() < 0.01 for b in batches)
 
 
@@ -76,7 +79,10 @@ def test_multidex(tmp_path, ur):
 def test_dga_release(dga_root):
     root, truths = dga_root
     loader, batches, _ = _load_all("dga", root)
-    assert loader.units() == ["DexGraspNet/dexgraspnet_shadowhand_downsample.pt", "Unidexgrasp/unidexgrasp_shadowhand.pt"]
+    assert loader.units() == [
+        "DexGraspNet/dexgraspnet_shadowhand_downsample.pt",
+        "Unidexgrasp/unidexgrasp_shadowhand.pt",
+    ]
     _check_thumbs_touch(batches, truths, 2.5)
     scales = {b.object_key: b.mesh_scale for b in batches}
     np.testing.assert_allclose(scales["core-cup-0a1b2c3d4e5f60718293a4b5c6d7e8f9"], [0.08, 0.1], rtol=1e-6)  # multiply
@@ -118,11 +124,13 @@ def test_realdex_release_and_raw(realdex_root):
 
 
 def test_bad_records_are_skipped_and_counted(tmp_path):
-    truths = builders.write_dexgraspnet(tmp_path, codes=("core-a-0123",), per_object=3)
+    builders.write_dexgraspnet(tmp_path, codes=("core-a-0123",), per_object=3)
     path = tmp_path / "dataset" / "core-a-0123.npy"
     arr = np.load(path, allow_pickle=True)  # trusted: our own fixture
     arr[1] = {"qpos": {k: v for k, v in arr[1]["qpos"].items() if k != "robot0:THJ0"}, "scale": 0.1}
-    arr = np.concatenate([arr, np.array([{"qpos": dict(arr[0]["qpos"], WRJTx=float("nan")), "scale": 0.1}, "junk"], dtype=object)])
+    arr = np.concatenate(
+        [arr, np.array([{"qpos": dict(arr[0]["qpos"], WRJTx=float("nan")), "scale": 0.1}, "junk"], dtype=object)]
+    )
     np.save(path, arr, allow_pickle=True)
     _, batches, results = _load_all("dexgraspnet", tmp_path)
     assert [r.split(":")[1] for r in batches[0].record_ids] == ["0", "2"]
@@ -164,7 +172,7 @@ def test_malicious_release_file_is_refused(tmp_path):
 
 
 def test_release_records_with_unsafe_names_are_skipped(tmp_path):
-    truths = builders.write_release_file(tmp_path, "realdex_shadowhand.pt", {"cup": builders.metric_box()}, "divide", 2, 0)
+    builders.write_release_file(tmp_path, "realdex_shadowhand.pt", {"cup": builders.metric_box()}, "divide", 2, 0)
     data = torch.load(tmp_path / "realdex_shadowhand.pt", weights_only=True)
     data["metadata"][0]["object_name"] = "../../etc/passwd"
     data["metadata"].append({"rotations": torch.eye(3)})  # missing keys

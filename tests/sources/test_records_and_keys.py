@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from . import builders
 from dga_engine import runs
 from dga_engine.dataset.store import Dataset
 from dga_engine.sources import base
 from dga_engine.sources.curate import curate
 
+from . import builders
 
-@pytest.mark.parametrize("pair", [("a/b", "a_b"), ("core-mug a.npy", "core-mug_a.npy"), ("ä", "ö"), ("x" * 300, "x" * 301)])
+
+@pytest.mark.parametrize(
+    "pair", [("a/b", "a_b"), ("core-mug a.npy", "core-mug_a.npy"), ("ä", "ö"), ("x" * 300, "x" * 301)]
+)
 def test_unit_keys_are_injective_and_safe(pair):
     from dga_engine.layout import safe_name
 
@@ -42,7 +45,8 @@ def test_units_completed_under_the_old_keys_are_recognised(layout, monkeypatch):
     the old keys hid is curated now."""
     import importlib
 
-    curate_module = importlib.import_module("dga_engine.sources.curate")  # the module (the package exports the function)
+    # the module (the package exports the function)
+    curate_module = importlib.import_module("dga_engine.sources.curate")
 
     root = Path(layout.source("dexgraspnet"))
     builders.write_dexgraspnet(root, codes=("core-mug a", "core-mug_a", "core-bowl"), per_object=2)
@@ -65,8 +69,15 @@ def _release_with_extra_records(layout, edits: list[dict]) -> tuple[Path, str, i
     with ``edits`` applied. Returns (root, object name, number of good records of that object)."""
     root = Path(layout.source("dga"))
     name = "core-cup-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-    builders.write_release_file(root / "DexGraspNet", "dexgraspnet_shadowhand.pt", {name: builders.normalised_box((1.1, 1.1, 1.5))},
-                                "multiply", 4, 3, mesh_layout="meshdata")
+    builders.write_release_file(
+        root / "DexGraspNet",
+        "dexgraspnet_shadowhand.pt",
+        {name: builders.normalised_box((1.1, 1.1, 1.5))},
+        "multiply",
+        4,
+        3,
+        mesh_layout="meshdata",
+    )
     path = root / "DexGraspNet" / "dexgraspnet_shadowhand.pt"
     data = torch.load(path, weights_only=False)  # our own fixture file
     template = data["metadata"][0]

@@ -44,15 +44,23 @@ def test_hand_sdf_matches_the_filter_penetration_measure():
     surface = hand.surface_points(fk)[:, fingers]
     pts = surface + 0.004 * torch.randn(surface.shape, generator=g)
     ours = (-HandSDF()(fk, pts)).clamp_min(0).max(-1).values * 1000
-    theirs = torch.as_tensor([object_into_hand_depths_mm(pts[b].double(), type(fk)(fk.rot[b:b + 1], fk.pos[b:b + 1])).max()
-                              for b in range(4)])
+    theirs = torch.as_tensor(
+        [
+            object_into_hand_depths_mm(pts[b].double(), type(fk)(fk.rot[b : b + 1], fk.pos[b : b + 1])).max()
+            for b in range(4)
+        ]
+    )
     assert (ours > 0.5).all()
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=0.01)
     # around the forearm, the k-DOP stand-in for its hull is conservative (never reports less)
     forearm = hand.surface_points(fk)[:, hand.surface_link == 0] * 0.9 + 0.1 * fk.pos[:, :1]
     ours = (-HandSDF()(fk, forearm)).clamp_min(0).max(-1).values * 1000
-    theirs = torch.as_tensor([object_into_hand_depths_mm(forearm[b].double(), type(fk)(fk.rot[b:b + 1], fk.pos[b:b + 1])).max()
-                              for b in range(4)])
+    theirs = torch.as_tensor(
+        [
+            object_into_hand_depths_mm(forearm[b].double(), type(fk)(fk.rot[b : b + 1], fk.pos[b : b + 1])).max()
+            for b in range(4)
+        ]
+    )
     assert (ours >= theirs.float() - 0.01).all() and (ours <= theirs.float() + 3.0).all()
 
 
@@ -76,7 +84,9 @@ def test_initial_poses_face_the_object(box_energy):
     # palm normal within tilt_max of the inward hull normal; the box centre is in front of the palm
     assert ((palm_normal * to_object).sum(-1) > 0).all()
     hull_distance = torch.as_tensor(BOX.nearest.signed_distance(anchor.double().numpy()))
-    assert (-hull_distance > config.distance_lower - 1e-3).all() and (-hull_distance < config.distance_upper + 0.02).all()
+    assert (-hull_distance > config.distance_lower - 1e-3).all() and (
+        -hull_distance < config.distance_upper + 0.02
+    ).all()
     assert (pose.q >= hand.lower - 1e-6).all() and (pose.q <= hand.upper + 1e-6).all()
 
 

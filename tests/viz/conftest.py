@@ -1,4 +1,5 @@
-"""A small dataset written by the engine's own store: a box with caging grasps, rejects, candidates and a refined row."""
+"""A small dataset written by the engine's own store: a box with caging grasps, rejects, candidates and a refined
+row."""
 
 from __future__ import annotations
 
@@ -58,8 +59,14 @@ def viz_dataset(layout, box_object):
                                  source_record_id=["refined:0"]), rng)
     for name, value in {"refined_from": cand.column("grasp_id")[0].as_py(), "refine_preset": "repair/1+test",
                         "refine_status": "refined"}.items():
-        refined = refined.set_column(refined.schema.get_field_index(name), refined.schema.field(name), pa.array([value]))
-    for name, value in {"refine_joint_change": 0.0, "refine_translation_change": 0.004, "refine_rotation_change": 0.0}.items():
+        refined = refined.set_column(
+            refined.schema.get_field_index(name), refined.schema.field(name), pa.array([value])
+        )
+    for name, value in {
+        "refine_joint_change": 0.0,
+        "refine_translation_change": 0.004,
+        "refine_rotation_change": 0.0,
+    }.items():
         refined = refined.set_column(refined.schema.get_field_index(name), refined.schema.field(name),
                                      pa.array([value], pa.float32()))
     ds.write_shard(acc, "s0")

@@ -45,7 +45,9 @@ def test_bodex_files_hold_29d_pregrasp_grasp_squeeze(viz_dataset, layout, tmp_pa
         assert rec[key].shape == (29,)
     assert np.allclose(rec["squeeze_qpos"][7:], 2 * rec["grasp_qpos"][7:] - rec["pregrasp_qpos"][7:])
     assert np.allclose(rec["pregrasp_qpos"][7:], 0.75 * rec["grasp_qpos"][7:])
-    info = json.loads((tmp_path / "objects" / rec["obj_path"].rsplit("/", 1)[-1] / "info" / "simplified.json").read_text())
+    info = json.loads(
+        (tmp_path / "objects" / rec["obj_path"].rsplit("/", 1)[-1] / "info" / "simplified.json").read_text()
+    )
     assert info["mass"] > 0
 
 

@@ -55,7 +55,9 @@ def test_render_cli_json(viz_dataset, layout, tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert out.stat().st_size > 1000 and len(info["grasps"]) == 2
-    res = CliRunner().invoke(app, ["--root", layout.root, "render", "--out", str(out), "--kind", "rejects", "--reason", "nope"])
+    res = CliRunner().invoke(
+        app, ["--root", layout.root, "render", "--out", str(out), "--kind", "rejects", "--reason", "nope"]
+    )
     assert res.exit_code == 1 and "unknown reject reason" in res.output
 
 

@@ -2,8 +2,9 @@
 
 - :func:`synthesize_object` - candidates for one object (GRASP_SCHEMA table, filter fields null);
 - :func:`run_synthesis` - the stage: per object, synthesise, write the candidates to the dataset's
-  candidates area (``candidates/synthesis/<key>.parquet``) with a completion record, then (optionally)
-  run the physics filter on them and report what it accepted.
+  candidates area (``candidates/synthesis/<key>.parquet``) with a completion record;
+- :func:`read_verdicts` - after the filter stage ran on them (``run_filter(source="synthesis")``, composed
+  by the CLI and ``dga_engine.build``), what it decided about each object's candidates.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +110,11 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
             gen = torch.Generator().manual_seed(s)
             pose0 = initial_poses(hand, mesh, n, config, rng)
             res = anneal(energy, pose0, config, gen, reinit=lambda m: initial_poses(hand, mesh, m, config, rng))
-            pose, diag = clean_up(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None) if (config.close_steps or config.cleanup_steps) else (res.pose, None)
+            pose, diag = (
+                clean_up(energy, res.pose, config, dense, sdf, res.contact_idx if config.close_contacts else None)
+                if (config.close_steps or config.cleanup_steps)
+                else (res.pose, None)
+            )
             with torch.no_grad():
                 ts.append(pose.t.double().numpy())
                 qs.append(matrix_to_quat(pose.matrix().double()).numpy())
@@ -141,7 +147,8 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
 
 @dataclass
 class ObjectReport:
-    """One object's synthesis (and, when the filter ran, its verdict). Rates are fractions of candidates."""
+    """One object's synthesis (and, once :func:`read_verdicts` read it, the filter's verdict). Rates are fractions
+    of candidates."""
 
     object_id: str
     key: str  # candidates file key and completion-record unit
@@ -166,9 +173,9 @@ class SynthesisReport:
     config_hash: str
     seed: int
     candidates: int = 0  # candidates written (including resumed objects')
-    accepted: int | None = None  # accepted by the filter (None when it did not run)
+    accepted: int | None = None  # accepted by the filter (None until read_verdicts ran)
     seconds: float = 0.0  # synthesis wall time of this run
-    filter_seconds: float = 0.0
+    filter_seconds: float = 0.0  # set by whoever ran the filter after this stage (the CLI)
     failed: int = 0  # objects that could not be synthesised
     filter_error: str | None = None  # why the filter did not finish (the candidates stay written for a later run)
 
@@ -211,7 +218,9 @@ def _summarise_stats(stats: list[BatchStats]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _synthesize_unit(root: str, object_id: str, config: SynthesisConfig, seed: int) -> tuple[pa.Table, list[BatchStats], float]:
+def _synthesize_unit(
+    root: str, object_id: str, config: SynthesisConfig, seed: int
+) -> tuple[pa.Table, list[BatchStats], float]:
     """One object's synthesis (in this process or a worker): its table, batch diagnostics, wall seconds."""
     t0 = time.perf_counter()
     stats: list[BatchStats] = []
@@ -226,23 +235,19 @@ def run_synthesis(
     seed: int = 0,
     *,
     dataset: str | None = None,
-    run_filter: bool = True,
-    filter_config: Any = None,
     workers: int = 1,
-    backend: str = "mujoco",
     resume: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> SynthesisReport:
-    """Synthesise candidates for ``object_ids`` and (unless ``run_filter`` is false) filter them.
+    """Synthesise candidates for ``object_ids`` into the dataset's candidates area (source ``synthesis``).
 
     Per object: :func:`synthesize_object`, then ``Dataset.write_candidates(table, "synthesis", key)``
     with ``key = unit_key(...)``, then a completion record (stage ``synthesize``, that unit). With
     ``resume``, objects whose record exists are skipped (their candidates are already written). An
     object that fails is reported with its error; the others go on. ``workers`` > 1 synthesises that
-    many objects at once in worker processes (one torch thread each; the grasps do not depend on it)
-    and runs the filter with as many workers. The filter then runs on every unfiltered ``synthesis``
-    candidate (``dga_engine.simulate.run_filter``), and each object's verdict is read back from the
-    dataset by grasp id. ``progress(n)`` is called as grasps are synthesised.
+    many objects at once in worker processes (one torch thread each; the grasps do not depend on it).
+    ``progress(n)`` is called as grasps are synthesised. The physics filter is a stage of its own
+    (``dga_engine.simulate.run_filter(source="synthesis")``); :func:`read_verdicts` then reads its verdicts.
     """
     from dga_engine import runs
     from dga_engine.dataset.store import Dataset
@@ -320,27 +325,24 @@ def run_synthesis(
                 finish(futures[fut], exc if exc is not None else fut.result())
     report.seconds = time.perf_counter() - t_all
     report.candidates = sum(o.candidates for o in report.objects)
-    if run_filter and report.candidates:
-        t0 = time.perf_counter()
-        try:
-            _filter_and_collect(layout, ds, report, filter_config, workers, backend)
-        except Exception as exc:  # noqa: BLE001 - the candidates are safe; say why and let the caller decide
-            log.warning("filter failed after synthesis: %s", exc)
-            report.filter_error = f"{type(exc).__name__}: {exc}"
-        report.filter_seconds = time.perf_counter() - t0
     return report
 
 
-def _filter_and_collect(layout: Layout, ds: Any, report: SynthesisReport, filter_config: Any, workers: int,
-                        backend: str) -> None:
-    """Run the filter stage on the synthesis candidates and read each object's verdict back by grasp id."""
+def read_verdicts(layout: Layout, report: SynthesisReport, dataset: str | None = None) -> SynthesisReport:
+    """Fill ``report`` with the filter's verdicts on its candidates (after ``run_filter(source="synthesis")``).
+
+    Per object: accepted grasps (read back from the shards by grasp id), reject reasons, Suc.1/Suc.6, Pen and
+    Div over its filtered candidates; ``report.accepted`` is their total. Reads the dataset only.
+    """
     import pyarrow.compute as pc
 
-    from dga_engine.simulate import run_filter
+    from dga_engine.dataset.store import Dataset
+    from dga_engine.layout import DEFAULT_DATASET
     from dga_engine.simulate.metrics import summarise
     from dga_engine.simulate.stage import unit_key as filter_key
 
-    run_filter(layout, source=SOURCE, backend=backend, workers=workers, dataset=ds.name, config=filter_config)
+    ds = Dataset(layout, dataset or DEFAULT_DATASET)
+    reject_keys = set(ds.reject_keys())
     total = 0
     for item in report.objects:
         if item.error or not item.candidates:
@@ -349,15 +351,17 @@ def _filter_and_collect(layout: Layout, ds: Any, report: SynthesisReport, filter
         out_key = filter_key(SOURCE, item.key, item.object_id)
         accepted = ds.read(object_ids=[item.object_id], sources=[SOURCE])
         accepted = accepted.filter(pc.is_in(accepted.column("grasp_id"), value_set=ids))
-        rejected = ds.rejects(keys=[out_key]) if out_key in ds.reject_keys() else None
+        rejected = ds.rejects(keys=[out_key]) if out_key in reject_keys else None
         parts = [accepted.select(accepted.column_names)]
         if rejected is not None and rejected.num_rows:
             rejected = rejected.filter(pc.is_in(rejected.column("grasp_id"), value_set=ids))
             parts.append(rejected.select(accepted.column_names))
-            item.reasons = {r: int(c) for r, c in zip(*np.unique(rejected.column("reason").to_pylist(), return_counts=True))}
+            reasons, counts = np.unique(rejected.column("reason").to_pylist(), return_counts=True)
+            item.reasons = {r: int(c) for r, c in zip(reasons, counts)}
         both = pa.concat_tables(parts)
         m = summarise(both) if both.num_rows else {}
         item.accepted = accepted.num_rows
         item.suc1, item.suc6, item.pen_mm, item.div = m.get("suc1"), m.get("suc6"), m.get("pen_mm"), m.get("div")
         total += item.accepted
     report.accepted = total
+    return report

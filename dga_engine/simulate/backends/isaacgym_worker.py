@@ -3,7 +3,7 @@
 NOT RUN IN DGA-ENGINE'S TEST ENVIRONMENT: written against the documented Preview 4 API (gymapi,
 gymtorch) without an Isaac Gym install to test it on. It imports nothing from dga_engine, because Isaac
 Gym runs only on Python <= 3.8 while dga-engine needs >= 3.11: the backend
-(:mod:`dga_engine.simulate.isaacgym_backend`) prepares a job folder and runs this file with the
+(:mod:`dga_engine.simulate.backends.isaacgym_backend`) prepares a job folder and runs this file with the
 interpreter named by ``$DGA_ISAACGYM_PYTHON`` (or imports it directly where ``isaacgym`` imports).
 
 Job folder (written by the backend)::
@@ -35,8 +35,8 @@ import numpy as np
 
 
 def run_job(job_dir):
-    from isaacgym import gymapi, gymtorch  # noqa: F401 - isaacgym must be imported before torch
     import torch
+    from isaacgym import gymapi, gymtorch  # noqa: F401 - isaacgym must be imported before torch
 
     with open(os.path.join(job_dir, "job.json")) as fh:
         job = json.load(fh)
@@ -99,7 +99,8 @@ def run_job(job_dir):
     obj_body_in_env = hand_bodies  # the object actor is created after the hand: its body comes next
     for i in range(n):
         env = gym.create_env(sim, lower, upper, per_row)
-        hand = gym.create_actor(env, hand_asset, gymapi.Transform(), "hand", i, 0)  # group i, filter 0: self-collision on
+        # group i, filter 0: self-collision on
+        hand = gym.create_actor(env, hand_asset, gymapi.Transform(), "hand", i, 0)
         gym.set_actor_dof_properties(env, hand, props)
         pose = gymapi.Transform()
         pose.p = gymapi.Vec3(*[float(x) for x in g["obj_pos"][i]])
@@ -138,8 +139,9 @@ def run_job(job_dir):
             if at_origin:
                 gym.refresh_rigid_body_state_tensor(sim)
                 where = bodies[:, 0:3].contiguous()
-                gym.apply_rigid_body_force_at_pos_tensors(sim, gymtorch.unwrap_tensor(forces), gymtorch.unwrap_tensor(where),
-                                                          gymapi.ENV_SPACE)
+                gym.apply_rigid_body_force_at_pos_tensors(
+                    sim, gymtorch.unwrap_tensor(forces), gymtorch.unwrap_tensor(where), gymapi.ENV_SPACE
+                )
             else:
                 gym.apply_rigid_body_force_tensors(sim, gymtorch.unwrap_tensor(forces), None, gymapi.ENV_SPACE)
         gym.simulate(sim)

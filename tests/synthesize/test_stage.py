@@ -8,8 +8,15 @@ from dga_engine import runs
 from dga_engine.dataset.schema import GRASP_SCHEMA, make_grasp_id, pose_arrays
 from dga_engine.dataset.store import Dataset
 from dga_engine.hand import default_hand
-from dga_engine.synthesize import GENERATOR_VERSION, SynthesisConfig, run_synthesis, synthesize_object, unit_key
-from dga_engine.synthesize.pipeline import STAGE
+from dga_engine.synthesize import (
+    GENERATOR_VERSION,
+    SynthesisConfig,
+    read_verdicts,
+    run_synthesis,
+    synthesize_object,
+    unit_key,
+)
+from dga_engine.synthesize.stage import STAGE
 
 
 def test_candidates_respect_limits_and_carry_provenance(layout, box_object, tiny_config):
@@ -28,7 +35,10 @@ def test_candidates_respect_limits_and_carry_provenance(layout, box_object, tiny
     chash = config.config_hash()
     assert set(d["source"]) == {"synthesis"} and set(d["round"]) == {0}
     assert set(d["generator"]) == {f"synthesis-{GENERATOR_VERSION}"} and set(d["generator_config_hash"]) == {chash}
-    assert d["source_record_id"][0] == f"{chash}:seed=7:scale=1:0" and d["source_record_id"][-1] == f"{chash}:seed=7:scale=0.8:5"
+    assert (
+        d["source_record_id"][0] == f"{chash}:seed=7:scale=1:0"
+        and d["source_record_id"][-1] == f"{chash}:seed=7:scale=0.8:5"
+    )
     assert len(set(d["grasp_id"])) == 12
     assert d["grasp_id"][0] == make_grasp_id(box_object.object_id, "synthesis", d["source_record_id"][0], 0)
     assert all(v is None for v in d["suc6"])  # unfiltered
@@ -59,7 +69,7 @@ def test_config_hash_tracks_settings_not_threads():
 
 def test_run_writes_candidates_records_and_resumes(layout, box_object, tiny_config):
     oid = box_object.object_id
-    report = run_synthesis(layout, [oid, "obj-does-not-exist"], tiny_config, seed=1, run_filter=False)
+    report = run_synthesis(layout, [oid, "obj-does-not-exist"], tiny_config, seed=1)
     assert report.candidates == 4 and report.failed == 1 and report.accepted is None
     good, bad = report.objects
     assert good.error is None and good.candidates == 4 and good.key == unit_key(oid, 1, tiny_config)
@@ -69,16 +79,21 @@ def test_run_writes_candidates_records_and_resumes(layout, box_object, tiny_conf
     assert runs.is_done(layout, STAGE, good.key) and not runs.is_done(layout, STAGE, "obj-does-not-exist")
     written = ds.candidates("synthesis")
     # resume: nothing is recomputed, nothing is rewritten
-    again = run_synthesis(layout, [oid], tiny_config, seed=1, run_filter=False)
+    again = run_synthesis(layout, [oid], tiny_config, seed=1)
     assert again.objects[0].skipped and again.candidates == 4
     assert ds.candidates("synthesis").column("grasp_id").equals(written.column("grasp_id"))
     # a different seed is a different unit
-    third = run_synthesis(layout, [oid], tiny_config, seed=2, run_filter=False)
+    third = run_synthesis(layout, [oid], tiny_config, seed=2)
     assert not third.objects[0].skipped and len(ds.candidate_keys("synthesis")) == 2
 
 
-def test_run_with_filter_reports_the_verdict(layout, box_object, tiny_config):
-    report = run_synthesis(layout, [box_object.object_id], tiny_config, seed=0, run_filter=True)
+def test_verdicts_after_the_filter_stage(layout, box_object, tiny_config):
+    from dga_engine.simulate import run_filter
+
+    report = run_synthesis(layout, [box_object.object_id], tiny_config, seed=0)
+    assert report.accepted is None and report.objects[0].accepted is None  # the stage does not filter
+    run_filter(layout, source="synthesis")
+    read_verdicts(layout, report)
     item = report.objects[0]
     assert item.accepted is not None and 0 <= item.accepted <= item.candidates == 4
     assert report.accepted == item.accepted
@@ -96,9 +111,11 @@ def test_worker_processes_give_the_same_grasps(layout, object_store, box_object,
 
     from dga_engine.objects.store import write_simple_object
 
-    cyl = write_simple_object(object_store, trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24), "cylinder")
+    cyl = write_simple_object(
+        object_store, trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24), "cylinder"
+    )
     ids = [box_object.object_id, cyl.object_id]
-    pooled = run_synthesis(layout, ids, tiny_config, seed=2, run_filter=False, workers=2)
+    pooled = run_synthesis(layout, ids, tiny_config, seed=2, workers=2)
     assert pooled.failed == 0 and pooled.candidates == 8
     ds = Dataset(layout)
     together = ds.candidates("synthesis").sort_by("grasp_id")
@@ -108,7 +125,10 @@ def test_worker_processes_give_the_same_grasps(layout, object_store, box_object,
 
 
 def test_a_failing_filter_keeps_the_candidates(layout, box_object, tiny_config):
-    report = run_synthesis(layout, [box_object.object_id], tiny_config, seed=0, backend="no-such-backend")
-    assert report.filter_error and "no-such-backend" in report.filter_error
+    from dga_engine.simulate import run_filter
+
+    report = run_synthesis(layout, [box_object.object_id], tiny_config, seed=0)
+    with pytest.raises(ValueError, match="no-such-backend"):
+        run_filter(layout, source="synthesis", backend="no-such-backend")
     assert report.accepted is None and report.candidates == 4
     assert Dataset(layout).candidates("synthesis").num_rows == 4

@@ -32,10 +32,16 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from dga_engine.simulate.backends import BackendUnavailable
+from dga_engine.simulate.backends.base import (
+    BackendUnavailable,
+    SimResult,
+    SimulationError,
+    push_directions,
+    quiet_warnings,
+    touching_geoms,
+)
 from dga_engine.simulate.closing import squeeze_targets
 from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.mujoco_backend import SimResult, SimulationError, push_directions, quiet_warnings, touching_geoms
 from dga_engine.simulate.scene import Scene, build_scene
 
 INSTALL = ("the mujoco-warp backend needs the mujoco_warp package: pip install 'mujoco-warp>=0.1' "
@@ -45,8 +51,8 @@ INSTALL = ("the mujoco-warp backend needs the mujoco_warp package: pip install '
 def require_warp() -> tuple[Any, Any]:
     """(warp, mujoco_warp) modules, or BackendUnavailable saying how to install them."""
     try:
-        import warp as wp
         import mujoco_warp as mjw
+        import warp as wp
     except ImportError as exc:
         raise BackendUnavailable(f"{INSTALL} ({exc})") from exc
     return wp, mjw
@@ -60,7 +66,9 @@ def _max_disp_kernel(wp):
     if "max_disp" not in _KERNELS:
 
         @wp.kernel
-        def max_disp(qpos: wp.array2d(dtype=float), adr: int, start: wp.array(dtype=wp.vec3), best: wp.array(dtype=float)):
+        def max_disp(
+            qpos: wp.array2d(dtype=float), adr: int, start: wp.array(dtype=wp.vec3), best: wp.array(dtype=float)
+        ):
             w = wp.tid()
             p = wp.vec3(qpos[w, adr], qpos[w, adr + 1], qpos[w, adr + 2])
             dist = wp.length(p - start[w])
@@ -148,7 +156,9 @@ class WarpBackend:
         track_max = cfg.displacement == "max"
         for _ in range(cfg.push_steps):
             if cfg.push_point == "origin":
-                wp.launch(_origin_torque_kernel(wp), dim=nworld, inputs=[d.xpos, d.xipos, body, force_arr, d.xfrc_applied])
+                wp.launch(
+                    _origin_torque_kernel(wp), dim=nworld, inputs=[d.xpos, d.xipos, body, force_arr, d.xfrc_applied]
+                )
             mjw.step(mw, d)
             if track_max:
                 wp.launch(_max_disp_kernel(wp), dim=nworld, inputs=[d.qpos, a, start, best])
@@ -192,7 +202,7 @@ class WarpBackend:
         closed = {name: getattr(d, name).numpy().copy() for name in ("qpos", "qvel", "act", "ctrl", "qacc_warmstart")}
         contact_counts = np.zeros(n, dtype=int)
         errors: list[str | None] = [None] * n
-        a, dof = scene.obj_qpos, scene.obj_dof
+        dof = scene.obj_dof
         for i in range(n):
             if not np.all(np.isfinite(closed["qpos"][i])) or not np.all(np.isfinite(closed["qvel"][i])):
                 errors[i] = "simulation diverged during closing (non-finite state)"

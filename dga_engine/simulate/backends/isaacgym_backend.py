@@ -5,7 +5,7 @@ where dga-engine is developed and tested. The code follows the Preview 4 API (gy
 tests only check the parts that do not need it (job files, the clear error without it).
 
 Because dga-engine needs Python >= 3.11, the Isaac Gym half lives in a standalone script,
-:mod:`dga_engine.simulate.isaacgym_worker` (Python 3.6-3.8 syntax, no dga_engine imports). This side:
+:mod:`dga_engine.simulate.backends.isaacgym_worker` (Python 3.6-3.8 syntax, no dga_engine imports). This side:
 
 1. computes the squeeze targets with MuJoCo exactly as the other backends (same protocol);
 2. writes a job folder: the filter's hand MJCF (servos removed; Isaac Gym drives DOFs with PD targets),
@@ -39,10 +39,16 @@ import mujoco
 import numpy as np
 
 from dga_engine.hand.mjcf import JOINT_NAMES, PREFIX
-from dga_engine.simulate.backends import BackendUnavailable
+from dga_engine.simulate.backends.base import (
+    BackendUnavailable,
+    SimResult,
+    SimulationError,
+    push_directions,
+    quiet_warnings,
+    touching_geoms,
+)
 from dga_engine.simulate.closing import squeeze_targets
 from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.mujoco_backend import SimResult, SimulationError, push_directions, quiet_warnings, touching_geoms
 from dga_engine.simulate.scene import Scene, _hand_spec_for, build_scene, hand_settings, object_pose
 
 PYTHON_ENV = "DGA_ISAACGYM_PYTHON"
@@ -127,18 +133,36 @@ class IsaacGymBackend:
         (folder / "hand.xml").write_text(hand_mjcf(cfg))
         (folder / "object.urdf").write_text(object_urdf(parts, scale, folder))
         dirs = np.stack([push_directions(r) for r in rotation])
-        np.savez(folder / "grasps.npz", obj_pos=pos, obj_quat_xyzw=quat_xyzw, joints=np.asarray(joints, dtype=np.float64),
-                 targets=targets, dirs=dirs, dof_names=np.array([PREFIX + j for j in JOINT_NAMES]))
+        np.savez(
+            folder / "grasps.npz",
+            obj_pos=pos,
+            obj_quat_xyzw=quat_xyzw,
+            joints=np.asarray(joints, dtype=np.float64),
+            targets=targets,
+            dirs=dirs,
+            dof_names=np.array([PREFIX + j for j in JOINT_NAMES]),
+        )
         dt = cfg.close_timestep
         job = {
-            "hand_file": "hand.xml", "object_file": "object.urdf", "device": self.device,
-            "dt": dt, "close_steps": cfg.close_steps, "push_steps": int(round(cfg.push_time / dt)),
-            "sequential": cfg.sequential, "force": cfg.push_force_per_volume * (scene.volume if volume is None else volume),
-            "push_point": cfg.push_point, "displacement": cfg.displacement,
-            "linear_damping": cfg.object_linear_damping, "angular_damping": cfg.object_angular_damping,
-            "density": cfg.density, "friction": cfg.friction, "kp": cfg.kp,
-            "kd": 2.0 * cfg.dampratio * float(np.sqrt(cfg.kp * 0.001)), "force_limit": cfg.force_limit,
-            "position_iterations": 8, "velocity_iterations": 0,
+            "hand_file": "hand.xml",
+            "object_file": "object.urdf",
+            "device": self.device,
+            "dt": dt,
+            "close_steps": cfg.close_steps,
+            "push_steps": int(round(cfg.push_time / dt)),
+            "sequential": cfg.sequential,
+            "force": cfg.push_force_per_volume * (scene.volume if volume is None else volume),
+            "push_point": cfg.push_point,
+            "displacement": cfg.displacement,
+            "linear_damping": cfg.object_linear_damping,
+            "angular_damping": cfg.object_angular_damping,
+            "density": cfg.density,
+            "friction": cfg.friction,
+            "kp": cfg.kp,
+            "kd": 2.0 * cfg.dampratio * float(np.sqrt(cfg.kp * 0.001)),
+            "force_limit": cfg.force_limit,
+            "position_iterations": 8,
+            "velocity_iterations": 0,
         }
         (folder / "job.json").write_text(json.dumps(job, indent=2))
 

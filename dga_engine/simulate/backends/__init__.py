@@ -1,8 +1,8 @@
 """Simulator backends: the same push-test protocol on different engines, chosen by name.
 
 A backend turns (object parts, scale, N grasp poses) into N :class:`SimResult` (or the exception that
-stopped that grasp). Everything else - pose checks, penetration, the decision - is shared
-(:mod:`dga_engine.simulate.engine`), so backends differ only in how they step physics.
+stopped that grasp; the shared contract is :mod:`.base`). Everything else - pose checks, penetration, the
+decision - is shared (:mod:`dga_engine.simulate.engine`), so backends differ only in how they step physics.
 
 =============  =========================================================================================
 ``mujoco``     CPU, MuJoCo (default). One grasp at a time; parallel across processes (``workers``).
@@ -13,19 +13,16 @@ stopped that grasp). Everything else - pose checks, penetration, the decision - 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import trimesh
 
+from dga_engine.simulate.backends.base import BackendUnavailable, SimResult
 from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.mujoco_backend import SimResult
 
 BACKENDS = ("mujoco", "mujoco-warp", "isaacgym")
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend's simulator is not installed (or has no device); the message says how to get it."""
 
 
 class Backend(Protocol):
@@ -50,15 +47,15 @@ class Backend(Protocol):
 def make_backend(name: str, config: FilterConfig) -> Backend:
     """The backend called ``name``; raises BackendUnavailable with install instructions when missing."""
     if name == "mujoco":
-        from dga_engine.simulate.mujoco_backend import MujocoBackend
+        from dga_engine.simulate.backends.mujoco_backend import MujocoBackend
 
         return MujocoBackend(config)
     if name == "mujoco-warp":
-        from dga_engine.simulate.warp_backend import WarpBackend
+        from dga_engine.simulate.backends.warp_backend import WarpBackend
 
         return WarpBackend(config)
     if name == "isaacgym":
-        from dga_engine.simulate.isaacgym_backend import IsaacGymBackend
+        from dga_engine.simulate.backends.isaacgym_backend import IsaacGymBackend
 
         return IsaacGymBackend(config)
     raise ValueError(f"unknown simulation backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -69,13 +66,16 @@ def check_backend(name: str) -> None:
     if name == "mujoco":
         return
     if name == "mujoco-warp":
-        from dga_engine.simulate.warp_backend import require_warp
+        from dga_engine.simulate.backends.warp_backend import require_warp
 
         require_warp()
         return
     if name == "isaacgym":
-        from dga_engine.simulate.isaacgym_backend import require_isaacgym
+        from dga_engine.simulate.backends.isaacgym_backend import require_isaacgym
 
         require_isaacgym()
         return
     raise ValueError(f"unknown simulation backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "SimResult", "check_backend", "make_backend"]
