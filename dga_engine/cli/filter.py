@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from dga_engine.cli.choices import Backend, Protocol
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
 from dga_engine.cli.refine import PRESET_HELP, default_preset, load_refine_config, refine_rows, run_refine_with_progress
 
@@ -22,10 +23,10 @@ def filter_command(
     refine_preset: Optional[str] = typer.Option(None, "--refine-preset", help=PRESET_HELP),
     refine_config: Optional[str] = typer.Option(None, "--refine-config", help="JSON file of RefineConfig fields."),
     mesh_dir: Optional[List[str]] = typer.Option(None, "--mesh-dir", help="Source datasets: extra folder searched for meshes."),
-    backend: str = typer.Option("mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."),
+    backend: Backend = typer.Option("mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (mujoco backend); results do not depend on it."),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset that receives accepted shards and rejects."),
-    protocol: str = typer.Option("dga-engine", "--protocol", help="Preset: dga-engine (default, tuned for MuJoCo) | "
+    protocol: Protocol = typer.Option("dga-engine", "--protocol", help="Preset: dga-engine (default, tuned for MuJoCo) | "
                                  "dga-reference (DGA's Isaac Gym evaluator emulated; see docs/filter.md)."),
     config_file: Optional[str] = typer.Option(None, "--config", help="JSON file of FilterConfig fields overriding the preset's."),
     as_json: bool = JSON_OPTION,
@@ -42,6 +43,7 @@ def filter_command(
 
     from dga_engine.simulate.backends import BackendUnavailable, check_backend
     from dga_engine.simulate.config import FilterConfig
+    from dga_engine.simulate.metrics import LEGEND
     from dga_engine.simulate.metrics import rows as metric_rows
     from dga_engine.simulate.stage import run_filter
     from dga_engine.sources.curate import SOURCES
@@ -124,7 +126,7 @@ def filter_command(
     table("outcome", ["outcome", "grasps"],
           [("accepted", summary.accepted), ("rejected", summary.rejected)] + [(f"  {k}", v) for k, v in summary.reasons.items()])
     if summary.total:
-        table("metrics", ["metric", "value"], metric_rows(m))
+        table("metrics", ["metric", "value", "meaning"], [(k, v, LEGEND.get(k, "")) for k, v in metric_rows(m)])
     for item in summary.skipped_files[:20]:
         typer.echo(f"skipped unreadable candidates {item['key']}: {item['reason']}")
     typer.echo(f"protocol {summary.protocol_version}, backend {summary.backend}, {summary.seconds:.1f} s")

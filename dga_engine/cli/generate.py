@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from dga_engine.cli.choices import GeneratorPreset
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
 
 
@@ -13,7 +14,7 @@ def train(
     ctx: typer.Context,
     round_: int = typer.Option(..., "--round", min=1, help="Round K: trains on the accepted grasps of rounds 0..K-1, writes models/round-KKK."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Total epochs to reach (default: the preset's)."),
-    preset: Optional[str] = typer.Option(
+    preset: Optional[GeneratorPreset] = typer.Option(
         None, "--preset", help="Model size for a new checkpoint: tiny (CPU demo, default) or paper (reference sizes, GPU)."
     ),
     restart: bool = typer.Option(False, "--restart", help="Discard the round's checkpoint and train from scratch."),

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from dga_engine.cli.choices import GraspKind
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress
 from dga_engine.layout import DEFAULT_DATASET
 
@@ -15,7 +16,7 @@ def render_command(
     out: str = typer.Option(..., "--out", "-o", help="PNG file to write."),
     object_id: Optional[str] = typer.Option(None, "--object", help="Object id (default: the first object that has grasps of --kind)."),
     grasp_id: Optional[List[str]] = typer.Option(None, "--grasp", help="Only these grasp ids (repeatable)."),
-    kind: str = typer.Option("accepted", "--kind", help="accepted | rejects | candidates."),
+    kind: GraspKind = typer.Option("accepted", "--kind", help="accepted | rejects | candidates."),
     reason: Optional[str] = typer.Option(None, "--reason", help="Rejects only: this reject reason (e.g. unstable)."),
     source: Optional[str] = typer.Option(None, "--source", help="Only grasps of this source."),
     round_: Optional[int] = typer.Option(None, "--round", help="Only grasps of this round."),
@@ -40,7 +41,7 @@ def render_command(
     from dga_engine.viz.render import View, object_loader, render_grid, save_png
     from dga_engine.viz.select import load_grasps
 
-    lay = layout(ctx)
+    lay = layout(ctx, existing=True)
     try:
         ds = Dataset(lay, dataset)
         table = load_grasps(ds, kind, object_id=object_id, source=source, round_=round_, reason=reason, grasp_ids=grasp_id)
