@@ -128,7 +128,9 @@ def _run_flow(params: dict[str, Any], show_progress: bool = True) -> dict[str, A
     holder = running_build(Layout.at(params["root"]))
     if holder is not None:  # before Prefect starts: no failed flow run for a build that never began
         raise fail(str(BuildRunning(params["root"], holder)))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:  # no usage data unless the user asks for it
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side half of the same
     from flows.build_dga import build_dga
     from flows.local_api import LocalAPIError, ensure_local_api
 
@@ -136,6 +138,8 @@ def _run_flow(params: dict[str, Any], show_progress: bool = True) -> dict[str, A
         ensure_local_api()
     except LocalAPIError as exc:
         raise fail(str(exc)) from None
+    # Each task's "Finished in state Completed()" says nothing the flow's own lines and the bars do not.
+    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
     try:
         with _stage_display(show_progress):
             return build_dga(**params)
