@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dga_engine.layout import DEFAULT_DATASET, Layout
+from dga_engine.progress import track
 from dga_engine.rounds import Ledger
 from dga_engine.units import cpu_seconds
 
@@ -98,7 +99,8 @@ def ingest_objects(layout: Layout, cfg: BuildConfig) -> list[str]:
         from dga_engine.objects.builtin import BUILTIN_NAMES, demo_subset
 
         names = list(BUILTIN_NAMES) if cfg.n_objects is None else demo_subset(cfg.n_objects)
-        report = ingest_builtin(layout, names=names, processes=max(1, cfg.workers))
+        with track("ingest", len(names), "objects") as bar:
+            report = ingest_builtin(layout, names=names, processes=max(1, cfg.workers), progress=bar.advance)
         ids = report.object_ids
         if report.quarantined:
             log.warning("quarantined %d built-in objects: %s", len(report.quarantined), report.quarantine)
@@ -129,12 +131,17 @@ def seed_round(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[
 
         counts: dict[str, int] = {}
         for source in cfg.sources:
-            counts[source] = curate(layout, source).grasps_written
+            with track(f"curate {source}", None, "units") as bar:
+                counts[source] = curate(layout, source, advance=bar.advance).grasps_written
         return counts
     from dga_engine.synthesize import SynthesisConfig, run_synthesis
 
     config = SynthesisConfig.preset(cfg.synthesis_preset).replace(per_object=cfg.seed_per_object)
-    report = run_synthesis(layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, workers=max(1, cfg.workers))
+    with track("seed synthesis", len(object_ids) * cfg.seed_per_object, "grasps") as bar:
+        report = run_synthesis(
+            layout, object_ids, config, seed=cfg.seed, dataset=cfg.dataset, workers=max(1, cfg.workers),
+            progress=bar.advance,
+        )
     return {SEED_SOURCE: report.candidates}
 
 
@@ -142,7 +149,9 @@ def refine_source(layout: Layout, cfg: BuildConfig, source: str, preset: str) ->
     """Refine every candidate of ``source`` (``repair`` or ``polish``) before it is filtered; the refine summary."""
     from dga_engine.refine import RefineConfig, run_refine
 
-    return run_refine(layout, source, RefineConfig.preset(preset), dataset=cfg.dataset, workers=cfg.workers).to_dict()
+    with track(f"refine ({preset}) {source}", None, "grasps") as bar:
+        return run_refine(layout, source, RefineConfig.preset(preset), dataset=cfg.dataset, workers=cfg.workers,
+                          progress=bar.update).to_dict()
 
 
 def filter_source(layout: Layout, cfg: BuildConfig, source: str) -> dict[str, Any]:
@@ -151,17 +160,33 @@ def filter_source(layout: Layout, cfg: BuildConfig, source: str) -> dict[str, An
 
     from dga_engine.dataset.store import Dataset
 
-    summary = run_filter(layout, source=source, backend=cfg.backend, workers=cfg.workers, dataset=cfg.dataset,
-                         refined=cfg.refine)
+    with track(f"filter {source}", None, "grasps") as bar:
+        summary = run_filter(layout, source=source, backend=cfg.backend, workers=cfg.workers, dataset=cfg.dataset,
+                             refined=cfg.refine, progress=bar.update)
     Dataset(layout, cfg.dataset).compact()  # the stage's many small shards become a few large files
     return summary.to_dict()
 
 
 def train_generator(layout: Layout, cfg: BuildConfig, round_: int) -> str:
-    """Train (or resume training) the round's generator on every accepted grasp of earlier rounds."""
-    from dga_engine.generate import preset, train_round
+    """Train (or resume training) the round's generator on every accepted grasp of earlier rounds.
 
-    return str(train_round(layout, round_, preset(cfg.generator_preset), dataset=cfg.dataset, seed=cfg.seed))
+    ``train_round`` with a progress bar: a checkpoint trained on other data is replaced (the build moved on).
+    """
+    from dga_engine.generate import preset
+    from dga_engine.generate.train import TrainingDataChanged, train
+
+    config = preset(cfg.generator_preset)
+    config.train.seed = int(cfg.seed)
+    with track(f"train round {round_}", config.train.epochs, "epochs") as bar:
+        def on_epoch(stats: dict[str, float]) -> None:
+            bar.update(int(stats["epoch"]))
+
+        try:
+            result = train(layout, round_, config, dataset=cfg.dataset, on_epoch=on_epoch)
+        except TrainingDataChanged as exc:
+            log.warning("%s; retraining round %d from scratch", exc, round_)
+            result = train(layout, round_, config, dataset=cfg.dataset, on_epoch=on_epoch, restart=True)
+    return str(result.checkpoint)
 
 
 def expansion_objects(layout: Layout, cfg: BuildConfig, seed_ids: list[str]) -> list[str]:
@@ -201,12 +226,16 @@ def expansion_objects(layout: Layout, cfg: BuildConfig, seed_ids: list[str]) -> 
 
 
 def generate_candidates(layout: Layout, cfg: BuildConfig, round_: int, object_ids: list[str]) -> int:
-    """Sample the round's candidates with the physics-guided sampler (on Ray when configured)."""
-    from dga_engine.generate import SampleConfig, generate_round
+    """Sample the round's candidates with the physics-guided sampler (on Ray when configured).
 
-    config = SampleConfig.preset(cfg.generator_preset)
-    report = generate_round(layout, round_, object_ids, per_object=cfg.generate_per_object, config=config,
-                            dataset=cfg.dataset, seed=cfg.seed, ray_address=cfg.ray_address)
+    ``generate_round`` with a progress bar (grasps of the batches still to do)."""
+    from dga_engine.generate import SampleConfig, generate
+
+    config = dataclasses.replace(SampleConfig.preset(cfg.generator_preset), seed=int(cfg.seed))
+    with track(f"generate round {round_}", len(object_ids) * cfg.generate_per_object, "grasps") as bar:
+        report = generate(layout, round_, cfg.generate_per_object, object_ids, sample=config, dataset=cfg.dataset,
+                          ray_address=cfg.ray_address, use_ray=cfg.ray_address is not None,
+                          on_batch=lambda res: bar.advance(res.grasps))
     return int(report.candidates)
 
 

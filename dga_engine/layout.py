@@ -92,7 +92,13 @@ def _check_protocol(url: str) -> None:
             raise RootError(f"the storage root {url!r} uses the unknown protocol {name!r}: use a folder or an fsspec "
                             "URL such as s3://bucket/prefix") from None
         except ImportError as exc:
-            raise RootError(f"the storage root {url!r} needs a package that is not installed ({exc})") from None
+            install = _EXTRAS.get(name)
+            fix = f"pip install 'dga-engine[{install}]'" if install else f"install the fsspec backend it names ({exc})"
+            raise RootError(f"the storage root {url!r} needs a package that is not installed: {fix}") from None
+
+
+# Protocols whose fsspec backend is an extra of dga-engine (pyproject.toml).
+_EXTRAS = {"s3": "s3", "s3a": "s3"}
 
 
 @dataclass(frozen=True)

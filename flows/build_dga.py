@@ -121,7 +121,7 @@ def build_dga(
     ledger.save_build(cfg.to_dict())
     logger.info("build-dga: profile %s, %d round(s), storage root %s", cfg.profile, cfg.rounds, layout.root)
 
-    logger.info("[round 0] ingest: starting (progress of each stage is logged as it finishes)")
+    logger.info("[round 0] ingest: starting")
     ledger.set_stage(0, "ingest", "running")
     object_ids = ingest_task(layout.root, cfg)
     ledger.set_stage(0, "ingest", "done", objects=object_ids)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import typer
 
-from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
+from dga_engine.cli.choices import Backend, Profile
+from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, labelled, layout, object_labels, table
+from dga_engine.progress import Tracker, clock, listen
 
 rounds_app = typer.Typer(help="The round ledger: what each round did; resume an interrupted build.", no_args_is_help=True)
 
@@ -31,34 +37,125 @@ def _print_summary(result: dict[str, Any]) -> None:
                "trained on. Suc.1/Suc.6: share of simulated grasps that held in at least one / all six push "
                "directions; pen: mean deepest hand point inside the object (the reference's Pen); div: per-joint "
                "spread of the Suc.6 grasps per object (rad).")
+    from dga_engine.layout import Layout
+    from dga_engine.rounds import Ledger
+
+    lay = Layout.at(result["root"])
+    rounds = Ledger(lay).rounds()
+    labels = object_labels(lay, sorted({o for r in rounds for o in r.objects}))
+    for r in rounds:
+        typer.echo(f"round {r.round} objects: {labelled(r.objects, labels, at_most=12)}")
     typer.echo(f"storage root: {result['root']}  (dga-engine shards ls / shards verify / rounds status)")
 
 
-def _run_flow(params: dict[str, Any]) -> dict[str, Any]:
+# Without a terminal (a log file, CI), a stage prints a line this often, and one when it ends.
+LINE_INTERVAL_S = 30.0
+
+
+class _LineTracker(Tracker):
+    """A stage shown as lines: ``<stage>: 96/288 grasps (33%), 1:20 elapsed, about 2:40 left``."""
+
+    interval_s = LINE_INTERVAL_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._printed = self.started
+
+    def line(self) -> str:
+        of = f"/{self.total}" if self.total is not None else ""
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        return (f"{self.description}: {self.done}{of} {self.unit}{share}, {clock(self.elapsed)} elapsed, "
+                f"about {clock(self.remaining())} left")
+
+    def changed(self) -> None:
+        if self._clock() - self._printed >= self.interval_s:
+            self._printed = self._clock()
+            console.print(self.line(), highlight=False)
+
+
+@contextmanager
+def _stage_display(enabled: bool) -> Iterator[None]:
+    """Show every stage the build tracks (dga_engine.progress): a bar with the time left on a terminal, else
+    a line every LINE_INTERVAL_S and one when the stage ends. The flow's log lines print above the bars."""
+    if not enabled:
+        yield
+        return
+    if not console.is_terminal:
+        @contextmanager
+        def lines(description: str, total: int | None, unit: str) -> Iterator[Tracker]:
+            tracker = _LineTracker(description, total, unit)
+            yield tracker
+            console.print(f"{description}: {tracker.done} {unit} in {clock(tracker.elapsed)}", highlight=False)
+
+        with listen(lines):
+            yield
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("{task.fields[left]}"),
+                    console=console, redirect_stderr=True)
+
+    @contextmanager
+    def bar(description: str, total: int | None, unit: str) -> Iterator[Tracker]:
+        task = bars.add_task(description, total=total, unit=unit, left="")
+        tracker = Tracker(description, total, unit)
+        tracker.changed = lambda: bars.update(  # type: ignore[method-assign]
+            task, completed=tracker.done, total=tracker.total, left=f"about {clock(tracker.remaining())} left")
+        yield tracker
+        bars.update(task, completed=tracker.done, total=tracker.done or tracker.total, left="done")
+        bars.stop_task(task)
+
+    # Log handlers hold the real stderr; while the bars are live they write through rich's proxy, above the bars.
+    stderr = sys.stderr
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is stderr]
+    with bars:
+        for h in handlers:
+            h.setStream(sys.stderr)
+        try:
+            with listen(bar):
+                yield
+        finally:
+            for h in handlers:
+                h.setStream(stderr)
+
+
+def _run_flow(params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
     from dga_engine.layout import Layout
     from dga_engine.rounds import BuildRunning, running_build
 
     holder = running_build(Layout.at(params["root"]))
     if holder is not None:  # before Prefect starts: no failed flow run for a build that never began
         raise fail(str(BuildRunning(params["root"], holder)))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:  # no usage data unless the user asks for it
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side half of the same
     from flows.build_dga import build_dga
+    from flows.local_api import LocalAPIError, ensure_local_api
 
     try:
-        return build_dga(**params)
+        ensure_local_api()
+    except LocalAPIError as exc:
+        raise fail(str(exc)) from None
+    # Each task's "Finished in state Completed()" says nothing the flow's own lines and the bars do not.
+    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    try:
+        with _stage_display(show_progress):
+            return build_dga(**params)
     except BuildRunning as exc:  # lost the race to another build starting at the same moment
         raise fail(str(exc))
 
 
 def build(
     ctx: typer.Context,
-    profile: str = typer.Option("demo", help="demo: a few built-in objects, 1 round, tiny generator (~15 min on 2 cores); full: everything, 3 rounds."),
+    profile: Profile = typer.Option("demo", help="demo: 6 built-in objects, round 0 + 1 round, tiny generator (about 8 min on 2 cores); full: everything, 3 rounds."),
     objects: Optional[str] = typer.Option(None, help="'builtin' (default), 'all' objects in the store, or comma-separated object ids."),
     n_objects: Optional[int] = typer.Option(None, "--n-objects", help="How many built-in objects (default: profile)."),
     sources: Optional[str] = typer.Option(None, help="Comma-separated source datasets under <root>/sources to curate instead of seed synthesis."),
     rounds: Optional[int] = typer.Option(None, help="Generation rounds after round 0 (default: profile)."),
     per_object: Optional[int] = typer.Option(None, "--per-object", help="Candidates per object per round (seed and generated)."),
-    backend: Optional[str] = typer.Option(None, help="Physics filter backend: mujoco (default), mujoco-warp, isaacgym."),
+    backend: Optional[Backend] = typer.Option(None, help="Physics filter backend: mujoco (default), mujoco-warp, isaacgym."),
     workers: Optional[int] = typer.Option(None, help="Filter worker processes (default 2)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="DGA_RAY_ADDRESS", help="Run generation on Ray: 'local' or a cluster address."),
     seed: Optional[int] = typer.Option(None, help="Seed of the whole build (default 0)."),
@@ -82,7 +179,7 @@ def build(
         "workers": workers, "ray_address": ray_address, "seed": seed, "refine": refine,
         "expand_objects": expand_objects, "n_expand": n_expand,
     }
-    result = _run_flow(params)
+    result = _run_flow(params, show_progress=not as_json)
     if as_json:
         emit_json(result)
     else:
@@ -94,7 +191,7 @@ def rounds_status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Show each round: its stages, objects, checkpoint, generated and accepted counts, metrics."""
     from dga_engine.rounds import Ledger
 
-    status = Ledger(layout(ctx)).status()
+    status = Ledger(layout(ctx, existing=True)).status()
     if as_json:
         emit_json(status)
         return
@@ -121,7 +218,7 @@ def rounds_resume(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Continue the interrupted build with its saved parameters, exactly where it stopped."""
     from dga_engine.rounds import Ledger
 
-    lay = layout(ctx)
+    lay = layout(ctx, existing=True)
     saved = Ledger(lay).build_params()
     if saved is None:
         raise fail(f"no build to resume under {lay.root}: start one with `dga-engine build`")
@@ -133,7 +230,7 @@ def rounds_resume(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         **{k: saved[k] for k in ("refine", "expand_objects", "n_expand", "top_up_below") if k in saved},
     }
     console.print(f"resuming the {saved['profile']} build under {lay.root}")
-    result = _run_flow(params)
+    result = _run_flow(params, show_progress=not as_json)
     if as_json:
         emit_json(result)
     else:

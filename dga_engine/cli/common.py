@@ -11,10 +11,11 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dga_engine.layout import Layout, RootError
+from dga_engine.layout import DEFAULT_ROOT, ROOT_ENV, Layout, RootError
 
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: messages stay greppable in logs
 T = TypeVar("T")
@@ -26,11 +27,13 @@ JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON o
 _EPHEMERAL_PROTOCOLS = ("memory://",)
 
 
-def layout(ctx: typer.Context) -> Layout:
+def layout(ctx: typer.Context, existing: bool = False) -> Layout:
     """The storage root selected by the global ``--root`` option (or ``$DGA_ROOT``, or ``./storage``).
 
     A root that cannot be meant (empty, a file, an unknown protocol, ``memory://``) ends the command with
-    a one-line error instead of writing somewhere unexpected.
+    a one-line error instead of writing somewhere unexpected. ``existing``: the command only reads, so a root
+    that does not exist is an error too (a mistyped --root, or the default ./storage in another folder, would
+    otherwise print empty tables); commands that write create it.
     """
     root = (ctx.find_root().obj or {}).get("root")
     try:
@@ -40,6 +43,13 @@ def layout(ctx: typer.Context) -> Layout:
     if lay.root.startswith(_EPHEMERAL_PROTOCOLS):
         raise fail(f"the storage root {lay.root} lives only in this process's memory and would be discarded when the "
                    "command exits: use a folder or an object store (s3://bucket/prefix)")
+    if existing:
+        from dga_engine import fs
+
+        if not fs.exists(lay.root):
+            raise fail(f"the storage root {lay.root} does not exist: point --root (or ${ROOT_ENV}) at the root a build "
+                       f"wrote (the default {DEFAULT_ROOT} is relative to the current folder), or create one with "
+                       "`dga-engine build`")
     return lay
 
 
@@ -89,16 +99,49 @@ def _root_problem(exc: OSError, root: str | None) -> str | None:
 
 class StorageErrorsGroup(typer.core.TyperGroup):
     """The top-level command group: storage failures (disk full, read-only, a root that cannot be created or
-    reached) end a command with one line instead of a traceback."""
+    reached), bad option values (``--profile quick``) and optional packages that are not installed end a
+    command with one line instead of a traceback or a usage box."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # a subcommand's option: its name, the value and the valid ones
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            raise fail(f"{exc.format_message().replace('Value error, ', '')} (see {where} --help)", code=2) from None
         except OSError as exc:  # see dga_engine.fs.STORAGE_ERRNOS
             message = storage_error_message(exc) or _root_problem(exc, (ctx.obj or {}).get("root"))
             if message is None:
                 raise
             raise fail(message) from None
+        except ImportError as exc:  # an optional part that is not installed: the extra that installs it
+            from dga_engine.extras import missing_extra_message
+
+            message = missing_extra_message(exc)
+            if message is None:
+                raise
+            raise fail(f"{ctx.invoked_subcommand or 'this command'}: {message}") from None
+
+
+def object_labels(lay: Layout, object_ids: Iterable[str]) -> dict[str, str]:
+    """Each object's label from the object store, for listings ("?" for one the store does not hold)."""
+    from dga_engine.layout import UnsafeNameError
+    from dga_engine.objects.store import ObjectNotFound, ObjectStore
+
+    store, out = ObjectStore(lay), {}
+    for oid in object_ids:
+        try:
+            out[oid] = store.meta(oid).label
+        except (ObjectNotFound, UnsafeNameError, ValueError):  # not ingested here, or another schema version
+            out[oid] = "?"
+    return out
+
+
+def labelled(object_ids: Iterable[str], labels: dict[str, str], at_most: int = 3) -> str:
+    """``obj-1473...: bottle with a neck; ...`` for a few objects, else their count."""
+    ids = list(object_ids)
+    if len(ids) > at_most:
+        return f"{len(ids)} objects"
+    return "; ".join(f"{oid}: {labels.get(oid, '?')}" for oid in ids)
 
 
 def emit_json(obj: Any) -> None:
@@ -119,12 +162,12 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]]) -> None
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    return escape(str(v))  # a label or an SQL result "[...]" is text, not rich markup
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` as an error and exit with ``code``; use as ``raise fail(...)``."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "pip install 'dga-engine[s3]'" is not markup
     return typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ import inspect
 
 import typer
 
+from dga_engine.cli.choices import CurateSource
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
 
 _LAYOUTS = """Expected layouts under the source folder (default <root>/sources/<source>):
@@ -26,7 +27,9 @@ grab         GRAB as unzipped: grab/s1..s10/<object>_<intent>[_n].npz, tools/obj
 
 def curate(
     ctx: typer.Context,
-    source: str = typer.Option(..., "--source", help="dexgraspnet | unidexgrasp | multidex | realdex | dga | grab"),
+    source: CurateSource = typer.Option(
+        ..., "--source", help="dexgraspnet | unidexgrasp | multidex | realdex | dga | grab"
+    ),
     path: str | None = typer.Option(
         None, "--path", help="Source folder as downloaded (default <root>/sources/<source>)."
     ),

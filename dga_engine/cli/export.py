@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from dga_engine.cli.choices import ExportFormat
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, progress, table
 from dga_engine.layout import DEFAULT_DATASET
 
 
 def export_command(
     ctx: typer.Context,
-    fmt: str = typer.Option(..., "--format", "-f", help="dexgraspnet | dga | bodex | mjcf-keyframes."),
+    fmt: ExportFormat = typer.Option(..., "--format", "-f", help="dexgraspnet | dga | bodex | mjcf-keyframes."),
     out: str = typer.Option(..., "--out", "-o", help="Output folder (created; files of the same names are replaced)."),
     where: str | None = typer.Option(None, "--filter", help="SQL condition on the grasps view, e.g. "
                                         "\"suc6 AND pen_hand_object_mm < 2\" or \"source = 'synthesis'\"."),
@@ -37,7 +38,9 @@ def export_command(
     options = {"open_fraction": open_fraction} if fmt == "bodex" else {}
     try:
         with progress(f"export {fmt}", None, enabled=not as_json) as advance:
-            report = export_dataset(layout(ctx), fmt, out, dataset=dataset, where=where, progress=advance, **options)
+            report = export_dataset(
+                layout(ctx, existing=True), fmt, out, dataset=dataset, where=where, progress=advance, **options
+            )
     except (ExportError, ValueError) as exc:
         raise fail(str(exc))
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dga_engine.cli.choices import Backend, Protocol
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
 from dga_engine.cli.refine import PRESET_HELP, default_preset, load_refine_config, refine_rows, run_refine_with_progress
 
@@ -33,14 +34,14 @@ def filter_command(
     mesh_dir: list[str] | None = typer.Option(
         None, "--mesh-dir", help="Source datasets: extra folder searched for meshes."
     ),
-    backend: str = typer.Option(
+    backend: Backend = typer.Option(
         "mujoco", "--backend", help="mujoco (CPU, default) | mujoco-warp (GPU) | isaacgym (GPU, Isaac Gym Preview 4)."
     ),
     workers: int = typer.Option(
         1, "--workers", min=1, help="Worker processes (mujoco backend); results do not depend on it."
     ),
     dataset: str = typer.Option("dga", "--dataset", help="Dataset that receives accepted shards and rejects."),
-    protocol: str = typer.Option(
+    protocol: Protocol = typer.Option(
         "dga-engine",
         "--protocol",
         help="Preset: dga-engine (default, tuned for MuJoCo) | "
@@ -63,6 +64,7 @@ def filter_command(
 
     from dga_engine.simulate.backends import BackendUnavailable, check_backend
     from dga_engine.simulate.config import FilterConfig
+    from dga_engine.simulate.metrics import LEGEND
     from dga_engine.simulate.metrics import rows as metric_rows
     from dga_engine.simulate.stage import run_filter
     from dga_engine.sources.curate import SOURCES
@@ -164,7 +166,7 @@ def filter_command(
         + [(f"  {k}", v) for k, v in summary.reasons.items()],
     )
     if summary.total:
-        table("metrics", ["metric", "value"], metric_rows(m))
+        table("metrics", ["metric", "value", "meaning"], [(k, v, LEGEND.get(k, "")) for k, v in metric_rows(m)])
     for item in summary.skipped_files[:20]:
         typer.echo(f"skipped unreadable candidates {item['key']}: {item['reason']}")
     typer.echo(f"protocol {summary.protocol_version}, backend {summary.backend}, {summary.seconds:.1f} s")

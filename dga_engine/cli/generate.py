@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dga_engine.cli.choices import GeneratorPreset
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
 
 
@@ -13,7 +14,7 @@ def train(
         ..., "--round", min=1, help="Round K: trains on the accepted grasps of rounds 0..K-1, writes models/round-KKK."
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=0, help="Total epochs to reach (default: the preset's)."),
-    preset: str | None = typer.Option(
+    preset: GeneratorPreset | None = typer.Option(
         None,
         "--preset",
         help="Model size for a new checkpoint: tiny (CPU demo, default) or paper (reference sizes, GPU).",

@@ -190,7 +190,7 @@ def objects_ls(
     from dga_engine.objects.ingest import quarantine_records
     from dga_engine.objects.store import ObjectStore
 
-    lay = layout(ctx)
+    lay = layout(ctx, existing=True)
     if quarantined:
         records = quarantine_records(lay)
         if as_json:
@@ -241,7 +241,7 @@ def objects_show(
     from dga_engine.layout import UnsafeNameError
     from dga_engine.objects.store import ObjectNotFound, ObjectStore
 
-    store = ObjectStore(layout(ctx))
+    store = ObjectStore(layout(ctx, existing=True))
     try:
         meta = store.meta(object_id)
     except (ObjectNotFound, UnsafeNameError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dga_engine.cli.choices import GraspKind
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress
 from dga_engine.layout import DEFAULT_DATASET
 
@@ -15,7 +16,7 @@ def render_command(
         None, "--object", help="Object id (default: the first object that has grasps of --kind)."
     ),
     grasp_id: list[str] | None = typer.Option(None, "--grasp", help="Only these grasp ids (repeatable)."),
-    kind: str = typer.Option("accepted", "--kind", help="accepted | rejects | candidates."),
+    kind: GraspKind = typer.Option("accepted", "--kind", help="accepted | rejects | candidates."),
     reason: str | None = typer.Option(None, "--reason", help="Rejects only: this reject reason (e.g. unstable)."),
     source: str | None = typer.Option(None, "--source", help="Only grasps of this source."),
     round_: int | None = typer.Option(None, "--round", help="Only grasps of this round."),
@@ -50,7 +51,7 @@ def render_command(
     from dga_engine.viz.render import View, object_loader, render_grid, save_png
     from dga_engine.viz.select import load_grasps
 
-    lay = layout(ctx)
+    lay = layout(ctx, existing=True)
     try:
         ds = Dataset(lay, dataset)
         table = load_grasps(

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
+from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, labelled, layout, object_labels, table
 from dga_engine.layout import DEFAULT_DATASET
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ def _dataset(ctx: typer.Context, name: str):
     from dga_engine.dataset.store import Dataset
 
     try:
-        return Dataset(layout(ctx), name)
+        return Dataset(layout(ctx, existing=True), name)
     except ValueError as exc:  # unsafe dataset name
         raise fail(str(exc))
 
@@ -58,8 +58,10 @@ def ls(
     max_rows: int = typer.Option(
         50, "--max-rows", help="At most this many shards are printed as a table (JSON lists all)."
     ),
+    empty: bool = typer.Option(False, "--empty", help="Also list empty shards (filter units that accepted no grasp)."),
 ) -> None:
-    """List the committed shards: rows, objects, rounds, sources, size (a compacted shard's share of its files)."""
+    """List the committed shards: rows, objects (with their labels), rounds, sources, size (a compacted shard's
+    share of its files). Empty shards are counted but not listed unless --empty."""
     ds = _dataset(ctx, dataset)
     shards = _guard(ds.shards)
     rows = [m.summary() for m in shards]
@@ -68,13 +70,17 @@ def ls(
         emit_json({"dataset": ds.name, "path": ds.path, "shards": rows, "rows": sum(r["rows"] for r in rows),
                    "bytes": sum(r["bytes"] for r in rows), "files": len(files)})
         return
+    shown = [(m, r) for m, r in zip(shards, rows) if empty or r["rows"]][:max_rows]
+    labels = object_labels(ds.layout, sorted({o for m, _ in shown for o in m.object_ids}))
     table(f"Shards of {ds.name} ({ds.path})", ["shard", "rows", "objects", "rounds", "sources", "size", "parts"],
-          [(r["shard"], r["rows"], r["objects"], _counts(r["rounds"]), _counts(r["sources"]), _size(r["bytes"]),
-            len(r["parts"])) for r in rows[:max_rows]])
-    if len(rows) > max_rows:
-        typer.echo(f"... {len(rows) - max_rows} more shards (use --json or --max-rows)")
+          [(r["shard"], r["rows"], labelled(m.object_ids, labels), _counts(r["rounds"]), _counts(r["sources"]),
+            _size(r["bytes"]), len(r["parts"])) for m, r in shown])
+    hidden = sum(1 for r in rows if not r["rows"]) if not empty else 0
+    listed = len(rows) - hidden
+    if listed > max_rows:
+        typer.echo(f"... {listed - max_rows} more shards (use --json or --max-rows)")
     typer.echo(f"{len(rows)} shards, {sum(r['rows'] for r in rows)} rows, {_size(sum(r['bytes'] for r in rows))} "
-               f"in {len(files)} data files")
+               f"in {len(files)} data files" + (f"; {hidden} empty shards not listed (--empty)" if hidden else ""))
 
 
 @app.command("show")
@@ -97,6 +103,8 @@ def show(ctx: typer.Context, shard: str = typer.Argument(..., help="Shard key (o
     typer.echo(f"shard {m.key}  write {m.write_id}  committed {m.created_at}  schema v{m.schema_version}"
                f"{'  split ' + m.split if m.split else ''}")
     typer.echo(f"rows {m.rows}  objects {len(m.object_ids)}  rounds {_counts(m.rounds)}  sources {_counts(m.sources)}")
+    labels = object_labels(ds.layout, m.object_ids)
+    table("Objects", ["object", "label"], [(o, labels[o]) for o in m.object_ids])
     table("Parts", ["part", "file", "rows", "row groups", "size", "sha256"],
           [(p.name, p.path, p.rows, p.row_groups, _size(p.bytes), p.sha256[:16] + "...") for p in m.parts])
     stat_rows = []

@@ -25,7 +25,7 @@ def view_command(
     from dga_engine.viz.viewer import serve
 
     try:
-        viewer = serve(layout(ctx), dataset, port=port)
+        viewer = serve(layout(ctx, existing=True), dataset, port=port)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise fail(str(exc))
     typer.echo(f"viewer on http://127.0.0.1:{port}  (Ctrl-C stops it)")
@@ -61,7 +61,7 @@ def card_command(
     from dga_engine.viz.card import write_card
     from dga_engine.viz.gl import RenderBackendError
 
-    ds = Dataset(layout(ctx), dataset)
+    ds = Dataset(layout(ctx, existing=True), dataset)
     if not ds.exists():
         raise fail(f"dataset {dataset!r} does not exist under {ds.path}")
     try:

@@ -121,6 +121,25 @@ def to_json(metrics: dict[str, Any]) -> str:
     return json.dumps(metrics, indent=2, sort_keys=True)
 
 
+# What each row of rows() means, in words a newcomer can read (the filter's table and the build summary print it).
+LEGEND = {
+    "grasps": "grasps judged",
+    "simulated": "grasps pushed in the simulator (the rest were rejected before: invalid pose, penetration)",
+    "Suc.1": "share of simulated grasps that held the object under a push along at least one of +-x, +-y, +-z",
+    "Suc.6": "share of simulated grasps that held it under all six pushes (the paper's success)",
+    "Pen (reference)": "mean over grasps of the deepest hand point inside the object (the reference's Pen)",
+    "hand into object (filter)": "mean hand-into-object depth the filter tests (default limit 10 mm)",
+    "object into hand (filter)": "mean object-into-hand depth the filter tests (default limit 1 mm)",
+    "object into hand, summed": "mean summed object-point depth inside the hand (DexGraspNet's measure)",
+    "Div (reference)": "grasp diversity: per object, the spread (std) of each joint angle over its Suc.6 grasps, "
+                       "averaged (the reference's Div; higher = more varied)",
+    "Div (ddof 1)": "the same spread with the sample std, over objects with at least two Suc.6 grasps",
+    "objects": "objects judged",
+    "object success": "share of objects with at least one Suc.6 grasp",
+    "accepted": "share of grasps accepted into the dataset",
+}
+
+
 def rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(metric, formatted value) pairs for a table: rates in %, depths in mm, diversity in rad."""
     def pct(v):
