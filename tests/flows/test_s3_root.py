@@ -19,7 +19,7 @@ from dga_engine.dataset.schema import REJECT_SCHEMA, pose_arrays, pose_table
 from dga_engine.dataset.store import Dataset
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
-from dga_engine.rounds import Ledger
+from dga_engine.rounds import ROUND0_STAGES, Ledger
 
 from ..dataset.conftest import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
 from .local_services import REPO, base_env, exe, run, s3_env
@@ -120,7 +120,7 @@ def test_completion_records_and_ledger_on_s3(s3_root):
     ledger = Ledger(layout)
     assert ledger.build_params() is None and ledger.rounds() == []
     ledger.save_build({"profile": "demo", "rounds": 1})
-    for stage in ("ingest", "describe", "seed", "filter"):
+    for stage in ROUND0_STAGES:
         ledger.set_stage(0, stage, "running")
         ledger.set_stage(0, stage, "done", **({"accepted": 7} if stage == "filter" else {}))
     ledger.set_stage(1, "train", "running", checkpoint=None)
