@@ -13,9 +13,22 @@ import datetime as _dt
 from typing import Any
 
 from dga_engine import fs
-from dga_engine.layout import Layout, safe_name
+from dga_engine.layout import DEFAULT_DATASET, Layout, safe_name
 
 STAGES_DIR = "stages"
+DATASET_MARK = "+"  # "<stage>+<dataset>": the records of a stage writing into a dataset other than the default
+
+
+def dataset_stage(stage: str, dataset: str) -> str:
+    """The record stage of ``stage`` when it writes into ``dataset``: the same unit filtered (or generated,
+    refined, ...) into two datasets has two records, so one dataset's work never marks the other's done. The
+    default dataset keeps the plain stage name (the records roots have always had)."""
+    return stage if dataset == DEFAULT_DATASET else f"{stage}{DATASET_MARK}{safe_name(dataset)}"
+
+
+def stage_dataset(record_stage: str) -> str:
+    """The dataset a record stage (:func:`dataset_stage`) belongs to."""
+    return record_stage.split(DATASET_MARK, 1)[1] if DATASET_MARK in record_stage else DEFAULT_DATASET
 
 
 def _record_path(layout: Layout, stage: str, unit: str) -> str:

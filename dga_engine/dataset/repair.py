@@ -49,7 +49,9 @@ def rerun_damaged(ds: Dataset, report: VerifyReport | None = None, dry_run: bool
 
     actions: list[dict[str, Any]] = []
     for key in sorted(set(keys) | set(rejects)):
-        records = runs.find_units(ds.layout, key=key)
+        records = [  # this dataset's records only: another dataset may hold the same key
+            r for r in runs.find_units(ds.layout, key=key) if runs.stage_dataset(str(r.get("stage", ""))) == ds.name
+        ]
         entry = {"key": key, "problems": keys.get(key, []) + rejects.get(key, []),
                  "units": [f"{r['stage']}/{r['unit']}" for r in records],
                  "sources": sorted({str(r["source"]) for r in records if r.get("source")})}

@@ -27,7 +27,7 @@ from dga_engine.generate.batch import SOURCE, BatchResult, plan_jobs, run_batch
 from dga_engine.generate.config import GeneratorConfig, SampleConfig
 from dga_engine.generate.sample import GraspSampler
 from dga_engine.generate.workers import run_on_ray
-from dga_engine.layout import Layout
+from dga_engine.layout import DEFAULT_DATASET, Layout
 from dga_engine.objects.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def generate(
     ray_address: str | None = None,
     workers: int | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
 ) -> GenerateReport:
     """Generate ``per_object`` candidates for each object (default: every object in the store).
 
@@ -110,7 +110,8 @@ def generate(
     if objects_per_batch is None:
         objects_per_batch = max(1, cfg.batch_size // per_object)
     jobs = plan_jobs(ids, per_object, round_, config_hash, objects_per_batch)
-    todo = [j for j in jobs if not runs.is_done(layout, STAGE, j.key)]
+    stage = runs.dataset_stage(STAGE, dataset)
+    todo = [j for j in jobs if not runs.is_done(layout, stage, j.key)]
     generator = meta.get("generator") or ckpt.generator_name()
     from dga_engine.dataset.store import Dataset
 
@@ -124,7 +125,7 @@ def generate(
         if res.table is not None and res.table.num_rows:
             store.write_candidates(res.table, SOURCE, res.key)
         if not res.errors:  # a batch with failed objects stays open: a rerun retries it (same key, same grasps)
-            runs.mark_done(layout, STAGE, res.key, {
+            runs.mark_done(layout, stage, res.key, {
                 "grasps": res.grasps, "objects": res.objects, "round": round_,
                 "sampling_seconds": res.sampling_seconds, "seconds": res.seconds,
             }, config_hash=config_hash, checkpoint=checkpoint_id)
@@ -160,7 +161,7 @@ def generate_round(
     *,
     per_object: int,
     config: SampleConfig | None = None,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
     seed: int | None = None,
     ray_address: str | None = None,
     workers: int | None = None,

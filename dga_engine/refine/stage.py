@@ -281,7 +281,7 @@ def run_refine(
             continue
         unit = unit_name(source, key)
         fp = table_fingerprint(table)
-        if runs.is_current(layout, STAGE, unit, preset=config.tag, input=fp, limits=filter_config.protocol_version):
+        if runs.is_current(layout, runs.dataset_stage(STAGE, dataset), unit, preset=config.tag, input=fp, limits=filter_config.protocol_version):
             summary.units_skipped += 1
             continue
         pending.append((key, unit, table, fp))
@@ -314,13 +314,14 @@ def _commit(layout: Layout, ds, summary: RefineSummary, item: tuple[str, str, pa
     """Write one unit's refined candidates, then its record (the old record goes first: see the module doc)."""
     key, unit, table, fp = item
     refined = apply_outcomes(table, results, config)
-    runs.clear(layout, STAGE, unit)
+    stage = runs.dataset_stage(STAGE, ds.name)
+    runs.clear(layout, stage, unit)
     ds.write_candidates(refined, refined_source(summary.source), key)
     counts: dict[str, int] = {}
     for s in refined.column("refine_status").to_pylist():
         counts[s] = counts.get(s, 0) + 1
     stats = {"grasps": refined.num_rows, "statuses": counts}
-    runs.mark_done(layout, STAGE, unit, stats, source=summary.source, key=key, preset=config.tag, input=fp,
+    runs.mark_done(layout, stage, unit, stats, source=summary.source, key=key, preset=config.tag, input=fp,
                    limits=filter_config.protocol_version)  # fmt: skip
     summary.units_done += 1
     summary.total += refined.num_rows

@@ -142,6 +142,7 @@ def run_filter(
     check_backend(backend)
     ds = Dataset(layout, dataset)
     proto = config.protocol_version
+    stage = runs.dataset_stage(STAGE, dataset)
     started = time.perf_counter()
     summary = FilterSummary(source=source, backend=backend, protocol_version=proto, refined=refined)
 
@@ -163,7 +164,7 @@ def run_filter(
             out_key = unit_key(source, key, oid)
             rows = table.take(np.where(ids == oid)[0])
             fingerprint = table_fingerprint(rows)
-            if runs.is_current(layout, STAGE, out_key, protocol_version=proto, input=fingerprint):
+            if runs.is_current(layout, stage, out_key, protocol_version=proto, input=fingerprint):
                 summary.units_skipped += 1
                 continue
             pending.append((out_key, fingerprint, oid, rows))
@@ -192,11 +193,11 @@ def run_filter(
             out_key, fingerprint, oid, table = pending[u]
             filtered = apply_results(conform_input(table), collected.pop(u), config)
             accepted, rejected = _split(filtered)
-            runs.clear(layout, STAGE, out_key)  # from here until the new record, the unit is not done
+            runs.clear(layout, stage, out_key)  # from here until the new record, the unit is not done
             ds.write_shard(accepted, out_key)
             ds.write_rejects(rejected, out_key)
             reasons = _reason_counts(filtered)
-            runs.mark_done(layout, STAGE, out_key, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
+            runs.mark_done(layout, stage, out_key, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
                                                     "rejected": rejected.num_rows, "reasons": reasons},
                            source=source, object_id=oid, key=out_key, protocol_version=proto, backend=backend,
                            input=fingerprint, refined=refined)  # fmt: skip
@@ -232,7 +233,8 @@ def _candidate_inputs(layout: Layout, ds, source: str, dataset: str, refined: bo
         try:
             table = ds.candidates(source, keys=[key])
             if refined:
-                record = runs.read_record(layout, REFINE_STAGE, unit_name(source, key)) or {}
+                refine_stage = runs.dataset_stage(REFINE_STAGE, dataset)
+                record = runs.read_record(layout, refine_stage, unit_name(source, key)) or {}
                 if record.get("input") != table_fingerprint(table):
                     stale.append(key)
                     continue

@@ -256,6 +256,7 @@ def run_synthesis(
     config.validate()
     name = dataset or DEFAULT_DATASET
     ds = Dataset(layout, name)
+    stage = runs.dataset_stage(STAGE, name)
     report = SynthesisReport(objects=[], config_hash=config.config_hash(), seed=int(seed))
     t_all = time.perf_counter()
     todo: list[ObjectReport] = []
@@ -268,8 +269,8 @@ def run_synthesis(
             continue
         item = ObjectReport(object_id=oid, key=key)
         report.objects.append(item)
-        if resume and runs.is_done(layout, STAGE, key):
-            record = runs.read_record(layout, STAGE, key) or {}
+        if resume and runs.is_done(layout, stage, key):
+            record = runs.read_record(layout, stage, key) or {}
             item.skipped = True
             item.candidates = int(record.get("stats", {}).get("candidates", 0))
             item.stats = record.get("stats", {})
@@ -293,7 +294,7 @@ def run_synthesis(
             return
         item.candidates, item.seconds = table.num_rows, seconds
         item.stats = {"candidates": item.candidates, "seconds": seconds, **_summarise_stats(batch_stats)}
-        runs.mark_done(layout, STAGE, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
+        runs.mark_done(layout, stage, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
                        seed=int(seed), generator=generator_tag())  # fmt: skip
         if progress is not None and pooled:  # in-process runs report per batch instead
             progress(item.candidates)

@@ -75,6 +75,21 @@ def test_interrupted_run_resumes_without_duplicates(layout, box_object, capsule_
     assert len(runs.done_units(layout, STAGE)) == 4
 
 
+def test_the_same_candidates_filter_into_a_second_dataset(layout, box_object, capsule_object):
+    """One dataset's completion records never mark another dataset's units done."""
+    first = _candidates(layout, box_object.object_id, capsule_object.object_id)
+    run_filter(layout, source="gen")
+    second = Dataset(layout, "second")
+    for key in first.candidate_keys("gen"):
+        second.write_candidates(first.candidates("gen", keys=[key]), "gen", key)
+    summary = run_filter(layout, source="gen", dataset="second")
+    assert summary.units_done == 4 and summary.units_skipped == 0
+    assert sorted(_ids(second.read())) == sorted(_ids(first.read()))
+    assert sorted(_ids(second.rejects())) == sorted(_ids(first.rejects()))
+    assert len(runs.done_units(layout, runs.dataset_stage(STAGE, "second"))) == 4
+    assert len(runs.done_units(layout, STAGE)) == 4  # the default dataset's records are untouched
+
+
 def test_changed_protocol_refilters_in_place(layout, box_object, capsule_object):
     ds = _candidates(layout, box_object.object_id, capsule_object.object_id)
     run_filter(layout, source="gen")
