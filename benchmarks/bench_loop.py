@@ -1,7 +1,7 @@
 """Does the model in the loop pay for itself? Accepted grasps per CPU-second on objects the generator never saw.
 
     .venv/bin/python benchmarks/bench_loop.py [--seed-objects 12] [--per-object 32] [--unseen duck,bunny_hires,...]
-                                              [--steps 20] [--variant preset|no-ema|...] [--arms abcde]
+                                              [--steps 20] [--variant preset|no-ema|...] [--arms abcde] [--polish-anneal 40,80]
                                               [--json out.json]
 
 One process, one run, every arm on the same unseen objects (real-ish meshes, ``benchmarks/realish.py``):
@@ -144,7 +144,7 @@ def arm_root(seed_layout, name: str):
     return Layout.at(str(root))
 
 
-def arm(seed_layout, name: str, make, refine_preset: str | None, source: str) -> dict:
+def arm(seed_layout, name: str, make, refine_preset: str | None, source: str, refine_fields: dict | None = None) -> dict:
     """Make the arm's candidates (``make(layout)``), refine them (or not) and filter, timing the CPU of each step."""
     from dga_engine.refine import RefineConfig, run_refine
     from dga_engine.simulate import run_filter
@@ -157,7 +157,7 @@ def arm(seed_layout, name: str, make, refine_preset: str | None, source: str) ->
     cpu["make"] = time.process_time() - c0
     if refine_preset:
         c0 = time.process_time()
-        run_refine(layout, source, RefineConfig.preset(refine_preset), dataset=dataset)
+        run_refine(layout, source, RefineConfig.preset(refine_preset).replace(**(refine_fields or {})), dataset=dataset)
         cpu["refine"] = time.process_time() - c0
     c0 = time.process_time()
     run_filter(layout, source, dataset=dataset, refined=refine_preset is not None)
@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--arms", default="abcde")
     ap.add_argument("--variant", default="preset", choices=sorted(VARIANTS),
                     help="train the generator with one of the tiny preset's generalisation aids taken out")
+    ap.add_argument("--polish-anneal", default="",
+                    help="comma-separated anneal_steps values: arm d again with each (d@<steps>), against the preset's")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -236,7 +238,10 @@ def main() -> None:
         "d": lambda: arm(layout, "d-guided-polish", generated(True), "polish", "generator"),
         "e": lambda: arm(layout, "e-random-polish", random_poses, "polish", "random"),
     }
-    report["arms"] = {k: arms[k]() for k in args.arms}
+    for steps in filter(None, args.polish_anneal.split(",")):
+        arms[f"d@{steps}"] = lambda steps=int(steps): arm(layout, f"d-polish-{steps}", generated(True), "polish",
+                                                          "generator", {"anneal_steps": steps})
+    report["arms"] = {k: arms[k]() for k in [*args.arms, *(k for k in arms if k.startswith("d@"))]}
     a = report["arms"].get("a", {}).get("accepted_per_cpu_second")
     for k, v in report["arms"].items():
         v["vs_synthesis"] = (v["accepted_per_cpu_second"] / a) if a and v.get("accepted_per_cpu_second") else None

@@ -289,7 +289,7 @@ def summary(layout: Layout, cfg: BuildConfig, object_ids: list[str]) -> dict[str
     ds = Dataset(layout, cfg.dataset)
     rounds = Ledger(layout).rounds()
     return {
-        "objects": len(object_ids),
+        "objects": len(set(object_ids).union(*(r.objects for r in rounds))),  # seed and expansion objects
         "grasps": int(sum(m.rows for m in ds.shards())),
         "rounds": [
             {"round": r.round, "generated": r.generated, "accepted": r.accepted, "rejected": r.rejected,
