@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,29 @@ def test_network_runs_on_cuda():
     ctx = net.encode(*rotate_groups(g, torch.zeros(3, dtype=torch.long, device="cuda"), R))
     out = net(torch.randn(3, 27, device="cuda"), torch.zeros(3, dtype=torch.long, device="cuda"), ctx)
     assert out.device.type == "cuda"
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_guided_step_is_the_spherical_constraint_and_t0_takes_no_guided_move(rate):
+    """Eq. 14-15 on a two-step chain: the guided move has length r = sqrt(n) sigma_t and direction
+    d_sample + rate (d* - d_sample) with d* = -r g/|g|; at t = 0 sigma is 0, so the sample is the posterior mean."""
+    d = Diffusion(DiffusionConfig()).respaced(2)
+    n = 27
+    gen = torch.Generator().manual_seed(0)
+    h_T, z = torch.randn(1, n, generator=gen), torch.randn(1, n, generator=gen)
+    draws = iter([h_T, z])
+    a = torch.linspace(-1, 1, n).unsqueeze(0)  # physics = <a, h0_hat>: its gradient in h0_hat is a everywhere
+    x = d.sample(lambda x, t: torch.zeros_like(x), (1, n), physics=lambda x0: (x0 * a).sum(-1),
+                 guidance_rate=rate, noise=lambda: next(draws))
+
+    one, zero = torch.ones(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    mu = d.posterior_mean(d.predict_x0(h_T, one, torch.zeros_like(h_T)), h_T, one)
+    sigma = d.post_std[1]
+    r = math.sqrt(n) * sigma
+    d_star = -r * a / a.norm()  # the gradient in h_t is a / sqrt(alpha_bar): same direction
+    d_m = sigma * z + rate * (d_star - sigma * z)
+    h_1 = mu + r * d_m / d_m.norm()
+    assert (h_1 - mu).norm().item() == pytest.approx(r.item(), rel=1e-5)
+    assert d.post_std[0].item() == 0.0
+    expected = d.posterior_mean(d.predict_x0(h_1, zero, torch.zeros_like(h_1)), h_1, zero)
+    torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
