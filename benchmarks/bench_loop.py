@@ -71,6 +71,7 @@ def seed_root(n_seed: int, per_object: int, workers: int = 2):
 # (``reference``: the reference code's recipe at the tiny preset's size). Each trains in its own root.
 VARIANTS = {
     "preset": {},
+    "epochs-150": {"epochs": 150},  # the tiny preset before 2026-12-02
     "no-ema": {"ema_decay": 0.0},
     "no-point-variants": {"point_variants": 0, "point_jitter": 0.0},
     "no-early-stop": {"val_fraction": 0.0, "patience": 0},

@@ -188,10 +188,10 @@ def tiny_config() -> GeneratorConfig:
             n_points=1024, n_groups=16, group_size=24, point_mlp=(32, 64), encoder_layers=1,
             width=128, heads=4, blocks=3, pose_tokens=1, mlp_ratio=4,
         ),
-        # On a few hundred seed grasps a small model overfits its objects within ~100 epochs; what helps it on
-        # objects it has not seen (measured, docs/generator.md): resampled object points, EMA weights, and the
-        # weights of the best held-out epoch.
-        train=TrainConfig(epochs=150, batch_size=64, lr=1e-3, checkpoint_every=25, grad_clip=1.0, ema_decay=0.995,
+        # What helps a small model on objects it has not seen (docs/generator.md): resampled object points, EMA
+        # weights, and the weights of the best held-out epoch (early stopping). 300 epochs: at 150 the held-out
+        # loss was still falling, and the demo's round-1 acceptance on unseen objects rose from 26% to 46%.
+        train=TrainConfig(epochs=300, batch_size=64, lr=1e-3, checkpoint_every=25, grad_clip=1.0, ema_decay=0.995,
                           val_fraction=0.2, eval_every=10, patience=5, point_variants=4, point_jitter=0.001,
                           lr_schedule="cosine"),
         # Guidance with the reference weights: grasps that hold (Suc.6 ~0.9 in simulation) but sit ~10 mm deep;
