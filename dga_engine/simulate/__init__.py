@@ -1,9 +1,9 @@
 """The physics filter: a push test in simulation plus penetration limits, per grasp.
 
 Protocol and backends: :mod:`dga_engine.simulate.config` (every number), :mod:`.scene` (the MuJoCo
-scene), :mod:`.closing` (the squeeze), :mod:`.backends` (the push test per simulator), :mod:`.engine` (the
-decision per grasp), :mod:`.stage` (the resumable stage), :mod:`.metrics` (Suc.1, Suc.6, Pen, Div).
-See docs/filter.md.
+scene), :mod:`.closing` (the squeeze), :mod:`.backends` (the push test per simulator), :mod:`.decide` (the
+decision per grasp), :mod:`.engine` (tasks and tables), :mod:`.stage` (the resumable stage), :mod:`.metrics`
+(Suc.1, Suc.6, Pen, Div). See docs/filter.md.
 """
 
 from dga_engine.simulate.config import FilterConfig
