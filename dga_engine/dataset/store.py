@@ -43,6 +43,7 @@ uniqueness over the whole dataset.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -159,6 +160,9 @@ class StoreConfig:
             raise ValueError("StoreConfig.compact_fanin must be >= 2")
         if self.compact_after_keys < 0:
             raise ValueError("StoreConfig.compact_after_keys must be >= 0 (0 turns automatic compaction off)")
+
+    def replace(self, **changes) -> StoreConfig:
+        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ ingest of the same input removes the record.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as _dt
 import hashlib
 import logging
@@ -104,6 +105,9 @@ class IngestConfig:
             raise ValueError(f"scales are grasp sizes in metres in (0, {self.max_extent}], got {self.scales}")
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"scales must be distinct, got {self.scales}")
+
+    def replace(self, **changes) -> IngestConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

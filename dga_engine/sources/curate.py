@@ -22,6 +22,7 @@ Unreadable files and malformed records are skipped and listed in the :class:`Cur
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import inspect
@@ -60,7 +61,7 @@ class CurateError(RuntimeError):
     """The source cannot be curated at all (missing folder, no files); the message says what to do."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurateConfig:
     """How one source is curated."""
 
@@ -78,6 +79,9 @@ class CurateConfig:
     contact_mm: float = 10.0  # realdex raw captures: fingertip-to-object distance that counts as contact
     min_contacts: int = 3  # realdex raw captures: fingertips in contact for a frame to be kept
     max_units: int | None = None  # stop after this many units (trial runs)
+
+    def replace(self, **changes) -> CurateConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

@@ -79,7 +79,6 @@ def synthesize_object(
     given (object, config, seed) on a given machine. Per-batch diagnostics are appended to ``stats``;
     ``progress(n)`` is called after every batch of n grasps.
     """
-    config.validate()
     with torch_threads(config.threads):
         return _synthesize(layout, object_id, config, seed, stats, progress)
 
@@ -254,7 +253,6 @@ def run_synthesis(
     from dga_engine.dataset.store import Dataset
     from dga_engine.layout import DEFAULT_DATASET
 
-    config.validate()
     name = dataset or DEFAULT_DATASET
     stage = runs.dataset_stage(STAGE, name)
     report = SynthesisReport(objects=[], config_hash=config.config_hash(), seed=int(seed))
