@@ -24,12 +24,13 @@ import torch
 from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.config import PRESETS, GeneratorConfig, TrainConfig, preset, tiny_config
 from dga_engine.generate.data import TrainingSet
+from dga_engine.generate.device import default_device
 from dga_engine.generate.diffusion import Diffusion
 from dga_engine.generate.guide import PoseObjectives
 from dga_engine.generate.model import GraspDiffusionNet, rotate_groups
 from dga_engine.generate.normalise import PoseNormaliser
 from dga_engine.hand import default_hand
-from dga_engine.layout import Layout
+from dga_engine.layout import DEFAULT_DATASET, Layout
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,6 @@ class TrainResult:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Trainer:
@@ -261,7 +258,7 @@ def split_rows(layout: Layout, table: pa.Table, val_fraction: float, dataset: st
 # ---- the stage ------------------------------------------------------------------------------------
 
 
-def training_table(layout: Layout, round_: int, dataset: str = "dga") -> tuple[pa.Table, str, list[dict[str, Any]]]:
+def training_table(layout: Layout, round_: int, dataset: str = DEFAULT_DATASET) -> tuple[pa.Table, str, list[dict[str, Any]]]:
     """Accepted grasps of rounds < round_, the data hash (shard checksums) and the shards used."""
     from dga_engine.dataset.store import Dataset
 
@@ -292,7 +289,7 @@ def train(
     device: torch.device | str | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     table: pa.Table | None = None,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
 ) -> TrainResult:
     """Train (or resume training) the generator of round ``round_``; checkpoints under models/round-KKK.
 
@@ -387,12 +384,12 @@ def train_round(
     round_: int,
     config: GeneratorConfig | TrainConfig | None = None,
     *,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
     seed: int | None = None,
     epochs: int | None = None,
     device: torch.device | str | None = None,
-) -> str:
-    """The build flow's entry point: train round ``round_`` and return its checkpoint folder.
+) -> TrainResult:
+    """The build flow's entry point: train round ``round_``; the report's ``checkpoint`` is its folder.
 
     config: a full GeneratorConfig, or a TrainConfig (e.g. ``TrainConfig.preset("tiny")``), which is
     combined with the model and sampler of the preset it came from (tiny when it matches none).
@@ -410,7 +407,7 @@ def train_round(
     except TrainingDataChanged as exc:
         log.warning("%s; retraining round %d from scratch", exc, round_)
         result = train(layout, round_, config, epochs=epochs, device=device, dataset=dataset, restart=True)
-    return result.checkpoint
+    return result
 
 
 def _table_hash(table: pa.Table) -> str:
@@ -425,4 +422,4 @@ def _table_hash(table: pa.Table) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["Trainer", "TrainResult", "TrainingDataChanged", "train", "train_round", "training_table", "default_device"]
+__all__ = ["Trainer", "TrainResult", "TrainingDataChanged", "train", "train_round", "training_table"]
