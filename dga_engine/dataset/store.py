@@ -263,10 +263,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat()
 
 
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 class _Run(NamedTuple):
     """``rows`` live rows of ``object_id`` under ``key``: file rows [row_start, row_start + rows), row group
     ``row_group``."""
@@ -709,11 +705,11 @@ class Dataset:
         batch_rows = 0
         row = 0
         fd, tmp = tempfile.mkstemp(prefix=".dga-compact-", suffix=".tmp",
-                                   dir=os.path.dirname(_local(self.p(rel))) if self._local else None)
+                                   dir=os.path.dirname(fsio.strip_file_scheme(self.p(rel))) if self._local else None)
         os.close(fd)
         try:
             if self._local:
-                os.makedirs(os.path.dirname(_local(self.p(rel))), exist_ok=True)
+                os.makedirs(os.path.dirname(fsio.strip_file_scheme(self.p(rel))), exist_ok=True)
             with pq.ParquetWriter(tmp, schema, **self._grasp_writer_options()) as writer:
                 for g, obj in enumerate(objs):
                     pieces = [reader.read(r) for r in obj]
@@ -746,7 +742,7 @@ class Dataset:
             if self._local:
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
-                os.replace(tmp, _local(self.p(rel)))
+                os.replace(tmp, fsio.strip_file_scheme(self.p(rel)))
             else:
                 fs, p = fsio.filesystem(self.p(rel))
                 fs.put_file(tmp, p)
@@ -878,7 +874,7 @@ class Dataset:
         path = self.p(MANIFESTS_DIR)
         if self._local:
             try:
-                entries = list(os.scandir(_local(path)))
+                entries = list(os.scandir(fsio.strip_file_scheme(path)))
             except FileNotFoundError:
                 return {}
             out = {}
@@ -911,7 +907,7 @@ class Dataset:
         if not self._local:
             return None
         try:
-            st = os.stat(_local(path))
+            st = os.stat(fsio.strip_file_scheme(path))
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -1161,7 +1157,7 @@ class Dataset:
             return meta
         path = self.p(rel)
         if self._local:
-            fh = open(_local(path), "rb")
+            fh = open(fsio.strip_file_scheme(path), "rb")
         else:
             fs, p = fsio.filesystem(path)
             fh = fs.open(p, "rb")
@@ -1189,7 +1185,7 @@ class Dataset:
         meta = self._metadata(rel, expected_footer)
         path = self.p(rel)
         if self._local:
-            pf = pq.ParquetFile(_local(path), metadata=meta, page_checksum_verification=True)
+            pf = pq.ParquetFile(fsio.strip_file_scheme(path), metadata=meta, page_checksum_verification=True)
             try:
                 yield pf
             finally:
@@ -1365,7 +1361,7 @@ class Dataset:
         for path in paths:
             try:
                 if self._local:
-                    t = pq.read_table(_local(path), page_checksum_verification=True)
+                    t = pq.read_table(fsio.strip_file_scheme(path), page_checksum_verification=True)
                 else:
                     fs, p = fsio.filesystem(path)
                     with fs.open(p, "rb") as fh:

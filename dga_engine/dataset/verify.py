@@ -83,14 +83,8 @@ class VerifyReport:
         return {"ok": self.ok, "shards": self.shards, "rows": self.rows, "bad": list(self.bad)}
 
 
-def _local_path(path: str) -> str | None:
-    if path.startswith("file://"):
-        return path[len("file://"):]
-    return None if "://" in path else path
-
-
 def _size(path: str) -> int:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         return os.path.getsize(local)
     fs, p = fsio.filesystem(path)
@@ -99,7 +93,7 @@ def _size(path: str) -> int:
 
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         fh = open(local, "rb")
     else:
@@ -112,7 +106,7 @@ def _sha256_file(path: str) -> str:
 
 
 def _footer(path: str) -> pq.ParquetFile:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         return pq.ParquetFile(local)
     fs, p = fsio.filesystem(path)
@@ -122,7 +116,7 @@ def _footer(path: str) -> pq.ParquetFile:
 
 def _tail(path: str, meta: pq.FileMetaData) -> bytes:
     """The footer bytes (metadata, length, magic) of a Parquet file."""
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         fh = open(local, "rb")
     else:
@@ -489,7 +483,7 @@ def _hash64(col: Any) -> np.ndarray:
 
 
 def _age_s(path: str) -> float | None:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     try:
         if local is not None:
             return time.time() - os.path.getmtime(local)
