@@ -165,7 +165,7 @@ class IngestReport:
             self.timings[k] = self.timings.get(k, 0.0) + v
         return self
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape: counts under ``ingested``/``skipped``/``quarantined``, ids under ``*_ids``."""
         return {
             "ingested": len(self.ingested),

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import importlib.metadata
 import io
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class CardReport:
     candidates: int = 0
     non_commercial: bool = False
     licence: str = "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _q(ds: Dataset, sql: str) -> pa.Table | None:
