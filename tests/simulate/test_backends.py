@@ -16,8 +16,7 @@ from dga_engine.simulate.backends.base import push_directions, quiet_warnings
 from dga_engine.simulate.backends.mujoco_backend import MujocoBackend, MujocoSimulator
 from dga_engine.simulate.closing import adam_sign_targets, squeeze_targets
 from dga_engine.simulate.scene import build_scene
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T
 
 BOX = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
 

@@ -9,8 +9,7 @@ import trimesh
 from dga_engine.dataset.schema import GRASP_SCHEMA, pose_arrays
 from dga_engine.simulate import decide
 from dga_engine.simulate.engine import filter_table
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
 
 
 def _with(table: pa.Table, scale=None, quat=None) -> pa.Table:

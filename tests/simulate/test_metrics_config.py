@@ -11,8 +11,7 @@ import pytest
 from dga_engine.dataset.schema import GRASP_SCHEMA
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.metrics import diversity, diversity_ddof1, format_table, summarise
-
-from .conftest import CAGE_QUAT, CAGE_T, grasp_table
+from tests.helpers import CAGE_QUAT, CAGE_T, grasp_table
 
 
 def _filtered(suc1, suc6, pen_ho, pen_oh, objects, joints, pen_dga=None):
