@@ -309,30 +309,14 @@ def train(
         config.train.epochs = int(epochs)
     target = config.train.epochs
 
-    resume = None
-    if existing and not restart:
-        if existing.get("model_hash") != config.model_hash() or existing.get("data_hash") != data_hash:
-            what = "data" if existing.get("data_hash") != data_hash else "configuration"
-            raise TrainingDataChanged(
-                f"the checkpoint in {ckpt.round_dir(layout, round_)} was trained with other {what} "
-                f"(epoch {existing.get('epoch')}); pass --restart to discard it and train from scratch"
-            )
-        resume = ckpt.load(layout, round_, device="cpu", with_optimizer=True)
-
+    resume = _resumable(layout, round_, existing, config, data_hash) if existing and not restart else None
     data = TrainingSet.from_table(layout, table, config.model)
     tc = config.train
     train_rows, val_rows, split = split_rows(layout, _kept_rows(table, data), tc.val_fraction, dataset)
     trainer = Trainer(config, data, device=device, normaliser=resume.normaliser if resume else None,
                       train_rows=train_rows, val_rows=val_rows)
     history: list[dict[str, float]] = list(existing.get("history", [])) if resume else []
-    best = {"state": None, "loss": float("inf"), "epoch": None, "bad": 0}
-    if resume is not None:
-        states = resume.train_states or {}
-        trainer.load_state(states["model"], resume.optimizer_state, resume.rng_state, resume.epoch,
-                           int(resume.meta.get("step", 0)), ema_state=states.get("ema"))
-        if "best" in states:
-            best.update(state=states["best"], loss=float(resume.meta.get("best_val_loss", float("inf"))),
-                        epoch=resume.meta.get("best_epoch"), bad=int(resume.meta.get("evaluations_since_best", 0)))
+    best = _restore(trainer, resume)
     start = trainer.epoch
     run_history: list[dict[str, float]] = []
     stopped = bool(existing and existing.get("stopped_early")) and resume is not None
@@ -353,15 +337,7 @@ def train(
     while trainer.epoch < target and not stopped:
         stats = trainer.run_epoch()
         if trainer.epoch % max(1, tc.eval_every) == 0 or trainer.epoch >= target:
-            val = trainer.validation_loss()
-            if val is not None:
-                stats["val"] = val
-                if val < best["loss"]:
-                    best.update(state=copy.deepcopy(trainer.sampling_model().state_dict()), loss=val,
-                                epoch=trainer.epoch, bad=0)
-                else:
-                    best["bad"] += 1
-                    stopped = tc.patience > 0 and best["bad"] >= tc.patience
+            stopped = _evaluate(trainer, stats, best, tc.patience)
         history.append(stats)
         run_history.append(stats)
         if on_epoch:
@@ -377,6 +353,46 @@ def train(
         data_hash=data_hash, seconds=time.perf_counter() - t0, final=final, history=run_history, skipped=data.skipped,
         split=split, best_epoch=best["epoch"], best_val_loss=best["loss"] if best["state"] else None, stopped_early=stopped,
     )
+
+
+def _resumable(layout: Layout, round_: int, existing: dict[str, Any], config: GeneratorConfig, data_hash: str):
+    """The round's checkpoint to resume (with its optimizer), or :class:`TrainingDataChanged` when it was trained
+    with another model configuration or other data."""
+    if existing.get("model_hash") != config.model_hash() or existing.get("data_hash") != data_hash:
+        what = "data" if existing.get("data_hash") != data_hash else "configuration"
+        raise TrainingDataChanged(
+            f"the checkpoint in {ckpt.round_dir(layout, round_)} was trained with other {what} "
+            f"(epoch {existing.get('epoch')}); pass --restart to discard it and train from scratch"
+        )
+    return ckpt.load(layout, round_, device="cpu", with_optimizer=True)
+
+
+def _restore(trainer: Trainer, resume) -> dict[str, Any]:
+    """Load ``resume`` (a checkpoint, or None for a fresh start) into ``trainer``; the best held-out weights so far
+    (``state``, ``loss``, ``epoch``, ``bad`` = evaluations since the best)."""
+    best: dict[str, Any] = {"state": None, "loss": float("inf"), "epoch": None, "bad": 0}
+    if resume is None:
+        return best
+    states = resume.train_states or {}
+    trainer.load_state(states["model"], resume.optimizer_state, resume.rng_state, resume.epoch,
+                       int(resume.meta.get("step", 0)), ema_state=states.get("ema"))
+    if "best" in states:
+        best.update(state=states["best"], loss=float(resume.meta.get("best_val_loss", float("inf"))),
+                    epoch=resume.meta.get("best_epoch"), bad=int(resume.meta.get("evaluations_since_best", 0)))
+    return best
+
+
+def _evaluate(trainer: Trainer, stats: dict[str, float], best: dict[str, Any], patience: int) -> bool:
+    """Measure the held-out loss (into ``stats["val"]``), keep the best weights; whether training stops early."""
+    val = trainer.validation_loss()
+    if val is None:
+        return False
+    stats["val"] = val
+    if val < best["loss"]:
+        best.update(state=copy.deepcopy(trainer.sampling_model().state_dict()), loss=val, epoch=trainer.epoch, bad=0)
+        return False
+    best["bad"] += 1
+    return patience > 0 and best["bad"] >= patience
 
 
 def train_round(
