@@ -7,14 +7,15 @@ decision per grasp), :mod:`.engine` (tasks and tables), :mod:`.stage` (the resum
 """
 
 from dga_engine.simulate.config import FilterConfig
-from dga_engine.simulate.engine import FILTERED_SCHEMA, filter_table
+
+_LAZY = {"FILTERED_SCHEMA": "engine", "filter_table": "engine", "run_filter": "stage", "FilterSummary": "stage"}
 
 
-def __getattr__(name):  # the stage pulls in the dataset store; import it on first use
-    if name in ("run_filter", "FilterSummary"):
-        from dga_engine.simulate import stage
+def __getattr__(name):  # the engine pulls in torch, MuJoCo and the hand; the stage the dataset store: on first use
+    if name in _LAZY:
+        import importlib
 
-        return getattr(stage, name)
+        return getattr(importlib.import_module(f"dga_engine.simulate.{_LAZY[name]}"), name)
     raise AttributeError(name)
 
 
