@@ -558,9 +558,34 @@ class Dataset:
         if "meta/snapshot.json" in state.damaged:
             raise ManifestError(f"{self.p(SNAPSHOT_FILE)} is unreadable ({state.damaged['meta/snapshot.json']}); "
                                 "nothing was compacted: run `dga-engine shards verify` and restore it")
+        live_pos = state.live_entries()
+        rewrite = self._files_to_rewrite(state, live_pos, force)
+        folded_keys = sorted(state.deltas)
+        if not rewrite and not folded_keys:
+            self._cleanup_leftovers(state)
+            return {"compacted": False, "keys": 0, "files_written": 0, "files_removed": 0, "rows": 0,
+                    "seconds": time.perf_counter() - t0}
+
+        runs, meta = self._rows_to_rewrite(state, live_pos, rewrite)
+        sid = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        new_files, new_entries = self._write_compacted(runs, meta, sid, state)
+        table, kept_files = self._index_after(state, live_pos, rewrite, new_entries)
+        all_files = kept_files + tuple(new_files)
+        self._commit_snapshot(lock, sid, table, all_files)
+        self._remove_folded(state, folded_keys, rewrite)
+        self._cleanup_leftovers(state)
+        self.rebuild_info()
+        report = {"compacted": True, "snapshot": sid, "keys": len(folded_keys), "files_written": len(new_files),
+                  "files_removed": len(rewrite), "rows": int(sum(f.rows for f in new_files)), "files": len(all_files),
+                  "seconds": time.perf_counter() - t0}
+        log.info("compacted %s: %s", self.name, report)
+        return report
+
+    def _files_to_rewrite(self, state: _State, live_pos: np.ndarray, force: bool) -> set[int]:
+        """Snapshot files (by position) to rewrite: those holding dead rows or none, and the small ones once
+        there are enough of them (``compact_fanin``; with ``force``, whenever two or more could merge)."""
         snap, index = state.snapshot, state.index
         files = list(snap.files) if snap else []
-        live_pos = state.live_entries()
         live_rows = (
             np.bincount(index.file[live_pos], weights=index.rows[live_pos], minlength=len(files)) if files else []
         )
@@ -574,13 +599,14 @@ class Dataset:
             force and len(small) + bool(pending) > 1
         ):
             rewrite |= set(small)
-        folded_keys = sorted(state.deltas)
-        if not rewrite and not folded_keys:
-            self._cleanup_leftovers(state)
-            return {"compacted": False, "keys": 0, "files_written": 0, "files_removed": 0, "rows": 0,
-                    "seconds": time.perf_counter() - t0}
+        return rewrite
 
-        # Rows to rewrite: live snapshot runs in the rewritten files, then every pending shard's runs.
+    def _rows_to_rewrite(self, state: _State, live_pos: np.ndarray,
+                         rewrite: set[int]) -> tuple[list[_Run], dict[str, tuple]]:
+        """Live snapshot runs in the rewritten files, then every pending shard's runs; and per key its
+        (write_id, split, created_at)."""
+        snap, index = state.snapshot, state.index
+        files = list(snap.files) if snap else []
         runs: list[_Run] = []
         meta: dict[str, tuple[str, str | None, str]] = {}  # key -> (write_id, split, created_at)
         if index is not None:
@@ -594,15 +620,21 @@ class Dataset:
                     runs.append(_Run(k, str(index.object_id[i]), files[f].path, int(index.row_group[i]),
                                      int(index.row_start[i]), int(index.rows[i]), rounds[i], sources[i]))
                     meta[k] = (wid[i], split_col[i], created[i])
-        for m in pending:
+        for m in state.deltas.values():
+            if m.deleted:
+                continue
             meta[m.key] = (m.write_id, m.split, m.created_at)
             for part in m.parts:
                 for o in part.objects:
                     runs.append(_Run(m.key, o.object_id, part.path, o.row_group, o.row_start, o.rows, None, None))
-        sid = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        new_files, new_entries = self._write_compacted(runs, meta, sid, state)
+        return runs, meta
 
-        # The new index: entries of the files kept as they are, then those of the new files.
+    def _index_after(self, state: _State, live_pos: np.ndarray, rewrite: set[int],
+                     new_entries: list) -> tuple[pa.Table, tuple]:
+        """The new object index (entries of the files kept as they are, then those of the new files, sorted)
+        and the files kept."""
+        snap, index = state.snapshot, state.index
+        files = list(snap.files) if snap else []
         keep = [i for i in range(len(files)) if i not in rewrite]
         remap = {old: new for new, old in enumerate(keep)}
         parts = []
@@ -617,7 +649,10 @@ class Dataset:
             cols["file"] = [len(keep) + f for f in cols["file"]]
             parts.append(pa.Table.from_pydict(cols, schema=INDEX_SCHEMA))
         table = sort_index(pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table())
-        all_files = tuple(files[i] for i in keep) + tuple(new_files)
+        return table, tuple(files[i] for i in keep)
+
+    def _commit_snapshot(self, lock: FileLock, sid: str, table: pa.Table, all_files: tuple) -> Snapshot:
+        """Write the index, then (the commit, still holding the lock) ``meta/snapshot.json`` naming it."""
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd", row_group_size=8192, write_page_checksum=True)
         payload = memoryview(sink.getvalue())
@@ -630,8 +665,12 @@ class Dataset:
         lock.check()
         fsio.write_bytes(self.p(SNAPSHOT_FILE), _dumps(new.to_json()))  # the commit
         self._snapshot_cache = None
+        return new
 
-        # Clean up: folded manifests and their parts, files and the index nothing names any more.
+    def _remove_folded(self, state: _State, folded_keys: list[str], rewrite: set[int]) -> None:
+        """After the commit: folded manifests and their parts, the rewritten files and the old index."""
+        snap = state.snapshot
+        files = list(snap.files) if snap else []
         listing = self._manifest_listing()
         gone: list[str] = []
         for k in folded_keys:
@@ -648,13 +687,6 @@ class Dataset:
         if snap is not None:
             gone.append(self.p(snap.index))
         self._remove_many(gone)
-        self._cleanup_leftovers(state)
-        self.rebuild_info()
-        report = {"compacted": True, "snapshot": sid, "keys": len(folded_keys), "files_written": len(new_files),
-                  "files_removed": len(rewrite), "rows": int(sum(f.rows for f in new_files)), "files": len(all_files),
-                  "seconds": time.perf_counter() - t0}
-        log.info("compacted %s: %s", self.name, report)
-        return report
 
     def _cleanup_leftovers(self, state: _State) -> None:
         """Remove manifests an interrupted compaction already folded (their parts went with that compaction)."""
