@@ -16,11 +16,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from dga_engine.dataset.schema import FILTER_FIELDS, GRASP_SCHEMA, pose_arrays, upgrade
 from dga_engine.layout import Layout
-from dga_engine.procs import die_with_parent
+from dga_engine.procs import single_thread_worker_init
 from dga_engine.simulate.backends import check_backend
 from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.decide import Task, TaskResult, run_task
@@ -58,13 +57,6 @@ def make_tasks(layout: Layout, table: pa.Table, config: FilterConfig, backend: s
     return tasks
 
 
-def _worker_init(parent_pid: int | None = None) -> None:
-    die_with_parent(parent_pid)  # a killed filter command must not leave ~400 MB workers behind
-    # One thread per worker: the pool is the parallelism, and results must not depend on thread counts.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-
-
 def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
     """Run tasks in-process (workers <= 1) or on a process pool; yields results as they finish."""
     if workers <= 1 or len(tasks) <= 1:
@@ -72,8 +64,8 @@ def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
             yield run_task(task)
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenMP threads already running
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                             initializer=single_thread_worker_init, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_task, t) for t in tasks]
         for fut in as_completed(futures):
             yield fut.result()
