@@ -202,7 +202,7 @@ def run_filter_once(layout, table, cfg, workers) -> dict:
 
 def baseline(parts, t, r, q, cfg_base: FilterConfig) -> dict:
     """The protocol without the speed measures: a scene per grasp, every grasp simulated, no early stop."""
-    cfg = cfg_base.with_(early_stop=False, solver_iterations=100, solver_tolerance=1e-8, multiccd=True)
+    cfg = cfg_base.replace(early_stop=False, solver_iterations=100, solver_tolerance=1e-8, multiccd=True)
     passed = []
     w0, c0 = time.perf_counter(), time.process_time()
     with quiet_warnings():
@@ -229,7 +229,7 @@ def protocols(layout, table, closed: np.ndarray, names: list[str]) -> dict:
     """Each named preset on ``table`` with every valid grasp simulated; ``closed`` marks the closed grasps."""
     out, suc6 = {}, {}
     for name in names:
-        cfg = FilterConfig.preset(name).with_(simulate_penetrating=True)
+        cfg = FilterConfig.preset(name).replace(simulate_penetrating=True)
         c0 = cpu_seconds()
         filtered, stats = filter_table_stats(layout, table, cfg)
         cpu = cpu_seconds() - c0
@@ -283,10 +283,10 @@ ABLATIONS = [
 def ablate(layout, table, closed: np.ndarray) -> list[dict]:
     """Suc.6 on the closed grasps of dga-reference with each of ABLATIONS, and their agreement with it."""
     sub = table.filter(pa.array(closed))
-    base = FilterConfig.preset("dga-reference").with_(simulate_penetrating=True)
+    base = FilterConfig.preset("dga-reference").replace(simulate_penetrating=True)
     out, ref = [], None
     for label, changes in [("dga-reference", {})] + ABLATIONS:
-        filtered, _ = filter_table_stats(layout, sub, base.with_(**changes))
+        filtered, _ = filter_table_stats(layout, sub, base.replace(**changes))
         s6 = np.array([bool(x) for x in filtered.column("suc6").to_pylist()])
         ref = s6 if ref is None else ref
         out.append({"variant": label, "changes": changes, "suc6_closed": float(s6.mean()),
@@ -444,13 +444,13 @@ def main() -> None:
                 nb = min(args.baseline, n_real)
                 sub = table.slice(0, nb)
                 # same grasps, all simulated
-                opt = run_filter_once(layout, sub, cfg.with_(simulate_penetrating=True), 1)
+                opt = run_filter_once(layout, sub, cfg.replace(simulate_penetrating=True), 1)
                 base = baseline(parts, t[:nb], r[:nb], q[:nb], cfg)
                 opt_passed = decisions(parts, t[:nb], r[:nb], q[:nb], cfg)
                 solver_only = decisions(
-                    parts, t[:nb], r[:nb], q[:nb], cfg.with_(solver_iterations=100, solver_tolerance=1e-8)
+                    parts, t[:nb], r[:nb], q[:nb], cfg.replace(solver_iterations=100, solver_tolerance=1e-8)
                 )
-                multiccd_only = decisions(parts, t[:nb], r[:nb], q[:nb], cfg.with_(multiccd=True))
+                multiccd_only = decisions(parts, t[:nb], r[:nb], q[:nb], cfg.replace(multiccd=True))
                 report["baseline"] = {
                     "grasps": nb,
                     "baseline_grasps_per_s_cpu": nb / base["cpu_s"], "baseline_grasps_per_s_wall": nb / base["wall_s"],
@@ -464,12 +464,12 @@ def main() -> None:
                 }
             if args.reference:
                 nr = min(args.reference, n_real)
-                ref_cfg = cfg.with_(timestep=0.002, close_substeps=1, solref_timeconst=0.004, noslip_iterations=10,
+                ref_cfg = cfg.replace(timestep=0.002, close_substeps=1, solref_timeconst=0.004, noslip_iterations=10,
                                     solver_iterations=100, solver_tolerance=1e-8)
                 ref = decisions(parts, t[:nr], r[:nr], q[:nr], ref_cfg)
-                ref2 = decisions(parts, t[:nr], r[:nr], q[:nr], ref_cfg.with_(timestep=0.001, solref_timeconst=0.002))
+                ref2 = decisions(parts, t[:nr], r[:nr], q[:nr], ref_cfg.replace(timestep=0.001, solref_timeconst=0.002))
                 shipped = decisions(parts, t[:nr], r[:nr], q[:nr], cfg)
-                ref_long = decisions(parts, t[:nr], r[:nr], q[:nr], cfg.with_(push_time=50 / 60))
+                ref_long = decisions(parts, t[:nr], r[:nr], q[:nr], cfg.replace(push_time=50 / 60))
                 report["reference"] = {
                     "grasps": nr,
                     "suc6_rate": {"shipped": float(shipped.all(1).mean()), "reference": float(ref.all(1).mean()),

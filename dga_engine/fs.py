@@ -20,6 +20,8 @@ from typing import Any
 
 import fsspec
 
+from dga_engine.layout import strip_file_scheme
+
 # errnos that mean the storage refused a write (full, quota, read-only, no permission): not the input's
 # fault, and every later write would fail the same way, so stages stop on them instead of recording the
 # item at hand as bad.
@@ -31,15 +33,10 @@ def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
-def _local(path: str) -> str | None:
-    if path.startswith("file://"):
-        return path[len("file://"):]
-    return None if "://" in path else path
-
-
 def local_path(path: str) -> str | None:
     """The plain path of a local ``path`` (``file://`` stripped); None for other URLs."""
-    return _local(path)
+    return None if "://" in path and not path.startswith("file://") else strip_file_scheme(path)
+
 
 
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -49,7 +46,7 @@ def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def exists(path: str) -> bool:
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         return os.path.exists(local)
     fs, p = filesystem(path)
@@ -57,7 +54,7 @@ def exists(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         os.makedirs(local, exist_ok=True)
         return
@@ -67,7 +64,7 @@ def makedirs(path: str) -> None:
 
 def listdir(path: str) -> list[str]:
     """Base names directly under ``path`` (empty when it does not exist), sorted."""
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         return sorted(os.listdir(local)) if os.path.isdir(local) else []
     fs, p = filesystem(path)
@@ -78,7 +75,7 @@ def listdir(path: str) -> list[str]:
 
 def size(path: str) -> int:
     """Size in bytes of the file at ``path`` (FileNotFoundError when there is none)."""
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         return os.path.getsize(local)
     fs, p = filesystem(path)
@@ -86,7 +83,7 @@ def size(path: str) -> int:
 
 
 def read_bytes(path: str) -> bytes:
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         return Path(local).read_bytes()
     fs, p = filesystem(path)
@@ -101,7 +98,7 @@ def read_json(path: str) -> Any:
 @contextmanager
 def atomic_open(path: str) -> Iterator[Any]:
     """Open ``path`` for binary writing; the file appears under its name only if the block succeeds."""
-    local = _local(path)
+    local = local_path(path)
     if local is None:
         # An object-store put is atomic, but an fsspec file object is not: it uploads what was written when
         # its ``with`` block exits, even when the block raised. So spool to a local temporary file and put
@@ -136,7 +133,7 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def remove(path: str) -> None:
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         if os.path.exists(local):
             os.remove(local)

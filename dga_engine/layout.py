@@ -35,6 +35,11 @@ class RootError(ValueError):
     """The storage root cannot be used (empty, a file, an unknown URL protocol); the message says what to do."""
 
 
+def strip_file_scheme(path: str) -> str:
+    """``path`` without a leading ``file://`` (other URLs and plain paths unchanged)."""
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
 def safe_name(name: str) -> str:
     """Return ``name`` unchanged if it is a single, plain path component; raise otherwise.
 
@@ -65,7 +70,7 @@ def resolve_root(root: str | os.PathLike | None = None) -> str:
     if "://" in value and not value.startswith("file://"):
         _check_protocol(value)
         return value.rstrip("/")
-    local = value[len("file://"):] if value.startswith("file://") else value
+    local = strip_file_scheme(value)
     if not local.strip():
         raise RootError(f"the storage root {value!r} names no folder: give file:///absolute/path or a plain path")
     try:

@@ -42,3 +42,16 @@ def die_with_parent(parent_pid: int | None = None) -> bool:
 def pool_worker_init(parent_pid: int) -> None:
     """``ProcessPoolExecutor(initializer=pool_worker_init, initargs=(os.getpid(),))``: die with the parent."""
     die_with_parent(parent_pid)
+
+
+def single_thread_worker_init(parent_pid: int | None = None) -> None:
+    """:func:`pool_worker_init` for workers that run torch and MuJoCo (filter, refine): die with the parent, then
+    one thread per worker - the pool is the parallelism, and results must not depend on thread counts.
+
+    It lives here, not beside the work it prepares, so that a new worker imports nothing heavy before the
+    kernel is asked to kill it with its parent: torch is imported only once that is armed."""
+    die_with_parent(parent_pid)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch  # seconds on a loaded machine; after arming, so a killed command leaves no worker behind
+
+    torch.set_num_threads(1)

@@ -61,7 +61,7 @@ def test_filter_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path):
     from dga_engine.dataset.store import Dataset
     from dga_engine.layout import Layout
     from dga_engine.objects.store import ObjectStore, write_simple_object
-    from tests.simulate.conftest import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, grasp_table
+    from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, grasp_table
 
     seed = tmp_path / "seed"
     lay = Layout.at(seed)

@@ -85,7 +85,7 @@ def test_die_with_parent_arms_in_a_child():
 @pytest.mark.slow
 def test_filter_workers_die_when_the_command_is_killed(layout, box_object):
     from dga_engine.dataset.store import Dataset
-    from tests.simulate.conftest import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
+    from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
 
     rows = [(box_object.object_id, np.asarray(CAGE_T) + [0.0, 0.0, 1e-4 * i], CAGE_QUAT, CAGE_Q) for i in range(256)]
     Dataset(layout).write_candidates(grasp_table(rows), "test", "k1")

@@ -50,7 +50,7 @@ def _config(scales: str | None, threshold: float, max_parts: int, timeout: float
 
 def _finish(report, as_json: bool) -> None:
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_dict())
         return
     t = report.timings
     console.print(

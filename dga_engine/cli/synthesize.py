@@ -88,8 +88,7 @@ def synthesize(
             for k, v in (("per_object", per_object), ("n_iter", iterations), ("batch_size", batch_size))
             if v is not None
         }
-        config = config.replace(**changes)
-        config.validate()
+        config = config.replace(**changes)  # validated in SynthesisConfig.__post_init__
     except ValueError as exc:
         raise fail(str(exc))
     store = ObjectStore(lay)

@@ -69,7 +69,7 @@ def card_command(
     except RenderBackendError as exc:
         raise fail(f"{exc} (or pass --no-render)")
     if as_json:
-        emit_json(report.__dict__)
+        emit_json(report.to_dict())
     else:
         typer.echo(f"wrote {report.path}: {report.accepted} accepted, {report.rejected} rejected, {report.candidates} "
                    f"candidates; licence {report.licence}{' (non-commercial)' if report.non_commercial else ''}; "

@@ -52,10 +52,6 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join(_quote(p) for p in paths) + "]"
 
 
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 def _check_sql(sql: str) -> None:
     import duckdb
 
@@ -82,7 +78,7 @@ def _readable(ds: Dataset, path: str) -> str | None:
     """None if ``path`` has a readable Parquet footer, else why not."""
     try:
         if ds.layout.is_local:
-            pq.read_metadata(_local(path))
+            pq.read_metadata(fsio.strip_file_scheme(path))
         else:
             fs, p = fsio.filesystem(path)
             with fs.open(p, "rb") as fh:
@@ -102,7 +98,7 @@ def connect(ds: Dataset, sql: str = "SELECT 1 FROM grasps, rejects, shards"):
     if not ds.layout.is_local:
         fs, _ = fsio.filesystem(ds.path)
         con.register_filesystem(fs)
-    norm = _local if ds.layout.is_local else (lambda p: p)
+    norm = fsio.strip_file_scheme if ds.layout.is_local else (lambda p: p)
     state = ds._state()
     allowed: list[str] = []
 

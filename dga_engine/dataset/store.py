@@ -43,6 +43,7 @@ uniqueness over the whole dataset.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -160,6 +161,9 @@ class StoreConfig:
         if self.compact_after_keys < 0:
             raise ValueError("StoreConfig.compact_after_keys must be >= 0 (0 turns automatic compaction off)")
 
+    def replace(self, **changes) -> StoreConfig:
+        return dataclasses.replace(self, **changes)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Tables in and out
@@ -257,10 +261,6 @@ def _footer_digest(tail: bytes | memoryview) -> str:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat()
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
 
 
 class _Run(NamedTuple):
@@ -558,9 +558,34 @@ class Dataset:
         if "meta/snapshot.json" in state.damaged:
             raise ManifestError(f"{self.p(SNAPSHOT_FILE)} is unreadable ({state.damaged['meta/snapshot.json']}); "
                                 "nothing was compacted: run `dga-engine shards verify` and restore it")
+        live_pos = state.live_entries()
+        rewrite = self._files_to_rewrite(state, live_pos, force)
+        folded_keys = sorted(state.deltas)
+        if not rewrite and not folded_keys:
+            self._cleanup_leftovers(state)
+            return {"compacted": False, "keys": 0, "files_written": 0, "files_removed": 0, "rows": 0,
+                    "seconds": time.perf_counter() - t0}
+
+        runs, meta = self._rows_to_rewrite(state, live_pos, rewrite)
+        sid = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        new_files, new_entries = self._write_compacted(runs, meta, sid, state)
+        table, kept_files = self._index_after(state, live_pos, rewrite, new_entries)
+        all_files = kept_files + tuple(new_files)
+        self._commit_snapshot(lock, sid, table, all_files)
+        self._remove_folded(state, folded_keys, rewrite)
+        self._cleanup_leftovers(state)
+        self.rebuild_info()
+        report = {"compacted": True, "snapshot": sid, "keys": len(folded_keys), "files_written": len(new_files),
+                  "files_removed": len(rewrite), "rows": int(sum(f.rows for f in new_files)), "files": len(all_files),
+                  "seconds": time.perf_counter() - t0}
+        log.info("compacted %s: %s", self.name, report)
+        return report
+
+    def _files_to_rewrite(self, state: _State, live_pos: np.ndarray, force: bool) -> set[int]:
+        """Snapshot files (by position) to rewrite: those holding dead rows or none, and the small ones once
+        there are enough of them (``compact_fanin``; with ``force``, whenever two or more could merge)."""
         snap, index = state.snapshot, state.index
         files = list(snap.files) if snap else []
-        live_pos = state.live_entries()
         live_rows = (
             np.bincount(index.file[live_pos], weights=index.rows[live_pos], minlength=len(files)) if files else []
         )
@@ -574,13 +599,14 @@ class Dataset:
             force and len(small) + bool(pending) > 1
         ):
             rewrite |= set(small)
-        folded_keys = sorted(state.deltas)
-        if not rewrite and not folded_keys:
-            self._cleanup_leftovers(state)
-            return {"compacted": False, "keys": 0, "files_written": 0, "files_removed": 0, "rows": 0,
-                    "seconds": time.perf_counter() - t0}
+        return rewrite
 
-        # Rows to rewrite: live snapshot runs in the rewritten files, then every pending shard's runs.
+    def _rows_to_rewrite(self, state: _State, live_pos: np.ndarray,
+                         rewrite: set[int]) -> tuple[list[_Run], dict[str, tuple]]:
+        """Live snapshot runs in the rewritten files, then every pending shard's runs; and per key its
+        (write_id, split, created_at)."""
+        snap, index = state.snapshot, state.index
+        files = list(snap.files) if snap else []
         runs: list[_Run] = []
         meta: dict[str, tuple[str, str | None, str]] = {}  # key -> (write_id, split, created_at)
         if index is not None:
@@ -594,15 +620,21 @@ class Dataset:
                     runs.append(_Run(k, str(index.object_id[i]), files[f].path, int(index.row_group[i]),
                                      int(index.row_start[i]), int(index.rows[i]), rounds[i], sources[i]))
                     meta[k] = (wid[i], split_col[i], created[i])
-        for m in pending:
+        for m in state.deltas.values():
+            if m.deleted:
+                continue
             meta[m.key] = (m.write_id, m.split, m.created_at)
             for part in m.parts:
                 for o in part.objects:
                     runs.append(_Run(m.key, o.object_id, part.path, o.row_group, o.row_start, o.rows, None, None))
-        sid = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        new_files, new_entries = self._write_compacted(runs, meta, sid, state)
+        return runs, meta
 
-        # The new index: entries of the files kept as they are, then those of the new files.
+    def _index_after(self, state: _State, live_pos: np.ndarray, rewrite: set[int],
+                     new_entries: list) -> tuple[pa.Table, tuple]:
+        """The new object index (entries of the files kept as they are, then those of the new files, sorted)
+        and the files kept."""
+        snap, index = state.snapshot, state.index
+        files = list(snap.files) if snap else []
         keep = [i for i in range(len(files)) if i not in rewrite]
         remap = {old: new for new, old in enumerate(keep)}
         parts = []
@@ -617,7 +649,10 @@ class Dataset:
             cols["file"] = [len(keep) + f for f in cols["file"]]
             parts.append(pa.Table.from_pydict(cols, schema=INDEX_SCHEMA))
         table = sort_index(pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table())
-        all_files = tuple(files[i] for i in keep) + tuple(new_files)
+        return table, tuple(files[i] for i in keep)
+
+    def _commit_snapshot(self, lock: FileLock, sid: str, table: pa.Table, all_files: tuple) -> Snapshot:
+        """Write the index, then (the commit, still holding the lock) ``meta/snapshot.json`` naming it."""
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd", row_group_size=8192, write_page_checksum=True)
         payload = memoryview(sink.getvalue())
@@ -630,8 +665,12 @@ class Dataset:
         lock.check()
         fsio.write_bytes(self.p(SNAPSHOT_FILE), _dumps(new.to_json()))  # the commit
         self._snapshot_cache = None
+        return new
 
-        # Clean up: folded manifests and their parts, files and the index nothing names any more.
+    def _remove_folded(self, state: _State, folded_keys: list[str], rewrite: set[int]) -> None:
+        """After the commit: folded manifests and their parts, the rewritten files and the old index."""
+        snap = state.snapshot
+        files = list(snap.files) if snap else []
         listing = self._manifest_listing()
         gone: list[str] = []
         for k in folded_keys:
@@ -648,13 +687,6 @@ class Dataset:
         if snap is not None:
             gone.append(self.p(snap.index))
         self._remove_many(gone)
-        self._cleanup_leftovers(state)
-        self.rebuild_info()
-        report = {"compacted": True, "snapshot": sid, "keys": len(folded_keys), "files_written": len(new_files),
-                  "files_removed": len(rewrite), "rows": int(sum(f.rows for f in new_files)), "files": len(all_files),
-                  "seconds": time.perf_counter() - t0}
-        log.info("compacted %s: %s", self.name, report)
-        return report
 
     def _cleanup_leftovers(self, state: _State) -> None:
         """Remove manifests an interrupted compaction already folded (their parts went with that compaction)."""
@@ -705,11 +737,11 @@ class Dataset:
         batch_rows = 0
         row = 0
         fd, tmp = tempfile.mkstemp(prefix=".dga-compact-", suffix=".tmp",
-                                   dir=os.path.dirname(_local(self.p(rel))) if self._local else None)
+                                   dir=os.path.dirname(fsio.strip_file_scheme(self.p(rel))) if self._local else None)
         os.close(fd)
         try:
             if self._local:
-                os.makedirs(os.path.dirname(_local(self.p(rel))), exist_ok=True)
+                os.makedirs(os.path.dirname(fsio.strip_file_scheme(self.p(rel))), exist_ok=True)
             with pq.ParquetWriter(tmp, schema, **self._grasp_writer_options()) as writer:
                 for g, obj in enumerate(objs):
                     pieces = [reader.read(r) for r in obj]
@@ -742,7 +774,7 @@ class Dataset:
             if self._local:
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
-                os.replace(tmp, _local(self.p(rel)))
+                os.replace(tmp, fsio.strip_file_scheme(self.p(rel)))
             else:
                 fs, p = fsio.filesystem(self.p(rel))
                 fs.put_file(tmp, p)
@@ -874,7 +906,7 @@ class Dataset:
         path = self.p(MANIFESTS_DIR)
         if self._local:
             try:
-                entries = list(os.scandir(_local(path)))
+                entries = list(os.scandir(fsio.strip_file_scheme(path)))
             except FileNotFoundError:
                 return {}
             out = {}
@@ -907,7 +939,7 @@ class Dataset:
         if not self._local:
             return None
         try:
-            st = os.stat(_local(path))
+            st = os.stat(fsio.strip_file_scheme(path))
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -1157,7 +1189,7 @@ class Dataset:
             return meta
         path = self.p(rel)
         if self._local:
-            fh = open(_local(path), "rb")
+            fh = open(fsio.strip_file_scheme(path), "rb")
         else:
             fs, p = fsio.filesystem(path)
             fh = fs.open(p, "rb")
@@ -1185,7 +1217,7 @@ class Dataset:
         meta = self._metadata(rel, expected_footer)
         path = self.p(rel)
         if self._local:
-            pf = pq.ParquetFile(_local(path), metadata=meta, page_checksum_verification=True)
+            pf = pq.ParquetFile(fsio.strip_file_scheme(path), metadata=meta, page_checksum_verification=True)
             try:
                 yield pf
             finally:
@@ -1361,7 +1393,7 @@ class Dataset:
         for path in paths:
             try:
                 if self._local:
-                    t = pq.read_table(_local(path), page_checksum_verification=True)
+                    t = pq.read_table(fsio.strip_file_scheme(path), page_checksum_verification=True)
                 else:
                     fs, p = fsio.filesystem(path)
                     with fs.open(p, "rb") as fh:

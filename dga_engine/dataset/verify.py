@@ -83,14 +83,8 @@ class VerifyReport:
         return {"ok": self.ok, "shards": self.shards, "rows": self.rows, "bad": list(self.bad)}
 
 
-def _local_path(path: str) -> str | None:
-    if path.startswith("file://"):
-        return path[len("file://"):]
-    return None if "://" in path else path
-
-
 def _size(path: str) -> int:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         return os.path.getsize(local)
     fs, p = fsio.filesystem(path)
@@ -99,7 +93,7 @@ def _size(path: str) -> int:
 
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         fh = open(local, "rb")
     else:
@@ -112,7 +106,7 @@ def _sha256_file(path: str) -> str:
 
 
 def _footer(path: str) -> pq.ParquetFile:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         return pq.ParquetFile(local)
     fs, p = fsio.filesystem(path)
@@ -122,7 +116,7 @@ def _footer(path: str) -> pq.ParquetFile:
 
 def _tail(path: str, meta: pq.FileMetaData) -> bytes:
     """The footer bytes (metadata, length, magic) of a Parquet file."""
-    local = _local_path(path)
+    local = fsio.local_path(path)
     if local is not None:
         fh = open(local, "rb")
     else:
@@ -214,24 +208,50 @@ def _group_object(meta: pq.FileMetaData, g: int) -> tuple[Any, Any] | None:
 
 
 def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
-    bad: list[dict[str, Any]] = []
-
-    def err(shard: str, problem: str, keys: list[str] | None = None) -> None:
-        bad.append({"shard": shard, "problem": problem, "level": "error", **({"keys": list(keys)} if keys else {})})
-
-    def warn(shard: str, problem: str) -> None:
-        bad.append({"shard": shard, "problem": problem, "level": "warning"})
-
+    found = _Findings()
     state = ds._state(strict=False, report_versions=True)
     for key, why in state.damaged.items():
         if key == "meta/snapshot.json":
-            err(SNAPSHOT_FILE, why + "; `dga-engine shards repair` drops the snapshot's shards and reruns them")
+            found.err(SNAPSHOT_FILE, why + "; `dga-engine shards repair` drops the snapshot's shards and reruns them")
         else:
-            err(key, why, [key])
+            found.err(key, why, [key])
+    rows = _check_pending(ds, state, checksums, found)
+    rows += _check_snapshot(ds, state, checksums, found)
+    if not found.has_errors():  # grasp_id is unique within the dataset
+        _check_unique_ids(ds, state, found)
+    _check_unseen_files(ds, found)
+    _check_summary(ds, state.snapshot, found)
+    _check_side_tables(ds, found)
 
+    n_keys = sum(1 for m in state.deltas.values() if not m.deleted) + len(state.damaged)
+    if state.index is not None:
+        n_keys += len(set(state.index.key.tolist()) - set(state.dead))
+    shards = n_keys - (1 if "meta/snapshot.json" in state.damaged else 0)
+    return VerifyReport(ok=not found.has_errors(), shards=shards, rows=rows, bad=found.bad)
+
+
+@dataclass
+class _Findings:
+    """The problems found so far, and the files something names (the rest of data/ is unreferenced)."""
+
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    referenced: set[str] = field(default_factory=set)
+
+    def err(self, shard: str, problem: str, keys: list[str] | None = None) -> None:
+        self.bad.append({"shard": shard, "problem": problem, "level": "error",
+                         **({"keys": list(keys)} if keys else {})})
+
+    def warn(self, shard: str, problem: str) -> None:
+        self.bad.append({"shard": shard, "problem": problem, "level": "warning"})
+
+    def has_errors(self) -> bool:
+        return any(b["level"] == "error" for b in self.bad)
+
+
+def _check_pending(ds: Dataset, state: Any, checksums: bool, found: _Findings) -> int:
+    """Pending shards: each part against its manifest (and folded manifests left behind); rows read."""
+    err, warn, referenced = found.err, found.warn, found.referenced
     rows = 0
-    referenced: set[str] = set()
-    # Pending shards: each part against its manifest.
     for m in state.deltas.values():
         for part in m.parts:
             name = part.name
@@ -275,7 +295,14 @@ def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
             "invisible to readers (the next compaction or `shards verify --repair` removes it)",
         )
 
-    # The snapshot: each compacted file against snapshot.json, and the index against the files.
+    return rows
+
+
+def _check_snapshot(ds: Dataset, state: Any, checksums: bool, found: _Findings) -> int:
+    """The snapshot: each compacted file against snapshot.json, and the object index against the files; live
+    rows counted."""
+    err, referenced = found.err, found.referenced
+    rows = 0
     snap, index = state.snapshot, state.index
     if snap is not None and index is not None:
         referenced.add(snap.index)
@@ -318,18 +345,23 @@ def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
             else:
                 rows += int(index.rows[pos[np.isin(pos, state.live_entries())]].sum()) if len(pos) else 0
 
-    # grasp_id is unique within the dataset.
-    if not any(b["level"] == "error" for b in bad):
-        dups = _duplicate_ids(ds, state)
-        if dups:
-            sample = ", ".join(dups[:5])
-            err(
-                "grasp_id",
-                f"{len(dups)} grasp id(s) occur more than once ({sample}{', ...' if len(dups) > 5 else ''}); "
-                "ids must be unique in a dataset: delete or rewrite one of the shards holding them",
-            )
+    return rows
 
-    # Files readers never see.
+
+def _check_unique_ids(ds: Dataset, state: Any, found: _Findings) -> None:
+    dups = _duplicate_ids(ds, state)
+    if dups:
+        sample = ", ".join(dups[:5])
+        found.err(
+            "grasp_id",
+            f"{len(dups)} grasp id(s) occur more than once ({sample}{', ...' if len(dups) > 5 else ''}); "
+            "ids must be unique in a dataset: delete or rewrite one of the shards holding them",
+        )
+
+
+def _check_unseen_files(ds: Dataset, found: _Findings) -> None:
+    """Files readers never see: unreferenced data files and indexes, temporary files."""
+    warn, referenced = found.warn, found.referenced
     for n in fsio.listdir(ds.p(DATA_DIR)):
         rel = f"{DATA_DIR}/{n}"
         if n.startswith(".") and n.endswith(".tmp"):
@@ -354,7 +386,11 @@ def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
             if n.startswith(".") and n.endswith(".tmp"):
                 warn(f"{d}/{n}", "temporary file left by an interrupted write; invisible to readers")
 
-    # The summary: derived; current when it names the current snapshot.
+
+
+def _check_summary(ds: Dataset, snap: Any, found: _Findings) -> None:
+    """The summary: derived; current when it names the current snapshot."""
+    err, warn = found.err, found.warn
     try:
         stored = ds.stored_info()
     except SchemaVersionError as exc:
@@ -374,7 +410,12 @@ def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
             warn(INFO_FILE, "stale: it summarises another snapshot than meta/snapshot.json (an interrupted "
                             "compaction); readers use the snapshot; `shards verify --repair` rewrites it")
 
-    # Rejects and candidates: footers and schemas.
+
+
+def _check_side_tables(ds: Dataset, found: _Findings) -> None:
+    """Rejects and candidates: footers and schemas."""
+    err = found.err
+
     def check_table(rel: str, schema: pa.Schema, name: str, what: str, keys: list[str] | None) -> None:
         try:
             problem = _schema_problem(_footer(ds.p(rel)).schema_arrow, schema)
@@ -390,12 +431,6 @@ def verify_dataset(ds: Dataset, checksums: bool = True) -> VerifyReport:
         for key in ds.candidate_keys(source):
             check_table(f"{CANDIDATES_DIR}/{source}/{key}.parquet", GRASP_SCHEMA,
                         f"{CANDIDATES_DIR}/{source}/{key}", "candidates", None)
-
-    n_keys = sum(1 for m in state.deltas.values() if not m.deleted) + len(state.damaged)
-    if index is not None:
-        n_keys += len(set(index.key.tolist()) - set(state.dead))
-    ok = not any(b["level"] == "error" for b in bad)
-    return VerifyReport(ok=ok, shards=n_keys - (1 if "meta/snapshot.json" in state.damaged else 0), rows=rows, bad=bad)
 
 
 def _duplicate_ids(ds: Dataset, state: Any) -> list[str]:
@@ -448,7 +483,7 @@ def _hash64(col: Any) -> np.ndarray:
 
 
 def _age_s(path: str) -> float | None:
-    local = _local_path(path)
+    local = fsio.local_path(path)
     try:
         if local is not None:
             return time.time() - os.path.getmtime(local)

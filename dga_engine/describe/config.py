@@ -6,8 +6,9 @@ built and never kept in a config object, a report, a log line or a cache file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 # The paper's prompt (Sec. 3.5), verbatim. Changing a word changes every answer: bump PROMPT_VERSION
@@ -103,7 +104,7 @@ class LLMConfig:
         """A copy with base_url and model filled in from the environment where they are None."""
         base_url = self.base_url if self.base_url is not None else os.environ.get(BASE_URL_ENV)
         model = self.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-        return replace(self, base_url=(base_url or None), model=model)
+        return self.replace(base_url=(base_url or None), model=model)
 
     @property
     def enabled(self) -> bool:
@@ -121,6 +122,9 @@ class LLMConfig:
     def secrets(self) -> list[str]:
         """Everything that must be scrubbed from stored answers, reports and logs: the key, URL credentials."""
         return [s for s in [self.api_key() or "", *url_secrets(self.base_url)] if s]
+
+    def replace(self, **changes) -> LLMConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -149,3 +153,6 @@ class DescribeConfig:
             raise ValueError(f"max_attempts must be at least 1, got {self.llm.max_attempts}")
         if not self.llm.timeout_s > 0 or (self.llm.run_timeout_s is not None and not self.llm.run_timeout_s > 0):
             raise ValueError(f"timeouts must be positive, got {self.llm.timeout_s} and {self.llm.run_timeout_s}")
+
+    def replace(self, **changes) -> DescribeConfig:
+        return dataclasses.replace(self, **changes)

@@ -23,6 +23,7 @@ import torch
 from dga_engine.generate.checkpoint import Checkpoint
 from dga_engine.generate.config import SampleConfig
 from dga_engine.generate.data import ObjectBank
+from dga_engine.generate.device import default_device
 from dga_engine.generate.diffusion import Diffusion
 from dga_engine.generate.guide import PoseObjectives
 from dga_engine.generate.model import rotate_groups
@@ -61,9 +62,7 @@ class GraspSampler:
     def __init__(self, checkpoint: Checkpoint, config: SampleConfig | None = None, device: torch.device | str | None = None) -> None:
         self.checkpoint = checkpoint
         self.config = replace(config) if config is not None else replace(checkpoint.config.sample)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else default_device()
         self.model = checkpoint.model.to(self.device).eval()  # guidance asks autograd for d/dx only
         self.normaliser = checkpoint.normaliser
         self.diffusion = Diffusion(checkpoint.config.diffusion, self.device).respaced(self.config.steps)

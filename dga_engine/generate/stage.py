@@ -25,6 +25,7 @@ from dga_engine import runs
 from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.batch import SOURCE, BatchResult, plan_jobs, run_batch
 from dga_engine.generate.config import GeneratorConfig, SampleConfig
+from dga_engine.generate.device import default_device
 from dga_engine.generate.sample import GraspSampler
 from dga_engine.generate.workers import run_on_ray
 from dga_engine.layout import DEFAULT_DATASET, Layout
@@ -141,7 +142,7 @@ def generate(
         backend = "ray"
     else:
         if todo:
-            sampler = GraspSampler(ckpt.load(layout, round_, device=device or _default_device()), cfg, device=device)
+            sampler = GraspSampler(ckpt.load(layout, round_, device=device or default_device()), cfg, device=device)
             for job in todo:
                 finish(run_batch(sampler, layout, job, generator))
         backend = "local"
@@ -173,9 +174,3 @@ def generate_round(
         sample.seed = int(seed)
     return generate(layout, round_, per_object, object_ids, sample=sample, dataset=dataset,
                     ray_address=ray_address, use_ray=ray_address is not None, workers=workers)
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

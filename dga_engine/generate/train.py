@@ -24,12 +24,13 @@ import torch
 from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.config import PRESETS, GeneratorConfig, TrainConfig, preset, tiny_config
 from dga_engine.generate.data import TrainingSet
+from dga_engine.generate.device import default_device
 from dga_engine.generate.diffusion import Diffusion
 from dga_engine.generate.guide import PoseObjectives
 from dga_engine.generate.model import GraspDiffusionNet, rotate_groups
 from dga_engine.generate.normalise import PoseNormaliser
 from dga_engine.hand import default_hand
-from dga_engine.layout import Layout
+from dga_engine.layout import DEFAULT_DATASET, Layout
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,6 @@ class TrainResult:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Trainer:
@@ -261,7 +258,7 @@ def split_rows(layout: Layout, table: pa.Table, val_fraction: float, dataset: st
 # ---- the stage ------------------------------------------------------------------------------------
 
 
-def training_table(layout: Layout, round_: int, dataset: str = "dga") -> tuple[pa.Table, str, list[dict[str, Any]]]:
+def training_table(layout: Layout, round_: int, dataset: str = DEFAULT_DATASET) -> tuple[pa.Table, str, list[dict[str, Any]]]:
     """Accepted grasps of rounds < round_, the data hash (shard checksums) and the shards used."""
     from dga_engine.dataset.store import Dataset
 
@@ -292,7 +289,7 @@ def train(
     device: torch.device | str | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     table: pa.Table | None = None,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
 ) -> TrainResult:
     """Train (or resume training) the generator of round ``round_``; checkpoints under models/round-KKK.
 
@@ -312,30 +309,14 @@ def train(
         config.train.epochs = int(epochs)
     target = config.train.epochs
 
-    resume = None
-    if existing and not restart:
-        if existing.get("model_hash") != config.model_hash() or existing.get("data_hash") != data_hash:
-            what = "data" if existing.get("data_hash") != data_hash else "configuration"
-            raise TrainingDataChanged(
-                f"the checkpoint in {ckpt.round_dir(layout, round_)} was trained with other {what} "
-                f"(epoch {existing.get('epoch')}); pass --restart to discard it and train from scratch"
-            )
-        resume = ckpt.load(layout, round_, device="cpu", with_optimizer=True)
-
+    resume = _resumable(layout, round_, existing, config, data_hash) if existing and not restart else None
     data = TrainingSet.from_table(layout, table, config.model)
     tc = config.train
     train_rows, val_rows, split = split_rows(layout, _kept_rows(table, data), tc.val_fraction, dataset)
     trainer = Trainer(config, data, device=device, normaliser=resume.normaliser if resume else None,
                       train_rows=train_rows, val_rows=val_rows)
     history: list[dict[str, float]] = list(existing.get("history", [])) if resume else []
-    best = {"state": None, "loss": float("inf"), "epoch": None, "bad": 0}
-    if resume is not None:
-        states = resume.train_states or {}
-        trainer.load_state(states["model"], resume.optimizer_state, resume.rng_state, resume.epoch,
-                           int(resume.meta.get("step", 0)), ema_state=states.get("ema"))
-        if "best" in states:
-            best.update(state=states["best"], loss=float(resume.meta.get("best_val_loss", float("inf"))),
-                        epoch=resume.meta.get("best_epoch"), bad=int(resume.meta.get("evaluations_since_best", 0)))
+    best = _restore(trainer, resume)
     start = trainer.epoch
     run_history: list[dict[str, float]] = []
     stopped = bool(existing and existing.get("stopped_early")) and resume is not None
@@ -356,15 +337,7 @@ def train(
     while trainer.epoch < target and not stopped:
         stats = trainer.run_epoch()
         if trainer.epoch % max(1, tc.eval_every) == 0 or trainer.epoch >= target:
-            val = trainer.validation_loss()
-            if val is not None:
-                stats["val"] = val
-                if val < best["loss"]:
-                    best.update(state=copy.deepcopy(trainer.sampling_model().state_dict()), loss=val,
-                                epoch=trainer.epoch, bad=0)
-                else:
-                    best["bad"] += 1
-                    stopped = tc.patience > 0 and best["bad"] >= tc.patience
+            stopped = _evaluate(trainer, stats, best, tc.patience)
         history.append(stats)
         run_history.append(stats)
         if on_epoch:
@@ -382,17 +355,57 @@ def train(
     )
 
 
+def _resumable(layout: Layout, round_: int, existing: dict[str, Any], config: GeneratorConfig, data_hash: str):
+    """The round's checkpoint to resume (with its optimizer), or :class:`TrainingDataChanged` when it was trained
+    with another model configuration or other data."""
+    if existing.get("model_hash") != config.model_hash() or existing.get("data_hash") != data_hash:
+        what = "data" if existing.get("data_hash") != data_hash else "configuration"
+        raise TrainingDataChanged(
+            f"the checkpoint in {ckpt.round_dir(layout, round_)} was trained with other {what} "
+            f"(epoch {existing.get('epoch')}); pass --restart to discard it and train from scratch"
+        )
+    return ckpt.load(layout, round_, device="cpu", with_optimizer=True)
+
+
+def _restore(trainer: Trainer, resume) -> dict[str, Any]:
+    """Load ``resume`` (a checkpoint, or None for a fresh start) into ``trainer``; the best held-out weights so far
+    (``state``, ``loss``, ``epoch``, ``bad`` = evaluations since the best)."""
+    best: dict[str, Any] = {"state": None, "loss": float("inf"), "epoch": None, "bad": 0}
+    if resume is None:
+        return best
+    states = resume.train_states or {}
+    trainer.load_state(states["model"], resume.optimizer_state, resume.rng_state, resume.epoch,
+                       int(resume.meta.get("step", 0)), ema_state=states.get("ema"))
+    if "best" in states:
+        best.update(state=states["best"], loss=float(resume.meta.get("best_val_loss", float("inf"))),
+                    epoch=resume.meta.get("best_epoch"), bad=int(resume.meta.get("evaluations_since_best", 0)))
+    return best
+
+
+def _evaluate(trainer: Trainer, stats: dict[str, float], best: dict[str, Any], patience: int) -> bool:
+    """Measure the held-out loss (into ``stats["val"]``), keep the best weights; whether training stops early."""
+    val = trainer.validation_loss()
+    if val is None:
+        return False
+    stats["val"] = val
+    if val < best["loss"]:
+        best.update(state=copy.deepcopy(trainer.sampling_model().state_dict()), loss=val, epoch=trainer.epoch, bad=0)
+        return False
+    best["bad"] += 1
+    return patience > 0 and best["bad"] >= patience
+
+
 def train_round(
     layout: Layout,
     round_: int,
     config: GeneratorConfig | TrainConfig | None = None,
     *,
-    dataset: str = "dga",
+    dataset: str = DEFAULT_DATASET,
     seed: int | None = None,
     epochs: int | None = None,
     device: torch.device | str | None = None,
-) -> str:
-    """The build flow's entry point: train round ``round_`` and return its checkpoint folder.
+) -> TrainResult:
+    """The build flow's entry point: train round ``round_``; the report's ``checkpoint`` is its folder.
 
     config: a full GeneratorConfig, or a TrainConfig (e.g. ``TrainConfig.preset("tiny")``), which is
     combined with the model and sampler of the preset it came from (tiny when it matches none).
@@ -410,7 +423,7 @@ def train_round(
     except TrainingDataChanged as exc:
         log.warning("%s; retraining round %d from scratch", exc, round_)
         result = train(layout, round_, config, epochs=epochs, device=device, dataset=dataset, restart=True)
-    return result.checkpoint
+    return result
 
 
 def _table_hash(table: pa.Table) -> str:
@@ -425,4 +438,4 @@ def _table_hash(table: pa.Table) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["Trainer", "TrainResult", "TrainingDataChanged", "train", "train_round", "training_table", "default_device"]
+__all__ = ["Trainer", "TrainResult", "TrainingDataChanged", "train", "train_round", "training_table"]

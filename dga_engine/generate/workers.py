@@ -36,12 +36,13 @@ class GeneratorWorker:
         import torch
 
         from dga_engine.generate import checkpoint as ckpt
+        from dga_engine.generate.device import default_device
         from dga_engine.generate.sample import GraspSampler
 
         if threads:
             torch.set_num_threads(int(threads))
         if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = str(default_device())
         self.layout = Layout.at(root)
         cfg = SampleConfig(**{k: v for k, v in sample.items() if k != "weights"})
         cfg.weights = PhysicsWeights(**sample["weights"])

@@ -24,6 +24,7 @@ ingest of the same input removes the record.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as _dt
 import hashlib
 import logging
@@ -105,6 +106,9 @@ class IngestConfig:
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"scales must be distinct, got {self.scales}")
 
+    def replace(self, **changes) -> IngestConfig:
+        return dataclasses.replace(self, **changes)
+
 
 @dataclass
 class IngestItem:
@@ -161,7 +165,7 @@ class IngestReport:
             self.timings[k] = self.timings.get(k, 0.0) + v
         return self
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape: counts under ``ingested``/``skipped``/``quarantined``, ids under ``*_ids``."""
         return {
             "ingested": len(self.ingested),

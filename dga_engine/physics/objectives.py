@@ -28,6 +28,7 @@ Choices relative to the public reference code (``utils/handmodel.py`` of DexGras
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -82,6 +83,9 @@ class PhysicsLossConfig:
             raise ValueError("spf_threshold and srf_threshold must be positive (metres)")
         if self.spf_eta <= 0:
             raise ValueError("spf_eta must be positive")
+
+    def replace(self, **changes) -> PhysicsLossConfig:
+        return dataclasses.replace(self, **changes)
 
 
 def _check(points: Tensor, name: str) -> None:

@@ -3,7 +3,7 @@
 :class:`ObjectRefiner` holds one object at one scale (its dense points, convex parts and fields, built
 once) and refines batches of its grasps:
 
-1. **check** every grasp with the physics filter's own cheap measures (``dga_engine.simulate.engine``):
+1. **check** every grasp with the physics filter's own cheap measures (``dga_engine.simulate.decide``):
    joint limits (with the filter's tolerance), object points inside the hand and hand points inside the
    object (``penetration_mm``, the same functions and points the filter uses);
 2. **optimise** the grasps that need it (all of them with ``refine_all``): joints are pulled inside
@@ -95,7 +95,7 @@ class ObjectRefiner:
 
     def measure(self, t: np.ndarray, R: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Object-into-hand and hand-into-object maximum depths (n,), mm: the filter's own measures."""
-        from dga_engine.simulate.engine import limit_depths_mm
+        from dga_engine.simulate.decide import limit_depths_mm
 
         parts = self.parts if self.filter_config.hand_object_inside == "parts" else None
         with torch.no_grad():
@@ -120,7 +120,7 @@ class ObjectRefiner:
 
     def check(self, translation: np.ndarray, rotation: np.ndarray, joints: np.ndarray) -> "_Work":
         """Step 1: measure every grasp; the work left is the rows to optimise."""
-        from dga_engine.simulate.engine import check_poses
+        from dga_engine.simulate.decide import check_poses
 
         cfg, fc = self.config, self.filter_config
         t = np.asarray(translation, dtype=np.float64).reshape(-1, 3)

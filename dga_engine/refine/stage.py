@@ -35,6 +35,7 @@ import pyarrow as pa
 from dga_engine import runs
 from dga_engine.dataset.schema import GRASP_SCHEMA, make_grasp_id, pose_arrays
 from dga_engine.layout import DEFAULT_DATASET, Layout
+from dga_engine.procs import single_thread_worker_init
 from dga_engine.refine.config import REPAIR, RefineConfig
 from dga_engine.refine.optimize import STATUS_REFINED, RefineOutcome
 from dga_engine.simulate.config import FilterConfig
@@ -171,10 +172,9 @@ def _iter_outcomes(tasks: list[_Task], workers: int):
         for task in tasks:
             yield _run_task(task)
         return
-    from dga_engine.simulate.engine import _worker_init
-
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch/OpenMP threads run
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                             initializer=single_thread_worker_init) as pool:
         futures = [pool.submit(_run_task, t) for t in tasks]
         for fut in as_completed(futures):
             yield fut.result()

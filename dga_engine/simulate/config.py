@@ -13,9 +13,10 @@ lists every remaining difference between the presets and Isaac Gym, with the rea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 PROTOCOL_NAME = "dga-push6"
@@ -200,17 +201,16 @@ class FilterConfig:
             raise ValueError(f"unknown FilterConfig fields {unknown}; known: {sorted(known)}")
         return cls(**d)
 
-    def with_(self, **changes: Any) -> FilterConfig:
-        return replace(self, **changes)
+    def replace(self, **changes: Any) -> FilterConfig:
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def preset(cls, name: str) -> FilterConfig:
         """The named protocol: ``dga-engine`` (the default) or ``dga-reference`` (DGA's Isaac Gym test)."""
-        if name == "dga-engine":
-            return cls()
-        if name == "dga-reference":
-            return cls(**_REFERENCE)
-        raise ValueError(f"unknown filter protocol {name!r}; choose one of {', '.join(PRESETS)}")
+        try:
+            return _PRESET_CONFIGS[name]
+        except KeyError:
+            raise ValueError(f"unknown filter protocol {name!r}; choose one of {', '.join(PRESETS)}") from None
 
     @property
     def protocol_version(self) -> str:
@@ -265,3 +265,5 @@ _REFERENCE: dict[str, Any] = dict(
     close_substeps=2,
     kp=0.4,
 )
+
+_PRESET_CONFIGS = {"dga-engine": FilterConfig(), "dga-reference": FilterConfig(**_REFERENCE)}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -153,30 +153,15 @@ def run_filter(
     else:
         inputs = _candidate_inputs(layout, ds, source, dataset, refined, summary)
 
-    # Units still to do, with their rows.
-    # (unit output key = record name, input fingerprint, object, rows)
-    pending: list[tuple[str, str, str, pa.Table]] = []
-    for key, table in inputs:
-        if table.num_rows == 0:
-            continue
-        ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
-        for oid in sorted(set(ids.tolist())):
-            out_key = unit_key(source, key, oid)
-            rows = table.take(np.where(ids == oid)[0])
-            fingerprint = table_fingerprint(rows)
-            if runs.is_current(layout, stage, out_key, protocol_version=proto, input=fingerprint):
-                summary.units_skipped += 1
-                continue
-            pending.append((out_key, fingerprint, oid, rows))
-
-    total_rows = sum(t.num_rows for *_, t in pending)
+    pending = _pending_units(layout, stage, source, inputs, proto, summary)
+    total_rows = sum(unit.rows.num_rows for unit in pending)
     done_rows = 0
     if progress is not None:
         progress(0, total_rows)
 
     # One task list over all pending units keeps the pool busy across units; a unit is written as soon
     # as all of its tasks are back (tasks carry their unit index as their tag).
-    tasks = [t for u, (*_, table) in enumerate(pending) for t in make_tasks(layout, table, config, backend, tag=u)]
+    tasks = [t for u, unit in enumerate(pending) for t in make_tasks(layout, unit.rows, config, backend, tag=u)]
     remaining = np.bincount([t.tag for t in tasks], minlength=len(pending))
     collected: dict[int, list] = {u: [] for u in range(len(pending))}
     all_tables: list[pa.Table] = []
@@ -190,30 +175,69 @@ def run_filter(
         if progress is not None:
             progress(done_rows, total_rows)
         if remaining[u] == 0:
-            out_key, fingerprint, oid, table = pending[u]
-            filtered = apply_results(conform_input(table), collected.pop(u), config)
-            accepted, rejected = _split(filtered)
-            runs.clear(layout, stage, out_key)  # from here until the new record, the unit is not done
-            ds.write_shard(accepted, out_key)
-            ds.write_rejects(rejected, out_key)
-            reasons = _reason_counts(filtered)
-            runs.mark_done(layout, stage, out_key, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
-                                                    "rejected": rejected.num_rows, "reasons": reasons},
-                           source=source, object_id=oid, key=out_key, protocol_version=proto, backend=backend,
-                           input=fingerprint, refined=refined)  # fmt: skip
+            filtered = apply_results(conform_input(pending[u].rows), collected.pop(u), config)
+            _write_unit(layout, ds, stage, pending[u], filtered, summary)
             summary.units_done += 1
             all_tables.append(filtered)
 
-    if all_tables:
-        everything = pa.concat_tables(all_tables)
-        summary.total = everything.num_rows
-        summary.reasons = _reason_counts(everything)
-        summary.rejected = sum(summary.reasons.values())
-        summary.accepted = summary.total - summary.rejected
-        summary.metrics = summarise(everything)
+    _add_totals(summary, all_tables)
     summary.timings = merge_stats(all_results)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Unit(NamedTuple):
+    """One (candidate key, object) still to filter."""
+
+    key: str  # output key = completion record name
+    fingerprint: str  # of its input rows
+    object_id: str
+    rows: pa.Table
+
+
+def _pending_units(layout: Layout, stage: str, source: str, inputs: list[tuple[str, pa.Table]], proto: str,
+                   summary: FilterSummary) -> list[_Unit]:
+    """The units of ``inputs`` without a current completion record (the others count as skipped)."""
+    pending: list[_Unit] = []
+    for key, table in inputs:
+        if table.num_rows == 0:
+            continue
+        ids = np.asarray(table.column("object_id").to_pylist(), dtype=object)
+        for oid in sorted(set(ids.tolist())):
+            out_key = unit_key(source, key, oid)
+            rows = table.take(np.where(ids == oid)[0])
+            fingerprint = table_fingerprint(rows)
+            if runs.is_current(layout, stage, out_key, protocol_version=proto, input=fingerprint):
+                summary.units_skipped += 1
+                continue
+            pending.append(_Unit(out_key, fingerprint, oid, rows))
+    return pending
+
+
+def _write_unit(layout: Layout, ds, stage: str, unit: _Unit, filtered: pa.Table, summary: FilterSummary) -> None:
+    """The unit's shard and rejects, then (only then) its completion record."""
+    accepted, rejected = _split(filtered)
+    runs.clear(layout, stage, unit.key)  # from here until the new record, the unit is not done
+    ds.write_shard(accepted, unit.key)
+    ds.write_rejects(rejected, unit.key)
+    reasons = _reason_counts(filtered)
+    runs.mark_done(layout, stage, unit.key, {"grasps": filtered.num_rows, "accepted": accepted.num_rows,
+                                             "rejected": rejected.num_rows, "reasons": reasons},
+                   source=summary.source, object_id=unit.object_id, key=unit.key,
+                   protocol_version=summary.protocol_version, backend=summary.backend, input=unit.fingerprint,
+                   refined=summary.refined)  # fmt: skip
+
+
+def _add_totals(summary: FilterSummary, tables: list[pa.Table]) -> None:
+    """Counts, reasons and metrics over every grasp filtered by this call."""
+    if not tables:
+        return
+    everything = pa.concat_tables(tables)
+    summary.total = everything.num_rows
+    summary.reasons = _reason_counts(everything)
+    summary.rejected = sum(summary.reasons.values())
+    summary.accepted = summary.total - summary.rejected
+    summary.metrics = summarise(everything)
 
 
 def _candidate_inputs(layout: Layout, ds, source: str, dataset: str, refined: bool,

@@ -22,6 +22,7 @@ Unreadable files and malformed records are skipped and listed in the :class:`Cur
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import inspect
@@ -60,7 +61,7 @@ class CurateError(RuntimeError):
     """The source cannot be curated at all (missing folder, no files); the message says what to do."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurateConfig:
     """How one source is curated."""
 
@@ -78,6 +79,9 @@ class CurateConfig:
     contact_mm: float = 10.0  # realdex raw captures: fingertip-to-object distance that counts as contact
     min_contacts: int = 3  # realdex raw captures: fingertips in contact for a frame to be kept
     max_units: int | None = None  # stop after this many units (trial runs)
+
+    def replace(self, **changes) -> CurateConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -393,6 +397,42 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
     config = config or CurateConfig()
     from dga_engine.dataset.store import Dataset
 
+    root, loader, units = _open_source(layout, source, config)
+    report = CurateReport(source=source, path=str(root), dataset=config.dataset, units_total=len(units))
+    run = _CurateRun(
+        layout=layout,
+        ds=Dataset(layout, config.dataset),
+        stage=runs.dataset_stage(f"curate-{source}", config.dataset),
+        loader=loader,
+        config=config,
+        report=report,
+        tol=config.tolerance_mm if config.tolerance_mm is not None else TOLERANCE_MM[loader.hand_model],
+        config_hash=hashlib.sha256(f"{CURATE_VERSION}|{loader.hand_model}|{config.scale_mode}".encode()).hexdigest()[:16],
+    )
+    for unit in units:
+        ukey = unit_key(unit)
+        if config.resume and (
+            runs.is_done(layout, run.stage, ukey) or _adopt_legacy(layout, run.ds, source, run.stage, unit, ukey)
+        ):
+            report.units_resumed += 1
+        else:
+            try:
+                result = loader.load_unit(unit)
+            except SourceFileError as exc:
+                report.skipped_files.append((unit, exc.problem))
+                log.warning("curate %s: skipped %s", source, exc)
+            else:
+                run.unit(ukey, result)
+        if advance:
+            advance(1)
+    report.fk_residual_mm = {f: round(float(v), 3) for f, v in zip(("ff", "mf", "rf", "lf", "th"), run.residual)}
+    if run.placed:
+        report.splits_file = _write_splits(layout, config.dataset, source, run.placed)
+    return report
+
+
+def _open_source(layout: Layout, source: str, config: CurateConfig) -> tuple[Path, SourceLoader, list[str]]:
+    """The source folder, its loader and the units to curate, or a :class:`CurateError` saying what to do."""
     if source not in SOURCES:
         raise CurateError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if config.path is None and not layout.is_local:
@@ -409,31 +449,29 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
         )
     if config.max_units is not None:
         units = units[: config.max_units]
-    report = CurateReport(source=source, path=str(root), dataset=config.dataset, units_total=len(units))
-    tol = config.tolerance_mm if config.tolerance_mm is not None else TOLERANCE_MM[loader.hand_model]
-    config_hash = hashlib.sha256(f"{CURATE_VERSION}|{loader.hand_model}|{config.scale_mode}".encode()).hexdigest()[:16]
-    ds = Dataset(layout, config.dataset)
-    stage = runs.dataset_stage(f"curate-{source}", config.dataset)
-    placed: dict[str, PlacedObject] = {}
-    failed: dict[str, str] = {}
-    residual = np.zeros(5)
-    for unit in units:
-        ukey = unit_key(unit)
-        if config.resume and (
-            runs.is_done(layout, stage, ukey) or _adopt_legacy(layout, ds, source, stage, unit, ukey)
-        ):
-            report.units_resumed += 1
-            if advance:
-                advance(1)
-            continue
-        try:
-            result = loader.load_unit(unit)
-        except SourceFileError as exc:
-            report.skipped_files.append((unit, exc.problem))
-            log.warning("curate %s: skipped %s", source, exc)
-            if advance:
-                advance(1)
-            continue
+    return root, loader, units
+
+
+@dataclass
+class _CurateRun:
+    """One curate call's state: where it writes, the objects placed (or not) so far, the largest FK residual."""
+
+    layout: Layout
+    ds: Any
+    stage: str
+    loader: SourceLoader
+    config: CurateConfig
+    report: CurateReport
+    tol: float  # FK fingertip tolerance, mm
+    config_hash: str
+    placed: dict[str, PlacedObject] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # source key -> why its object was not ingested
+    residual: np.ndarray = field(default_factory=lambda: np.zeros(5))  # largest fingertip residual per finger, mm
+
+    def unit(self, ukey: str, result: Any) -> None:
+        """One loaded unit: check its batches, place their objects, write its candidates, then its completion
+        record (only when every object was placed)."""
+        report = self.report
         report.skipped_files += result.skipped_files
         report.bad_records += result.bad_records
         if result.bad_record_example and len(report.bad_record_examples) < 20:
@@ -442,75 +480,89 @@ def curate(layout: Layout, source: str, config: CurateConfig | None = None,
         complete = True
         stats: Counter = Counter()
         for batch in result.batches:
-            worst = float(batch.residual_mm.max()) if len(batch.residual_mm) else 0.0
-            if worst > tol:
-                missed = batch.verify_rows[batch.verify_residual_mm.max(axis=1) > tol]
-                if 2 * len(missed) > len(batch.verify_rows):  # most of them: the convention, not a record
-                    report.skipped_files.append(
-                        (
-                            batch.source_file,
-                            f"converted grasps of {batch.object_key} miss the source "
-                            f"model's fingertips by {worst:.2f} mm (> {tol} mm): the file's convention "
-                            "is not the expected one",
-                        )
-                    )
-                    continue
-                # a few records disagree by FK: drop those records, keep the rest of the object's grasps
-                report.bad_records += len(missed)
-                if len(report.bad_record_examples) < 20:
-                    report.bad_record_examples.append(
-                        f"{batch.record_ids[int(missed[0])]}: converted fingertips miss the "
-                        f"source model's by {worst:.2f} mm (> {tol} mm)"
-                    )
-                batch = batch.without(missed)
-                if not len(batch):
-                    continue
-            residual = np.maximum(residual, batch.residual_mm)
+            batch = self.within_tolerance(batch)
+            if batch is None:
+                continue
+            self.residual = np.maximum(self.residual, batch.residual_mm)
             key = batch.object_key
-            if key not in placed and key not in failed:
-                try:
-                    obj = loader.object(key)
-                    placed[key] = place_object(layout, obj, source, loader.licence)
-                    p = placed[key]
-                    report.objects[key] = {"object_id": p.object_id, "split": p.split, "canonical_scale": p.canonical,
-                                           "ingest_scale": p.k}
-                    diag = obj.extra.get("point_cloud_diagonal")
-                    if diag:  # the release's point cloud and the mesh found for it should be the same size
-                        ratio = diag / p.source_diagonal if p.source_diagonal > 0 else float("nan")
-                        if not 0.9 <= ratio <= 1.1:
-                            report.warnings.append(f"{key}: the release's point cloud is {ratio:.3g}x the size of mesh "
-                                                   f"{obj.mesh_path}; check it is the mesh the release used")
-                except (FileNotFoundError, SourceFileError, ValueError, RuntimeError, OSError) as exc:
-                    failed[key] = str(exc)
-                    report.missing_objects[key] = str(exc)
-                    log.warning("curate %s: object %s not ingested: %s", source, key, exc)
-            if key in failed:
+            if key not in self.placed and key not in self.failed:
+                self.place(key)
+            if key in self.failed:
                 report.grasps_missing_object += len(batch)
                 complete = False
                 continue
-            tables.append(batch_table(batch, placed[key], source, config_hash))
+            tables.append(batch_table(batch, self.placed[key], report.source, self.config_hash))
             stats["grasps"] += len(batch)
             stats["out_of_limits"] += _out_of_limits(batch.joints)
-        written = 0
-        if tables:
-            table = pa.concat_tables(tables)
-            n_chunks = max(1, -(-table.num_rows // config.chunk_rows))
-            for c in range(n_chunks):
-                key = ukey if n_chunks == 1 else f"{ukey}-{c:03d}"
-                part = table.slice(c * config.chunk_rows, config.chunk_rows)
-                ds.write_candidates(part, source, key)
-                report.candidate_keys.append(key)
-                written += part.num_rows
+        written = self.write_candidates(ukey, tables)
         report.grasps_written += written
         report.grasps_out_of_limits += stats["out_of_limits"]
         report.units_done += 1
         if complete:  # unreadable files inside the unit stay reported; --no-resume retries them
-            runs.mark_done(layout, stage, ukey, {"grasps": written, "bad_records": result.bad_records,
-                                                 "out_of_limits": stats["out_of_limits"],
-                                                 "skipped_files": [f for f, _ in result.skipped_files]})
-        if advance:
-            advance(1)
-    report.fk_residual_mm = {f: round(float(v), 3) for f, v in zip(("ff", "mf", "rf", "lf", "th"), residual)}
-    if placed:
-        report.splits_file = _write_splits(layout, config.dataset, source, placed)
-    return report
+            runs.mark_done(self.layout, self.stage, ukey, {"grasps": written, "bad_records": result.bad_records,
+                                                           "out_of_limits": stats["out_of_limits"],
+                                                           "skipped_files": [f for f, _ in result.skipped_files]})
+
+    def within_tolerance(self, batch: GraspBatch) -> GraspBatch | None:
+        """``batch`` without the records whose converted fingertips miss the source model's by more than the
+        tolerance; None when nothing is left, or when most checked records miss (the file's convention is wrong)."""
+        tol, report = self.tol, self.report
+        worst = float(batch.residual_mm.max()) if len(batch.residual_mm) else 0.0
+        if worst <= tol:
+            return batch
+        missed = batch.verify_rows[batch.verify_residual_mm.max(axis=1) > tol]
+        if 2 * len(missed) > len(batch.verify_rows):  # most of them: the convention, not a record
+            report.skipped_files.append(
+                (
+                    batch.source_file,
+                    f"converted grasps of {batch.object_key} miss the source "
+                    f"model's fingertips by {worst:.2f} mm (> {tol} mm): the file's convention "
+                    "is not the expected one",
+                )
+            )
+            return None
+        # a few records disagree by FK: drop those records, keep the rest of the object's grasps
+        report.bad_records += len(missed)
+        if len(report.bad_record_examples) < 20:
+            report.bad_record_examples.append(
+                f"{batch.record_ids[int(missed[0])]}: converted fingertips miss the "
+                f"source model's by {worst:.2f} mm (> {tol} mm)"
+            )
+        batch = batch.without(missed)
+        return batch if len(batch) else None
+
+    def place(self, key: str) -> None:
+        """Ingest the object behind source key ``key`` into ``placed``, or record why not in ``failed``."""
+        report, source = self.report, self.report.source
+        try:
+            obj = self.loader.object(key)
+            self.placed[key] = place_object(self.layout, obj, source, self.loader.licence)
+            p = self.placed[key]
+            report.objects[key] = {"object_id": p.object_id, "split": p.split, "canonical_scale": p.canonical,
+                                   "ingest_scale": p.k}
+            diag = obj.extra.get("point_cloud_diagonal")
+            if diag:  # the release's point cloud and the mesh found for it should be the same size
+                ratio = diag / p.source_diagonal if p.source_diagonal > 0 else float("nan")
+                if not 0.9 <= ratio <= 1.1:
+                    report.warnings.append(f"{key}: the release's point cloud is {ratio:.3g}x the size of mesh "
+                                           f"{obj.mesh_path}; check it is the mesh the release used")
+        except (FileNotFoundError, SourceFileError, ValueError, RuntimeError, OSError) as exc:
+            self.failed[key] = str(exc)
+            report.missing_objects[key] = str(exc)
+            log.warning("curate %s: object %s not ingested: %s", source, key, exc)
+
+    def write_candidates(self, ukey: str, tables: list[pa.Table]) -> int:
+        """The unit's candidate rows as ``<ukey>`` (``<ukey>-000``, ``-001``... past ``chunk_rows``); rows written."""
+        if not tables:
+            return 0
+        table = pa.concat_tables(tables)
+        chunk_rows = self.config.chunk_rows
+        n_chunks = max(1, -(-table.num_rows // chunk_rows))
+        written = 0
+        for c in range(n_chunks):
+            key = ukey if n_chunks == 1 else f"{ukey}-{c:03d}"
+            part = table.slice(c * chunk_rows, chunk_rows)
+            self.ds.write_candidates(part, self.report.source, key)
+            self.report.candidate_keys.append(key)
+            written += part.num_rows
+        return written

@@ -85,6 +85,16 @@ class SynthesisConfig:
     # torch intra-op threads while synthesising (1 suits small batches on shared cores; 0 = leave torch's setting)
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        if self.per_object < 1 or self.batch_size < 1 or self.n_iter < 0:
+            raise ValueError("per_object and batch_size must be >= 1 and n_iter >= 0")
+        if not self.object_scales or any(s <= 0 for s in self.object_scales):
+            raise ValueError(f"object_scales must be positive, got {self.object_scales}")
+        if self.n_contact < 1:
+            raise ValueError("n_contact must be >= 1")
+        if self.distance_lower > self.distance_upper:
+            raise ValueError("distance_lower must not exceed distance_upper")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -105,16 +115,6 @@ class SynthesisConfig:
 
     def replace(self, **changes) -> SynthesisConfig:
         return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        if self.per_object < 1 or self.batch_size < 1 or self.n_iter < 0:
-            raise ValueError("per_object and batch_size must be >= 1 and n_iter >= 0")
-        if not self.object_scales or any(s <= 0 for s in self.object_scales):
-            raise ValueError(f"object_scales must be positive, got {self.object_scales}")
-        if self.n_contact < 1:
-            raise ValueError("n_contact must be >= 1")
-        if self.distance_lower > self.distance_upper:
-            raise ValueError("distance_lower must not exceed distance_upper")
 
 
 DEFAULT = SynthesisConfig()

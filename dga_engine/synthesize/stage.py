@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from dga_engine import runs
 from dga_engine.dataset.schema import pose_table
 from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import matrix_to_quat
@@ -77,7 +79,6 @@ def synthesize_object(
     given (object, config, seed) on a given machine. Per-batch diagnostics are appended to ``stats``;
     ``progress(n)`` is called after every batch of n grasps.
     """
-    config.validate()
     with torch_threads(config.threads):
         return _synthesize(layout, object_id, config, seed, stats, progress)
 
@@ -249,16 +250,30 @@ def run_synthesis(
     ``progress(n)`` is called as grasps are synthesised. The physics filter is a stage of its own
     (``dga_engine.simulate.run_filter(source="synthesis")``); :func:`read_verdicts` then reads its verdicts.
     """
-    from dga_engine import runs
     from dga_engine.dataset.store import Dataset
     from dga_engine.layout import DEFAULT_DATASET
 
-    config.validate()
     name = dataset or DEFAULT_DATASET
-    ds = Dataset(layout, name)
     stage = runs.dataset_stage(STAGE, name)
     report = SynthesisReport(objects=[], config_hash=config.config_hash(), seed=int(seed))
     t_all = time.perf_counter()
+    todo = _pending_objects(layout, stage, object_ids, config, seed, resume, progress, report)
+    pooled = workers > 1 and len(todo) > 1
+    finish = functools.partial(_finish, layout, Dataset(layout, name), stage, config, seed, report,
+                               progress if pooled else None)  # in-process runs report progress per batch instead
+    if pooled:
+        _synthesise_pooled(layout, todo, config, seed, workers, finish)
+    else:
+        _synthesise_in_process(layout, todo, config, seed, progress, finish)
+    report.seconds = time.perf_counter() - t_all
+    report.candidates = sum(o.candidates for o in report.objects)
+    return report
+
+
+def _pending_objects(layout: Layout, stage: str, object_ids: Sequence[str], config: SynthesisConfig, seed: int,
+                     resume: bool, progress: Callable[[int], None] | None,
+                     report: SynthesisReport) -> list[ObjectReport]:
+    """One report item per object (bad ids fail here, done ones are skipped); the items still to synthesise."""
     todo: list[ObjectReport] = []
     for oid in object_ids:
         try:
@@ -278,55 +293,60 @@ def run_synthesis(
                 progress(item.candidates)
             continue
         todo.append(item)
+    return todo
 
-    def finish(item: ObjectReport, outcome: tuple[pa.Table, list[BatchStats], float] | BaseException) -> None:
-        """Write one object's candidates, then its completion record (in this process)."""
-        if not isinstance(outcome, BaseException):
-            table, batch_stats, seconds = outcome
-            try:
-                ds.write_candidates(table, SOURCE, item.key)
-            except Exception as exc:  # noqa: BLE001 - reported per object
-                outcome = exc
-        if isinstance(outcome, BaseException):
-            log.warning("synthesis failed for %s: %s", item.object_id, outcome)
-            item.error = f"{type(outcome).__name__}: {outcome}"
-            report.failed += 1
-            return
-        item.candidates, item.seconds = table.num_rows, seconds
-        item.stats = {"candidates": item.candidates, "seconds": seconds, **_summarise_stats(batch_stats)}
-        runs.mark_done(layout, stage, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
-                       seed=int(seed), generator=generator_tag())  # fmt: skip
-        if progress is not None and pooled:  # in-process runs report per batch instead
-            progress(item.candidates)
 
-    pooled = workers > 1 and len(todo) > 1
-    if not pooled:
-        for item in todo:
-            t0 = time.perf_counter()
-            batch_stats: list[BatchStats] = []
-            try:
-                table = synthesize_object(layout, item.object_id, config, seed, stats=batch_stats, progress=progress)
-                outcome: Any = (table, batch_stats, time.perf_counter() - t0)
-            except Exception as exc:  # noqa: BLE001 - one bad object must not stop the batch
-                outcome = exc
-            finish(item, outcome)
-    else:
-        import multiprocessing
-        import os
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+def _finish(layout: Layout, ds: Any, stage: str, config: SynthesisConfig, seed: int, report: SynthesisReport,
+            progress: Callable[[int], None] | None, item: ObjectReport,
+            outcome: tuple[pa.Table, list[BatchStats], float] | BaseException) -> None:
+    """Write one object's candidates, then its completion record (in this process)."""
+    if not isinstance(outcome, BaseException):
+        table, batch_stats, seconds = outcome
+        try:
+            ds.write_candidates(table, SOURCE, item.key)
+        except Exception as exc:  # noqa: BLE001 - reported per object
+            outcome = exc
+    if isinstance(outcome, BaseException):
+        log.warning("synthesis failed for %s: %s", item.object_id, outcome)
+        item.error = f"{type(outcome).__name__}: {outcome}"
+        report.failed += 1
+        return
+    item.candidates, item.seconds = table.num_rows, seconds
+    item.stats = {"candidates": item.candidates, "seconds": seconds, **_summarise_stats(batch_stats)}
+    runs.mark_done(layout, stage, item.key, item.stats, config=config.to_dict(), config_hash=report.config_hash,
+                   seed=int(seed), generator=generator_tag())  # fmt: skip
+    if progress is not None:
+        progress(item.candidates)
 
-        from dga_engine.procs import pool_worker_init
 
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch/OpenMP threads run
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=pool_worker_init,
-                                 initargs=(os.getpid(),)) as pool:  # workers die with a killed parent
-            futures = {pool.submit(_synthesize_unit, layout.root, item.object_id, config, seed): item for item in todo}
-            for fut in as_completed(futures):
-                exc = fut.exception()
-                finish(futures[fut], exc if exc is not None else fut.result())
-    report.seconds = time.perf_counter() - t_all
-    report.candidates = sum(o.candidates for o in report.objects)
-    return report
+def _synthesise_in_process(layout: Layout, todo: list[ObjectReport], config: SynthesisConfig, seed: int,
+                           progress: Callable[[int], None] | None, finish: Callable[..., None]) -> None:
+    for item in todo:
+        t0 = time.perf_counter()
+        batch_stats: list[BatchStats] = []
+        try:
+            table = synthesize_object(layout, item.object_id, config, seed, stats=batch_stats, progress=progress)
+            outcome: Any = (table, batch_stats, time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - one bad object must not stop the batch
+            outcome = exc
+        finish(item, outcome)
+
+
+def _synthesise_pooled(layout: Layout, todo: list[ObjectReport], config: SynthesisConfig, seed: int, workers: int,
+                       finish: Callable[..., None]) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from dga_engine.procs import pool_worker_init
+
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch/OpenMP threads run
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=pool_worker_init,
+                             initargs=(os.getpid(),)) as pool:  # workers die with a killed parent
+        futures = {pool.submit(_synthesize_unit, layout.root, item.object_id, config, seed): item for item in todo}
+        for fut in as_completed(futures):
+            exc = fut.exception()
+            finish(futures[fut], exc if exc is not None else fut.result())
 
 
 def read_verdicts(layout: Layout, report: SynthesisReport, dataset: str | None = None) -> SynthesisReport:

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import importlib.metadata
 import io
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class CardReport:
     candidates: int = 0
     non_commercial: bool = False
     licence: str = "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _q(ds: Dataset, sql: str) -> pa.Table | None:
@@ -211,8 +214,6 @@ def collect(ds: Dataset) -> dict[str, Any]:
 def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: int = 256,
                sample_rows: int = 100_000) -> CardReport:
     """Write ``README.md`` and ``figures/*.png`` into the dataset folder; returns what was written."""
-    from dga_engine.simulate.config import FilterConfig
-
     stats = collect(ds)
     figures = _figures(ds, stats, sample_rows)
     if render:
@@ -222,6 +223,22 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     for name, data in figures.items():
         fs.write_bytes(ds.p(f"{FIGURES_DIR}/{name}"), data)
 
+    source_lic, nc = _licences(stats)
+    licence = "cc-by-nc-4.0" if nc else "other"
+    n_acc = sum(r["n"] for r in stats["accepted"])
+    n_rej = sum(r["n"] for r in stats["rejected"])
+    n_cand = sum(stats["candidates"].values())
+    yaml = _front_matter(ds.name, licence, n_rej, n_cand)
+    lines = (_intro(ds.name, stats, n_acc, n_rej, n_cand, nc) + _conventions() + _protocol(stats) + _counts(stats)
+             + _licence_tables(stats, source_lic) + _figure_links(figures))
+    text = "\n".join(yaml) + "\n\n" + "\n".join(lines)
+    fs.write_bytes(ds.p(CARD_FILE), text.encode("utf-8"))
+    return CardReport(path=ds.p(CARD_FILE), figures=[ds.p(f"{FIGURES_DIR}/{n}") for n in figures], accepted=n_acc,
+                      rejected=n_rej, candidates=n_cand, non_commercial=nc, licence=licence)
+
+
+def _licences(stats: dict[str, Any]) -> tuple[dict[str, str], bool]:
+    """Licence per grasp source, and whether any source or object licence is non-commercial."""
     sources = sorted(
         {r["source"] for r in stats["accepted"]} | {r["source"] for r in stats["rejected"]} | set(stats["candidates"])
     )
@@ -229,17 +246,15 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     nc = any(_non_commercial(v) for v in source_lic.values()) or any(
         _non_commercial(k) for k in stats["object_licences"]
     )
-    licence = "cc-by-nc-4.0" if nc else "other"
-    n_acc = sum(r["n"] for r in stats["accepted"])
-    n_rej = sum(r["n"] for r in stats["rejected"])
-    n_cand = sum(stats["candidates"].values())
-    hand_hash, gr_version = hand_model_hash()
-    config = FilterConfig()
+    return source_lic, nc
 
+
+def _front_matter(ds_name: str, licence: str, n_rej: int, n_cand: int) -> list[str]:
+    """The Hub's YAML header: licence, tags and one config per table kind present."""
     yaml = [
         "---",
         f"license: {licence}",
-        f"pretty_name: dga-engine dataset {ds.name}",
+        f"pretty_name: dga-engine dataset {ds_name}",
         "task_categories:",
         "- robotics",
         "tags:",
@@ -264,8 +279,12 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
             f"    path: {CONFIG_GLOBS['candidates']}",
         ]
     yaml.append("---")
+    return yaml
 
-    lines = [f"# {ds.name}: ShadowHand grasps built by dga-engine", ""]
+
+def _intro(ds_name: str, stats: dict[str, Any], n_acc: int, n_rej: int, n_cand: int, nc: bool) -> list[str]:
+    """Title, counts, the non-commercial notice and how to load the tables."""
+    lines = [f"# {ds_name}: ShadowHand grasps built by dga-engine", ""]
     lines += [
         f"{n_acc} accepted grasps on {len(stats['per_object'])} objects, {n_rej} rejected grasps with their reason, "
         f"{n_cand} candidates not filtered yet (grasp schema v{SCHEMA_VERSION}, card written "
@@ -279,13 +298,20 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
             "",
         ]
     lines += ["## Load it", "", "```python", "from datasets import load_dataset",
-              f"grasps = load_dataset('path/to/datasets/{ds.name}')  # accepted grasps (default config)"]
+              f"grasps = load_dataset('path/to/datasets/{ds_name}')  # accepted grasps (default config)"]
     if n_rej:
-        lines.append(f"rejects = load_dataset('path/to/datasets/{ds.name}', 'rejects')  # with reason, detail")
+        lines.append(f"rejects = load_dataset('path/to/datasets/{ds_name}', 'rejects')  # with reason, detail")
     if n_cand:
-        lines.append(f"candidates = load_dataset('path/to/datasets/{ds.name}', 'candidates')  # unfiltered")
+        lines.append(f"candidates = load_dataset('path/to/datasets/{ds_name}', 'candidates')  # unfiltered")
     lines += ["```", "", "The files are plain Parquet: DuckDB, polars or pyarrow read `data/*.parquet` directly; "
               "`dga-engine shards verify` checks them against their manifests.", ""]
+    return lines
+
+
+def _conventions() -> list[str]:
+    """The pose conventions and the hand model's files and hash."""
+    hand_hash, gr_version = hand_model_hash()
+    lines: list[str] = []
     lines += ["## Conventions", "", _md_table(["what", "convention"], [
         ["hand", POSE_CONVENTION["hand"]],
         ["root frame", POSE_CONVENTION["root_frame"]],
@@ -298,6 +324,15 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     lines += ["## Hand model", "", f"ShadowHand MJCF of gymnasium-robotics {gr_version} (`envs/assets/hand/robot.xml`, "
               f"`shared.xml`, `shared_asset.xml`, meshes `envs/assets/stls/hand/`), read from the installed package. "
               f"sha256 of those files: `{hand_hash}`.", ""]
+    return lines
+
+
+def _protocol(stats: dict[str, Any]) -> list[str]:
+    """The filter protocol (this engine's defaults) and the protocol versions found in the grasps."""
+    from dga_engine.simulate.config import FilterConfig
+
+    config = FilterConfig()
+    lines: list[str] = []
     lines += [
         "## Filter protocol",
         "",
@@ -313,6 +348,12 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
     if stats["protocols"]:
         lines += [_md_table(["protocol version", "backend", "grasps"],
                             [[r["protocol_version"], r["sim_backend"], r["n"]] for r in stats["protocols"]]), ""]
+    return lines
+
+
+def _counts(stats: dict[str, Any]) -> list[str]:
+    """Acceptance per source and round, rejects per reason, candidates per source."""
+    lines: list[str] = []
     lines += ["## Counts", "", "Accepted grasps and acceptance per source and round:", "",
               _md_table(["source", "round", "accepted", "rejected", "acceptance"],
                         [[r["source"], r["round"], r["accepted"], r["rejected"], f"{100 * r['rate']:.1f}%"]
@@ -340,6 +381,12 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
             _md_table(["source", "grasps"], sorted(stats["candidates"].items())),
             "",
         ]
+    return lines
+
+
+def _licence_tables(stats: dict[str, Any], source_lic: dict[str, str]) -> list[str]:
+    """Licence per grasp source and object count per object licence."""
+    lines: list[str] = []
     lines += [
         "## Licences",
         "",
@@ -352,6 +399,12 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
         _md_table(["licence (object source)", "objects"], sorted(stats["object_licences"].items())),
         "",
     ]
+    return lines
+
+
+def _figure_links(figures: dict[str, bytes]) -> list[str]:
+    """One captioned image link per figure written."""
+    lines: list[str] = []
     if figures:
         lines += ["## Figures", ""]
         captions = {"grasps_grid.png": "Accepted grasps, one per object (MuJoCo offscreen render)",
@@ -361,7 +414,4 @@ def write_card(ds: Dataset, *, render: bool = True, grid_count: int = 8, tile: i
         for name in ("grasps_grid.png", "grasps_per_object.png", "acceptance.png", "metrics.png"):
             if name in figures:
                 lines += [f"![{captions[name]}]({FIGURES_DIR}/{name})", ""]
-    text = "\n".join(yaml) + "\n\n" + "\n".join(lines)
-    fs.write_bytes(ds.p(CARD_FILE), text.encode("utf-8"))
-    return CardReport(path=ds.p(CARD_FILE), figures=[ds.p(f"{FIGURES_DIR}/{n}") for n in figures], accepted=n_acc,
-                      rejected=n_rej, candidates=n_cand, non_commercial=nc, licence=licence)
+    return lines

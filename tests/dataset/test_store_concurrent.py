@@ -13,8 +13,7 @@ import pytest
 from dga_engine.dataset.store import Dataset, StoreConfig
 from dga_engine.layout import Layout
 from dga_engine.lock import FileLock, LockHeld, LockLost
-
-from .conftest import make_grasps
+from tests.helpers import make_grasps
 
 
 def _content(key: str):

@@ -15,8 +15,7 @@ from dga_engine.describe import (
     describe_objects,
     description,
 )
-
-from .conftest import answer_for  # noqa: E402  (tests/describe/conftest.py)
+from tests.describe.helpers import answer_for  # noqa: E402
 
 
 def _config(llm, **kw) -> DescribeConfig:

@@ -11,8 +11,7 @@ import threading
 import time
 
 from dga_engine.describe import DescribeConfig, cache, describe_objects, description
-
-from .conftest import FakeLLM, answer_for  # noqa: E402  (tests/describe/conftest.py)
+from tests.describe.helpers import FakeLLM, answer_for  # noqa: E402
 
 
 def _config(llm, **kw) -> DescribeConfig:

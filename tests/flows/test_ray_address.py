@@ -20,11 +20,11 @@ import pytest
 import trimesh
 
 from dga_engine.build import BuildConfig
-from dga_engine.dataset.schema import pose_table
 from dga_engine.dataset.store import Dataset
 from dga_engine.generate.config import SampleConfig
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
+from tests.helpers import make_grasps, micro_config
 
 from .local_services import start_ray_head
 
@@ -62,29 +62,13 @@ print(json.dumps({"n": n, "connected_after": connected_after, "driver_jobs_dead"
 
 
 def _micro_generator():
-    """The tiny preset shrunk to seconds per epoch on one core (same architecture)."""
-    from dga_engine.generate.config import DiffusionConfig, ModelConfig, tiny_config
+    """The suite's micro generator, trained for one epoch with 8 diffusion steps."""
+    from dga_engine.generate.config import DiffusionConfig
 
-    cfg = tiny_config()
-    cfg.model = ModelConfig(n_points=256, n_groups=8, group_size=16, point_mlp=(16, 32), encoder_layers=1,
-                            width=32, heads=2, blocks=2, pose_tokens=2, mlp_ratio=2)
+    cfg = micro_config()
     cfg.diffusion = DiffusionConfig(steps=8)
     cfg.train.epochs = 1
-    cfg.train.batch_size = 32
-    cfg.train.sdf_resolution = 32
-    cfg.sample.sdf_resolution = 32
-    cfg.sample.batch_size = 32
-    cfg.preset = "micro"
     return cfg
-
-
-def _random_grasps(object_id: str, n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 0] < 0] *= -1
-    return pose_table(object_id, rng.normal(scale=0.1, size=(n, 3)), q, rng.uniform(0.0, 0.8, size=(n, 24)),
-                      source="synthesis", source_record_id=[f"ray-test:{seed}:{i}" for i in range(n)])
 
 
 @pytest.fixture
@@ -101,7 +85,7 @@ def trained_root(tmp_path):
            write_simple_object(store, trimesh.creation.cylinder(radius=0.03, height=0.1), "cylinder").object_id]
     ds = Dataset(layout)
     for i, oid in enumerate(ids):
-        ds.write_shard(_random_grasps(oid, 32, seed=i), f"seed-{i}")
+        ds.write_shard(make_grasps({oid: 32}, seed=i, filtered=False), f"seed-{i}")
     train(layout, 1, _micro_generator(), device="cpu")
     return layout, sorted(ids)
 

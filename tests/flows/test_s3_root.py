@@ -20,8 +20,8 @@ from dga_engine.dataset.store import Dataset
 from dga_engine.layout import Layout
 from dga_engine.objects.store import ObjectStore, write_simple_object
 from dga_engine.rounds import ROUND0_STAGES, Ledger
+from tests.helpers import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
 
-from ..dataset.conftest import make_grasps as _grasps  # accepted-looking grasps (filter fields filled)
 from .local_services import REPO, base_env, exe, run, s3_env
 
 

@@ -11,8 +11,7 @@ from dga_engine import fs
 from dga_engine.dataset.store import Dataset, StoreConfig
 from dga_engine.layout import Layout
 from dga_engine.lock import FileLock, LockHeld, LockLost
-
-from ..dataset.conftest import make_grasps
+from tests.helpers import make_grasps
 
 
 def test_lock_on_s3_excludes_names_its_holder_and_takes_over_an_expired_one(s3_root):

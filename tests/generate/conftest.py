@@ -5,25 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import micro_config
+
 torch.set_num_threads(1)  # the tests share two cores; one thread avoids oversubscription stalls
-
-
-def micro_config():
-    """Smaller than the tiny preset: seconds per epoch on one core, still the full architecture."""
-    from dga_engine.generate.config import DiffusionConfig, ModelConfig, tiny_config
-
-    cfg = tiny_config()
-    cfg.model = ModelConfig(n_points=256, n_groups=8, group_size=16, point_mlp=(16, 32), encoder_layers=1,
-                            width=32, heads=2, blocks=2, pose_tokens=2, mlp_ratio=2)
-    cfg.diffusion = DiffusionConfig(steps=20)
-    cfg.train.batch_size = 32
-    cfg.train.lr = 2e-3
-    cfg.train.sdf_resolution = 32
-    cfg.train.checkpoint_every = 1
-    cfg.sample.sdf_resolution = 32
-    cfg.sample.batch_size = 32
-    cfg.preset = "micro"
-    return cfg
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ def palm_poses(
     return {"translation": t.astype(np.float32), "rotation": quat.astype(np.float32), "joints": q.astype(np.float32)}
 
 
-def grasp_table(object_id: str, n: int, seed: int = 0, round_: int = 0, **kw) -> pa.Table:
+def palm_grasp_table(object_id: str, n: int, seed: int = 0, round_: int = 0, **kw) -> pa.Table:
+    """n palm-facing grasps of one object (:func:`palm_poses`) as GRASP_SCHEMA rows: generator training data."""
     p = palm_poses(n, seed=seed, **kw)
     return pose_table(object_id, p["translation"], p["rotation"], p["joints"], source="synthesis",
                       source_record_id=[f"test:{seed}:{i}" for i in range(n)], round_=round_, generator="test")

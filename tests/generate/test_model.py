@@ -14,8 +14,8 @@ from dga_engine.generate.model import GraspDiffusionNet, group_object, rotate_gr
 from dga_engine.generate.normalise import POSE_DIM, PoseNormaliser, fold, pose_vector, unfold
 from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import quat_to_matrix, random_rotations
+from tests.helpers import micro_config
 
-from .conftest import micro_config
 from .helpers import palm_poses
 
 

@@ -15,15 +15,15 @@ from dga_engine.generate import checkpoint as ckpt
 from dga_engine.generate.stage import STAGE, generate
 from dga_engine.generate.train import train
 
-from .helpers import grasp_table
+from .helpers import palm_grasp_table
 
 
 @pytest.fixture
 def trained(layout, cube, cylinder, cfg):
     """Round 0 shards for two objects and a round-1 generator trained on them (1 epoch)."""
     ds = Dataset(layout)
-    ds.write_shard(grasp_table(cube.object_id, 48, seed=1), "seed-cube")
-    ds.write_shard(grasp_table(cylinder.object_id, 48, seed=2), "seed-cylinder")
+    ds.write_shard(palm_grasp_table(cube.object_id, 48, seed=1), "seed-cube")
+    ds.write_shard(palm_grasp_table(cylinder.object_id, 48, seed=2), "seed-cylinder")
     cfg.train.epochs = 1
     cfg.diffusion.steps = 8
     result = train(layout, 1, cfg, device="cpu")

@@ -14,7 +14,7 @@ from dga_engine.hand import default_hand
 from dga_engine.hand.rotations import quat_to_matrix
 from dga_engine.physics.penetration import hand_into_object_mm
 
-from .helpers import grasp_table
+from .helpers import palm_grasp_table
 
 
 def _penetration_mm(samples, asset) -> np.ndarray:
@@ -44,7 +44,7 @@ def _eval_loss(trainer: Trainer) -> float:
 
 
 def test_tiny_model_trains_with_decreasing_loss(layout, cube, cfg):
-    data = TrainingSet.from_table(layout, grasp_table(cube.object_id, 128), cfg.model)
+    data = TrainingSet.from_table(layout, palm_grasp_table(cube.object_id, 128), cfg.model)
     trainer = Trainer(cfg, data, device="cpu")
     assert trainer.physics is not None
     before = _eval_loss(trainer)
@@ -58,7 +58,7 @@ def test_tiny_model_trains_with_decreasing_loss(layout, cube, cfg):
 
 def test_guidance_lowers_penetration(layout, cube, cfg):
     """Same seeds, same model: the physics-guided sampler leaves the hand less inside the object."""
-    data = TrainingSet.from_table(layout, grasp_table(cube.object_id, 128, spread=(-0.02, 0.02)), cfg.model)
+    data = TrainingSet.from_table(layout, palm_grasp_table(cube.object_id, 128, spread=(-0.02, 0.02)), cfg.model)
     trainer = Trainer(cfg, data, device="cpu")
     for _ in range(4):
         trainer.run_epoch()
@@ -82,7 +82,7 @@ def test_guidance_lowers_penetration(layout, cube, cfg):
 
 
 def test_checkpoint_round_trip_resume_and_data_change(layout, cube, cfg):
-    table = grasp_table(cube.object_id, 64)
+    table = palm_grasp_table(cube.object_id, 64)
     cfg.train.epochs = 2
     first = train(layout, 1, cfg, table=table, device="cpu")
     assert first.epoch == 2 and first.resumed_from is None and first.epochs_run == 2
@@ -106,7 +106,7 @@ def test_checkpoint_round_trip_resume_and_data_change(layout, cube, cfg):
     nothing = train(layout, 1, None, epochs=3, table=table, device="cpu")
     assert nothing.epochs_run == 0 and nothing.epoch == 3
 
-    other = grasp_table(cube.object_id, 64, seed=5)
+    other = palm_grasp_table(cube.object_id, 64, seed=5)
     with pytest.raises(TrainingDataChanged, match="--restart"):
         train(layout, 1, None, epochs=4, table=other, device="cpu")
     fresh = train(layout, 1, None, epochs=1, table=other, device="cpu", restart=True)
@@ -117,7 +117,7 @@ def test_checkpoint_round_trip_resume_and_data_change(layout, cube, cfg):
 
 def test_damaged_checkpoint_is_refused(layout, cube, cfg):
     cfg.train.epochs = 1
-    train(layout, 1, cfg, table=grasp_table(cube.object_id, 32), device="cpu")
+    train(layout, 1, cfg, table=palm_grasp_table(cube.object_id, 32), device="cpu")
     meta = ckpt.read_meta(layout, 1)
     path = f"{ckpt.round_dir(layout, 1)}/{meta['weights']}"
     data = bytearray(open(path, "rb").read())
@@ -132,8 +132,8 @@ def test_damaged_checkpoint_is_refused(layout, cube, cfg):
 def test_training_skips_grasps_of_missing_objects(layout, cube, cfg):
     import pyarrow as pa
 
-    good = grasp_table(cube.object_id, 16)
-    bad = grasp_table("obj-doesnotexist0000", 4, seed=2)
+    good = palm_grasp_table(cube.object_id, 16)
+    bad = palm_grasp_table("obj-doesnotexist0000", 4, seed=2)
     data = TrainingSet.from_table(layout, pa.concat_tables([good, bad]), cfg.model)
     assert len(data) == 16 and data.skipped["object_missing"] == 4
     with pytest.raises(ValueError, match="ingest"):
@@ -143,7 +143,7 @@ def test_training_skips_grasps_of_missing_objects(layout, cube, cfg):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_train_and_guided_sampling_on_cuda(layout, cube, cfg):
-    data = TrainingSet.from_table(layout, grasp_table(cube.object_id, 64), cfg.model)
+    data = TrainingSet.from_table(layout, palm_grasp_table(cube.object_id, 64), cfg.model)
     trainer = Trainer(cfg, data, device="cuda")
     trainer.run_epoch()
     assert next(trainer.model.parameters()).device.type == "cuda"

@@ -283,7 +283,7 @@ def fuzz_filter(work: Path, rng: random.Random, rows: int, out: dict) -> None:
         a[odd] = g.choice(np.array([np.nan, np.inf, -np.inf, 0.0, 1e30, -1e30, 1e-30]), size=int(odd.sum()))
         return a
 
-    from tests.simulate.conftest import CAGE_Q, CAGE_QUAT, CAGE_T
+    from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T
 
     n, half = rows, rows // 2
     quat, trans, joints = column(n, 4, 1.0), column(n, 3, 0.05) + CAGE_T, column(n, 24, 0.4)

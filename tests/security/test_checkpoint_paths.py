@@ -19,7 +19,7 @@ from dga_engine.generate.normalise import POSE_DIM, PoseNormaliser
 
 @pytest.fixture
 def saved(layout):
-    from tests.generate.conftest import micro_config
+    from tests.helpers import micro_config
 
     cfg = micro_config()
     model = GraspDiffusionNet(cfg.model)

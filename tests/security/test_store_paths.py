@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dga_engine.dataset.store import Dataset, ManifestError, StoreConfig
-
-from ..dataset.conftest import make_grasps
+from tests.helpers import make_grasps
 
 UNSAFE = ["../../../victim.parquet", "data/../../../../victim.parquet", "/tmp/victim.parquet", "data/sub/x.parquet",
           "data/.hidden.parquet", "manifests/other.json", "data/x.parquet\n"]

@@ -16,8 +16,7 @@ from dga_engine.simulate.backends.base import push_directions, quiet_warnings
 from dga_engine.simulate.backends.mujoco_backend import MujocoBackend, MujocoSimulator
 from dga_engine.simulate.closing import adam_sign_targets, squeeze_targets
 from dga_engine.simulate.scene import build_scene
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T
 
 BOX = trimesh.creation.box(extents=[0.05, 0.05, 0.10])
 
@@ -113,7 +112,7 @@ def test_adam_sign_squeeze_is_the_reference_step(offset):
 
     hand = HandModel(dtype=torch.float64)
     t, r, q = _cage()
-    cfg = FilterConfig.preset("dga-reference").with_(squeeze_normal_offset=offset)
+    cfg = FilterConfig.preset("dga-reference").replace(squeeze_normal_offset=offset)
     cloud = _box_points()
     targets, near = adam_sign_targets(hand, cloud, t[None], r[None], q[None], cfg)
     step = targets[0] - q
@@ -158,9 +157,9 @@ def test_end_displacement_push_at_origin_and_sequence():
     base = FilterConfig(early_stop=False, object_linear_damping=10.0, object_angular_damping=100.0, push_time=50 / 60)
     with quiet_warnings():
         runs = {}
-        for name, cfg in {"max": base, "end": base.with_(displacement="end"),
-                          "origin": base.with_(displacement="end", push_point="origin"),
-                          "sequential": base.with_(displacement="end", sequential=True)}.items():
+        for name, cfg in {"max": base, "end": base.replace(displacement="end"),
+                          "origin": base.replace(displacement="end", push_point="origin"),
+                          "sequential": base.replace(displacement="end", sequential=True)}.items():
             sim = MujocoSimulator(build_scene([off], 1.0, cfg), cfg)
             runs[name] = sim.run(far, np.eye(3), q)
     # free and damped, the object only moves forward: end = max

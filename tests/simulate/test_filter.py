@@ -11,8 +11,7 @@ import pytest
 from dga_engine.dataset.schema import DIRECTIONS, GRASP_SCHEMA
 from dga_engine.simulate import FILTERED_SCHEMA, FilterConfig, filter_table
 from dga_engine.simulate.engine import filter_table_stats
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, SUNK_T, grasp_table
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, SUNK_T, grasp_table
 
 
 def _rows(table: pa.Table) -> list[dict]:

@@ -7,10 +7,9 @@ import pyarrow as pa
 import trimesh
 
 from dga_engine.dataset.schema import GRASP_SCHEMA, pose_arrays
-from dga_engine.simulate import engine
+from dga_engine.simulate import decide
 from dga_engine.simulate.engine import filter_table
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, grasp_table
 
 
 def _with(table: pa.Table, scale=None, quat=None) -> pa.Table:
@@ -30,7 +29,7 @@ def test_absurd_object_scales_are_invalid_poses_not_an_abort(layout, box_object)
     reasons = out.column("reason").to_pylist()
     assert reasons[0] is None and reasons[1:] == ["invalid_pose"] * 3
     detail = out.column("detail").to_pylist()[1]
-    assert "object_scale 1e-30 is outside" in detail and f"{engine.OBJECT_SCALE_RANGE[0]:g}" in detail
+    assert "object_scale 1e-30 is outside" in detail and f"{decide.OBJECT_SCALE_RANGE[0]:g}" in detail
 
 
 def test_an_object_mujoco_refuses_is_a_sim_error_for_its_grasps_only(layout, object_store, box_object):

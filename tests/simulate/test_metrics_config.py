@@ -11,8 +11,7 @@ import pytest
 from dga_engine.dataset.schema import GRASP_SCHEMA
 from dga_engine.simulate import FilterConfig
 from dga_engine.simulate.metrics import diversity, diversity_ddof1, format_table, summarise
-
-from .conftest import CAGE_QUAT, CAGE_T, grasp_table
+from tests.helpers import CAGE_QUAT, CAGE_T, grasp_table
 
 
 def _filtered(suc1, suc6, pen_ho, pen_oh, objects, joints, pen_dga=None):
@@ -126,8 +125,8 @@ def test_presets_and_their_versions():
     assert default.protocol_version == "dga-push6/1+8f960dc3d2"
     ref = FilterConfig.preset("dga-reference")
     assert ref.protocol_version.startswith("dga-reference/1+")
-    assert ref.with_(friction=1.0).protocol_version != ref.protocol_version
-    assert default.with_(object_linear_damping=10.0).protocol_version != default.protocol_version
+    assert ref.replace(friction=1.0).protocol_version != ref.protocol_version
+    assert default.replace(object_linear_damping=10.0).protocol_version != default.protocol_version
     # DGA's evaluator: grasp_test_force.yaml and grasp_test_force_shadowhand.py
     assert (ref.friction, ref.density, ref.object_linear_damping, ref.object_angular_damping) == (
         2.0,
@@ -150,7 +149,7 @@ def test_config_round_trip_and_version():
     c = FilterConfig()
     assert FilterConfig.from_dict(c.to_dict()) == c
     assert c.protocol_version == FilterConfig().protocol_version
-    assert c.with_(friction=1.0).protocol_version != c.protocol_version
+    assert c.replace(friction=1.0).protocol_version != c.protocol_version
     with pytest.raises(ValueError, match="unknown FilterConfig fields"):
         FilterConfig.from_dict({"frction": 1.0})
     with pytest.raises(ValueError, match="directions_required"):

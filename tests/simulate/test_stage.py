@@ -12,8 +12,7 @@ from dga_engine import runs
 from dga_engine.dataset.store import Dataset
 from dga_engine.simulate import FilterConfig, run_filter
 from dga_engine.simulate.stage import STAGE, unit_key
-
-from .conftest import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, SUNK_T, grasp_table
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T, FAR_T, IDENTITY, SUNK_T, grasp_table
 
 
 def _candidates(layout, box_id, capsule_id):

@@ -64,7 +64,7 @@ def test_config_hash_tracks_settings_not_threads():
     with pytest.raises(ValueError, match="unknown synthesis preset"):
         SynthesisConfig.preset("nope")
     with pytest.raises(ValueError):
-        base.replace(per_object=0).validate()
+        base.replace(per_object=0)
 
 
 def test_run_writes_candidates_records_and_resumes(layout, box_object, tiny_config):

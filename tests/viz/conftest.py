@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.simulate.conftest import CAGE_Q, CAGE_QUAT, CAGE_T
+from tests.helpers import CAGE_Q, CAGE_QUAT, CAGE_T
 
 
 def _filled(table: pa.Table, rng: np.random.Generator) -> pa.Table:
@@ -72,14 +72,3 @@ def viz_dataset(layout, box_object):
     ds.write_shard(acc, "s0")
     ds.write_shard(refined, "s1")
     return ds
-
-
-def pixels(image: np.ndarray, kind: str) -> np.ndarray:
-    """Mask of pixels of the object's warm neutral colour ('object') or of a green-tinted hand ('green')."""
-    im = image.astype(np.int32)
-    r, g, b = im[..., 0], im[..., 1], im[..., 2]
-    if kind == "object":
-        return (r - b > 25) & (g - b > 10) & (r > 80)
-    if kind == "green":
-        return (g - r > 40) & (g > 90)
-    raise ValueError(kind)

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.viz.conftest import pixels
+from tests.viz.helpers import pixels
 
 
 def test_card_configs_load_with_datasets(viz_dataset, tmp_path):

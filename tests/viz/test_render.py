@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.viz.conftest import pixels
+from tests.viz.helpers import pixels
 
 
 def test_one_grasp_shows_object_and_hand_in_frame(viz_dataset, layout):

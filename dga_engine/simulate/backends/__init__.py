@@ -2,7 +2,7 @@
 
 A backend turns (object parts, scale, N grasp poses) into N :class:`SimResult` (or the exception that
 stopped that grasp; the shared contract is :mod:`.base`). Everything else - pose checks, penetration, the
-decision - is shared (:mod:`dga_engine.simulate.engine`), so backends differ only in how they step physics.
+decision - is shared (:mod:`dga_engine.simulate.decide`), so backends differ only in how they step physics.
 
 =============  =========================================================================================
 ``mujoco``     CPU, MuJoCo (default). One grasp at a time; parallel across processes (``workers``).
