@@ -11,6 +11,8 @@ and otherwise a one-line error that names the setting. Nothing is written before
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +51,33 @@ def ensure_local_api() -> str | None:
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None
     timeout = startup_timeout()
-    for attempt in range(1, ATTEMPTS + 1):
-        server = SubprocessASGIServer()  # Prefect's own instance: the flow's client finds it running and reuses it
-        try:
-            # Prefect reads a timeout of 0 as "use the setting"; the setting then says 0 too, so 0 still fails.
-            server.start(timeout=timeout)  # type: ignore[arg-type] - Prefect compares it with a float
-            return server.api_url
-        except RuntimeError as exc:
-            log.debug("Prefect's temporary API server, try %d: %s", attempt, exc)
-            server.stop()  # a server still migrating its database would otherwise outlive the command
+    with _quiet_server_lines():
+        for attempt in range(1, ATTEMPTS + 1):
+            server = SubprocessASGIServer()  # Prefect's own instance: the flow's client finds it running, reuses it
+            try:
+                # Prefect reads a timeout of 0 as "use the setting"; the setting then says 0 too, so 0 still fails.
+                server.start(timeout=timeout)  # type: ignore[arg-type] - Prefect compares it with a float
+                return server.api_url
+            except RuntimeError as exc:
+                log.debug("Prefect's temporary API server, try %d: %s", attempt, exc)
+                server.stop()  # a server still migrating its database would otherwise outlive the command
     raise LocalAPIError(
         f"Prefect's temporary API server did not start within {timeout:g} s ({ATTEMPTS} tries): set "
         f"{STARTUP_TIMEOUT_SETTING} higher (e.g. export {STARTUP_TIMEOUT_SETTING}=300), or start a server "
         "(prefect server start) and set PREFECT_API_URL, then run the command again; nothing was written"
     )
+
+
+@contextmanager
+def _quiet_server_lines() -> Iterator[None]:
+    """Without Prefect's "Starting/Stopping temporary server on ..." lines (four for two failed tries, before
+    the one line that says what to do). Only the "prefect" logger's own records: flow and task logs go on."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
+
+    logger = logging.getLogger("prefect")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)

@@ -18,6 +18,8 @@ CURATE_SOURCES = ("dexgraspnet", "unidexgrasp", "multidex", "realdex", "dga", "g
 EXPORT_FORMATS = ("dexgraspnet", "dga", "bodex", "mjcf-keyframes")  # dga_engine.export.formats.FORMATS
 GENERATOR_PRESETS = ("tiny", "paper")  # dga_engine.generate.config.PRESETS
 GRASP_KINDS = ("accepted", "rejects", "candidates")  # dga_engine.viz.select.KINDS
+SYNTHESIS_PRESETS = ("fast", "default")  # dga_engine.synthesize.config.PRESETS
+REFINE_PRESETS = ("repair", "polish")  # dga_engine.refine.config.PRESETS
 
 
 def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
@@ -32,3 +34,5 @@ CurateSource = choice("CurateSource", CURATE_SOURCES)
 ExportFormat = choice("ExportFormat", EXPORT_FORMATS)
 GeneratorPreset = choice("GeneratorPreset", GENERATOR_PRESETS)
 GraspKind = choice("GraspKind", GRASP_KINDS)
+SynthesisPreset = choice("SynthesisPreset", SYNTHESIS_PRESETS)
+RefinePreset = choice("RefinePreset", REFINE_PRESETS)

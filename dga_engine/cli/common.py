@@ -17,6 +17,11 @@ from rich.table import Table
 
 from dga_engine.layout import DEFAULT_ROOT, ROOT_ENV, Layout, RootError
 
+try:  # Typer >= 0.17 parses with its own copy of Click; before, with Click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older Typer
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: messages stay greppable in logs
 T = TypeVar("T")
 
@@ -99,13 +104,15 @@ def _root_problem(exc: OSError, root: str | None) -> str | None:
 
 class StorageErrorsGroup(typer.core.TyperGroup):
     """The top-level command group: storage failures (disk full, read-only, a root that cannot be created or
-    reached), bad option values (``--profile quick``) and optional packages that are not installed end a
+    reached), bad options and option values (``--profile quick``) and optional packages that are not installed end a
     command with one line instead of a traceback or a usage box."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
-        except typer.BadParameter as exc:  # a subcommand's option: its name, the value and the valid ones
+        except NoArgsIsHelpError:  # `dga-engine rounds`: the group's help
+            raise
+        except UsageError as exc:  # a subcommand's option: its name, the value and the valid ones
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             raise fail(f"{exc.format_message().replace('Value error, ', '')} (see {where} --help)", code=2) from None
         except OSError as exc:  # see dga_engine.fs.STORAGE_ERRNOS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dga_engine.cli.choices import Backend, Protocol
+from dga_engine.cli.choices import Backend, Protocol, RefinePreset
 from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
 from dga_engine.cli.refine import PRESET_HELP, default_preset, load_refine_config, refine_rows, run_refine_with_progress
 
@@ -29,7 +29,7 @@ def filter_command(
         "--refine/--no-refine",
         help="Refine near misses first (default); --no-refine gives the raw verdict of every candidate.",
     ),
-    refine_preset: str | None = typer.Option(None, "--refine-preset", help=PRESET_HELP),
+    refine_preset: RefinePreset | None = typer.Option(None, "--refine-preset", help=PRESET_HELP),
     refine_config: str | None = typer.Option(None, "--refine-config", help="JSON file of RefineConfig fields."),
     mesh_dir: list[str] | None = typer.Option(
         None, "--mesh-dir", help="Source datasets: extra folder searched for meshes."

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from dga_engine.cli.choices import RefinePreset
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, table
 
 PRESET_HELP = ("repair (curated grasps: joints into their limits, penetration pushed out by at most 5 mm / 0.1 rad of "
@@ -88,7 +89,7 @@ def refine(
     source: str = typer.Option(
         ..., "--source", help="Candidate source to refine (datasets/<dataset>/candidates/<source>/)."
     ),
-    preset: str | None = typer.Option(None, "--preset", help=PRESET_HELP),
+    preset: RefinePreset | None = typer.Option(None, "--preset", help=PRESET_HELP),
     config_file: str | None = typer.Option(
         None, "--config", help="JSON file of RefineConfig fields overriding the preset."
     ),

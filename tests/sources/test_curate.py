@@ -187,7 +187,7 @@ def test_cli(layout, tmp_path):
     res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "dexgraspnet"])
     assert res.exit_code == 1 and "does not exist" in res.output
     res = runner.invoke(app, ["--root", layout.root, "curate", "--source", "dexycb"])
-    assert res.exit_code == 1 and "unknown source" in res.output
+    assert res.exit_code == 2 and "'dexycb' is not one of 'dexgraspnet'" in res.output and "'grab'" in res.output
 
 
 def test_curate_then_filter(layout):

@@ -28,7 +28,7 @@ def test_synthesize_unknown_object_and_empty_store(layout, box_object):
     res = _run(layout, "--objects", "obj-nope", "--no-filter")
     assert res.exit_code == 1 and "obj-nope" in res.output
     res = _run(layout, "--preset", "nope")
-    assert res.exit_code == 1 and "unknown synthesis preset" in res.output
+    assert res.exit_code == 2 and "'nope' is not one of 'fast', 'default'" in res.output
 
 
 def test_synthesize_all_on_an_empty_store_says_what_to_do(layout):
