@@ -30,7 +30,7 @@ def _print_summary(result: dict[str, Any]) -> None:
                      share(unseen.get("accepted", 0), unseen.get("candidates", 0)) if unseen else "-",
                      *(r.get(k) if r.get(k) is not None else "-" for k in ("suc1", "suc6", "pen_mm", "div")),
                      r.get("cpu_seconds", "-")))
-    table(f"build-dga: {result['objects']} seed objects, {result['grasps']} grasps in the dataset",
+    table(f"build-dga: {result['objects']} objects (seed and expansion), {result['grasps']} grasps in the dataset",
           ["round", "status", "objects", "generated", "accepted", "rejected", "acceptance", "unseen objects", "Suc.1",
            "Suc.6", "pen (mm)", "div (rad)", "CPU s"], rows)
     typer.echo("acceptance: accepted / filtered; unseen objects: acceptance on objects the round's generator was not "
