@@ -58,39 +58,50 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class CpuMeter:
-    """CPU seconds and resident memory of every process in the given sessions (a Service is its own session
-    and its children stay in it), sampled from /proc once a second; a process's last sample counts."""
+    """CPU seconds and resident memory of every process started by the watched services, sampled from /proc
+    once a second. A process counts for the service whose leader is its ancestor (the Prefect worker runs each
+    flow run in a session of its own, so sessions alone would miss it) or whose session it is in (Ray's
+    processes whose parent went first); a process's last sample counts."""
 
     def __init__(self) -> None:
-        self.sessions: dict[int, str] = {}
+        self.leaders: dict[int, str] = {}
         self.cpu: dict[int, tuple[str, float]] = {}
         self.peak_rss: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def watch(self, svc: Service) -> Service:
-        self.sessions[svc.proc.pid] = svc.name
+        self.leaders[svc.proc.pid] = svc.name
         return svc
 
     def start(self) -> None:
         self._thread.start()
 
     def _sample(self) -> None:
-        rss: dict[str, float] = {}
+        procs: dict[int, tuple[int, int, float, float]] = {}  # pid -> (ppid, session, cpu s, rss bytes)
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                    fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": state ppid pgrp session ...
                 with open(f"/proc/{entry.name}/statm") as f:
                     resident = int(f.read().split()[1]) * _PAGE
             except (OSError, IndexError, ValueError):
                 continue
-            name = self.sessions.get(int(fields[3]))  # fields after "(comm)": state ppid pgrp session ...
+            procs[int(entry.name)] = (int(fields[1]), int(fields[3]),
+                                      (int(fields[11]) + int(fields[12])) / _CLK, resident)
+        rss: dict[str, float] = {}
+        for pid, (ppid, session, seconds, resident) in procs.items():
+            name, up = self.leaders.get(pid), ppid
+            for _ in range(64):
+                if name is not None or up not in procs:
+                    break
+                name, up = self.leaders.get(up), procs[up][0]
+            name = name or self.leaders.get(session)
             if name is None:
                 continue
-            self.cpu[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / _CLK)
+            self.cpu[pid] = (name, seconds)
             rss[name] = rss.get(name, 0.0) + resident
         for name, value in rss.items():
             self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), value)
@@ -111,9 +122,10 @@ class CpuMeter:
                 "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in sorted(self.peak_rss.items())}}
 
 
-def ray_node_args(port_args: list[str], ray_tmp: Path) -> list[str]:
+def ray_node_args(ray_tmp: Path) -> list[str]:
     """Ports every Ray node on this host needs of its own (the defaults collide between two nodes on one host)."""
-    return [*port_args, "--num-cpus", "1", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
+    return ["--num-cpus", "1", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
+            "--node-ip-address", "127.0.0.1",  # loopback only (Ray would advertise the host's address)
             "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
             "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
@@ -124,7 +136,8 @@ import json, sys
 import ray
 from ray._private import state
 ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)
-nodes = [{"node_id": n["NodeID"], "alive": n["Alive"], "cpus": n["Resources"].get("CPU", 0),
+nodes = [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "alive": n["Alive"],
+          "cpus": n["Resources"].get("CPU", 0),
           "head": "node:__internal_head__" in n["Resources"]} for n in ray.nodes()]
 actors = [{"class": a.get("ActorClassName", ""), "node_id": a.get("Address", {}).get("NodeID", ""),
            "pid": a.get("Pid"), "state": a.get("State")} for a in state.actors().values()]
@@ -159,6 +172,17 @@ def verify(root: Path, env: dict) -> dict:
         return json.loads(out.stdout[out.stdout.index("{"):])
     except ValueError:
         return {"ok": False, "error": out.stdout[-2000:]}
+
+
+def stage_cpu(root: Path, env: dict) -> dict:
+    """CPU seconds per round and stage as the build's ledger recorded them (the flow process and its finished
+    workers; generation on Ray: the driver only)."""
+    out = run([exe("dga-engine"), "--root", str(root), "rounds", "status", "--json"], env=env, timeout=120, check=False)
+    try:
+        status = json.loads(out.stdout[out.stdout.index("{"):])
+    except ValueError:
+        return {}
+    return {str(r["round"]): r.get("cost") for r in status.get("rounds", [])}
 
 
 def generation_records(root: Path) -> list[dict]:
@@ -235,12 +259,12 @@ def main() -> int:
         address = f"127.0.0.1:{head_port}"
         head = meter.watch(Service("ray-head", [exe("ray"), "start", "--head", "--block", "--port", str(head_port),
                                                 "--include-dashboard=false", "--ray-client-server-port",
-                                                str(free_port()), *ray_node_args([], ray_tmps[0])],
+                                                str(free_port()), *ray_node_args(ray_tmps[0])],
                                    env=ray_env, cwd=tmp, log_dir=logs))
         services.append(head)
         wait_until(lambda: "Ray runtime started" in head.log(20000), timeout=180, what="the Ray head", service=head)
         node = meter.watch(Service("ray-node", [exe("ray"), "start", "--address", address, "--block",
-                                                *ray_node_args([], ray_tmps[1])],
+                                                *ray_node_args(ray_tmps[1])],
                                    env=ray_env, cwd=tmp, log_dir=logs))
         services.append(node)
 
@@ -328,6 +352,8 @@ def main() -> int:
     # ---- compare
     if report.get("cluster_run", {}).get("state") == "COMPLETED" and out.returncode == 0:
         report["verify"] = {"cluster": verify(cluster_root, ref_env), "single": verify(single_root, ref_env)}
+        report["stage_cpu_seconds"] = {"cluster": stage_cpu(cluster_root, ref_env),
+                                       "single": stage_cpu(single_root, ref_env)}
         report["compare"] = compare(cluster_root, single_root)
         report["equal"] = report["compare"]["accepted"]["equal"]
     report["ok"] = bool(report.get("equal")) and all(v.get("ok") for v in report.get("verify", {}).values()) \
