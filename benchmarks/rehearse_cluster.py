@@ -123,9 +123,11 @@ class CpuMeter:
 
 
 def ray_node_args(ray_tmp: Path) -> list[str]:
-    """Ports every Ray node on this host needs of its own (the defaults collide between two nodes on one host)."""
+    """Ports every Ray node on this host needs of its own (the defaults collide between two nodes on one host).
+
+    The nodes register under the host's own address, not 127.0.0.1: Ray maps a loopback --node-ip-address to
+    it (services.resolve_ip_for_localhost); nothing leaves the machine either way."""
     return ["--num-cpus", "1", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
-            "--node-ip-address", "127.0.0.1",  # loopback only (Ray would advertise the host's address)
             "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
             "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
@@ -303,7 +305,10 @@ def main() -> int:
         wall = time.perf_counter() - t0
         run_id = next((line.split("UUID:")[1].strip() for line in out.stdout.splitlines() if "UUID:" in line), None)
         state = http_json(f"{api}/flow_runs/{run_id}")["state"] if run_id else None
-        ran_on = [s.name for s in services if s.name.startswith("prefect-worker") and run_id and run_id in s.log(10**7)]
+        # both workers poll the pool; the one whose submission the server accepted runs it, the other is aborted
+        tried = {s.name: s.log(10**7) for s in services if s.name.startswith("prefect-worker")}
+        tried = {k: v for k, v in tried.items() if run_id and f"submitting flow run '{run_id}'" in v}
+        aborted = [k for k, v in tried.items() if f"Aborted submission of flow run '{run_id}'" in v]
         cluster_after = ray_query(address, ray_env)
         cpu_run: dict[str, float] = {}
         for pid, (name, seconds) in meter.cpu.items():
@@ -318,7 +323,9 @@ def main() -> int:
                                    "actors": sum(a["node_id"] == n["node_id"] for a in actors),
                                    "batches": sum(b["node_id"] == n["node_id"] for b in batches)} for n in nodes}
         report["cluster_run"] = {
-            "flow_run": run_id, "state": state and state["type"], "exit": out.returncode, "picked_up_by": ran_on,
+            "flow_run": run_id, "state": state and state["type"], "exit": out.returncode,
+            "ran_on": sorted(set(tried) - set(aborted)),
+            "submission_aborted_on": aborted,
             "wall_seconds": round(wall, 1),
             "cpu_seconds_by_service": {k: round(v, 1) for k, v in sorted(cpu_run.items())},
             "cpu_seconds": round(sum(cpu_run.values()), 1),
