@@ -49,7 +49,7 @@ class BuildConfig:
     seed_per_object: int = 48  # seed synthesis candidates per object (round 0, when no sources)
     generate_per_object: int = 48  # generator samples per object per round
     backend: str = "mujoco"  # physics filter backend: mujoco | mujoco-warp | isaacgym
-    workers: int = 2  # filter processes
+    workers: int = 2  # filter processes; on Ray also the generation actors (CPU) and at least that many batches
     ray_address: str | None = None  # None: generate in-process; "local": start a local Ray; else a cluster address
     dataset: str = DEFAULT_DATASET
     seed: int = 0  # one seed for the whole build; every stage derives its own from it
@@ -234,7 +234,7 @@ def generate_candidates(layout: Layout, cfg: BuildConfig, round_: int, object_id
     config = dataclasses.replace(SampleConfig.preset(cfg.generator_preset), seed=int(cfg.seed))
     with track(f"generate round {round_}", len(object_ids) * cfg.generate_per_object, "grasps") as bar:
         report = generate(layout, round_, cfg.generate_per_object, object_ids, sample=config, dataset=cfg.dataset,
-                          ray_address=cfg.ray_address, use_ray=cfg.ray_address is not None,
+                          ray_address=cfg.ray_address, use_ray=cfg.ray_address is not None, workers=cfg.workers,
                           on_batch=lambda res: bar.advance(res.grasps))
     return int(report.candidates)
 

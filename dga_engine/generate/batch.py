@@ -47,6 +47,7 @@ class BatchResult:
     errors: list[dict[str, str]] = field(default_factory=list)
     sampling_seconds: float = 0.0
     seconds: float = 0.0
+    worker: dict[str, str] = field(default_factory=dict)  # where it ran (Ray: node id, host, pid); kept in its record
 
 
 def plan_jobs(

@@ -92,7 +92,8 @@ def generate(
     """Generate ``per_object`` candidates for each object (default: every object in the store).
 
     sample: sampler settings (default: the checkpoint's); guidance overrides its on/off switch.
-    objects_per_batch: objects per unit of work (default: enough to fill one sampling batch).
+    objects_per_batch: objects per unit of work (default: enough to fill one sampling batch, but at least
+    ``workers`` batches, so that every Ray actor gets work; the same plan in-process, so both give the same keys).
     use_ray / ray_address: run batches on Ray actors (a local Ray, or the cluster at the address;
     "local" starts a local Ray). dataset: the dataset whose candidates folder receives the grasps.
     """
@@ -110,6 +111,8 @@ def generate(
         raise ValueError("no objects to generate for: ingest objects first (dga-engine ingest ...)")
     if objects_per_batch is None:
         objects_per_batch = max(1, cfg.batch_size // per_object)
+        if workers:
+            objects_per_batch = min(objects_per_batch, -(-len(set(ids)) // int(workers)))
     jobs = plan_jobs(ids, per_object, round_, config_hash, objects_per_batch)
     stage = runs.dataset_stage(STAGE, dataset)
     todo = [j for j in jobs if not runs.is_done(layout, stage, j.key)]
@@ -129,7 +132,7 @@ def generate(
             runs.mark_done(layout, stage, res.key, {
                 "grasps": res.grasps, "objects": res.objects, "round": round_,
                 "sampling_seconds": res.sampling_seconds, "seconds": res.seconds,
-            }, config_hash=config_hash, checkpoint=checkpoint_id)
+            }, config_hash=config_hash, checkpoint=checkpoint_id, worker=res.worker)
         written += res.grasps
         sampling += res.sampling_seconds
         errors.extend(res.errors)

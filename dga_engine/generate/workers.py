@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -48,12 +49,18 @@ class GeneratorWorker:
         cfg.weights = PhysicsWeights(**sample["weights"])
         self.sampler = GraspSampler(ckpt.load(self.layout, round_, device=device), cfg, device=device)
         self.device = str(self.sampler.device)
+        import ray
+
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def info(self) -> dict:
-        return {"device": self.device, "pid": os.getpid()}
+        """Where this actor runs: its device, Ray node id, host name and process id."""
+        return {"device": self.device, "node_id": self.node_id, "host": socket.gethostname(), "pid": str(os.getpid())}
 
     def run(self, job: BatchJob, generator: str) -> BatchResult:
-        return run_batch(self.sampler, self.layout, job, generator)
+        result = run_batch(self.sampler, self.layout, job, generator)
+        result.worker = self.info()
+        return result
 
 
 def run_on_ray(
@@ -110,8 +117,8 @@ def run_on_ray(
             job = pending.pop(0)
             in_flight[actor.run.remote(job, generator)] = actor
 
-        for actor in actors:
-            for _ in range(IN_FLIGHT_PER_ACTOR):
+        for _ in range(IN_FLIGHT_PER_ACTOR):  # round-robin: with few batches, every actor still gets one
+            for actor in actors:
                 if pending:
                     submit(actor)
         while in_flight:

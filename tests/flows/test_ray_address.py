@@ -110,6 +110,10 @@ def test_generation_runs_on_the_ray_cluster_at_the_address(trained_root, ray_hea
     assert result["connected_after"] is False  # the step connected for its own run and disconnected
     assert any(result["driver_jobs_dead"]), result  # the generation driver came and went
     assert any("GeneratorWorker" in a for a in result["actors"]), result["actors"]
+    from dga_engine import runs
+
+    records = [runs.read_record(layout, "generate", u) for u in runs.done_units(layout, "generate")]
+    assert records and all(len(r["worker"]["node_id"]) == 56 and r["worker"]["pid"] for r in records), records
 
     cfg = BuildConfig.for_profile("demo", generate_per_object=4)
     sample = SampleConfig.preset(cfg.generator_preset)
