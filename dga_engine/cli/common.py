@@ -178,20 +178,28 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
 @contextmanager
 def progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Any]:
     """A progress bar on stderr; yields a callable ``advance(n=1)``. Silent when ``enabled`` is false."""
     if not enabled:
         yield lambda n=1: None
         return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with _bar() as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+@contextmanager
+def progress_done_of(description: str, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar for stages that report ``progress(done, total)``; yields that callback."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    with _bar() as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dga_engine.cli.choices import Backend, Protocol, RefinePreset
-from dga_engine.cli.common import JSON_OPTION, console, emit_json, fail, layout, table
+from dga_engine.cli.common import JSON_OPTION, emit_json, fail, layout, progress_done_of, table
 from dga_engine.cli.refine import PRESET_HELP, default_preset, load_refine_config, refine_rows, run_refine_with_progress
 
 
@@ -99,20 +99,8 @@ def filter_command(
     if refine_settings is not None:
         refined = run_refine_with_progress(ctx, source, refine_settings, dataset, workers, config, as_json)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console, disable=as_json)
-    task = bar.add_task(f"filter {source}", total=None)
     try:
-        with bar:
+        with progress_done_of(f"filter {source}", enabled=not as_json) as update:
             summary = run_filter(
                 lay,
                 source=source,
@@ -122,7 +110,7 @@ def filter_command(
                 dataset=dataset,
                 config=config,
                 refined=refined is not None,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=update,
             )
     except BackendUnavailable as exc:
         raise fail(str(exc))

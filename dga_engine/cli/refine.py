@@ -40,23 +40,11 @@ def load_refine_config(preset: str, config_file: str | None):
 def run_refine_with_progress(ctx: typer.Context, source: str, config, dataset: str, workers: int, filter_config,
                              quiet: bool):
     """The refine stage with a progress bar; a missing source becomes a one-line error."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from dga_engine.cli.common import console
+    from dga_engine.cli.common import progress_done_of
     from dga_engine.refine import run_refine
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console, disable=quiet)
-    task = bar.add_task(f"refine {source} ({config.name})", total=None)
     try:
-        with bar:
+        with progress_done_of(f"refine {source} ({config.name})", enabled=not quiet) as update:
             return run_refine(
                 layout(ctx),
                 source,
@@ -64,7 +52,7 @@ def run_refine_with_progress(ctx: typer.Context, source: str, config, dataset: s
                 dataset=dataset,
                 filter_config=filter_config,
                 workers=workers,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=update,
             )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc))
