@@ -149,7 +149,7 @@ def _run_flow(params: dict[str, Any], show_progress: bool = True) -> dict[str, A
 
 def build(
     ctx: typer.Context,
-    profile: Profile = typer.Option("demo", help="demo: 6 built-in objects, round 0 + 1 round, tiny generator (17-27 min on 2 busy cores; see the README); full: everything, 3 rounds."),
+    profile: Profile = typer.Option("demo", help="demo: 6 built-in objects, round 0 + 1 round, tiny generator (about 3 min on 2 idle cores, up to ~20 when they are busy; see the README); full: everything, 3 rounds."),
     objects: Optional[str] = typer.Option(None, help="'builtin' (default), 'all' objects in the store, or comma-separated object ids."),
     n_objects: Optional[int] = typer.Option(None, "--n-objects", help="How many built-in objects (default: profile)."),
     sources: Optional[str] = typer.Option(None, help="Comma-separated source datasets under <root>/sources to curate instead of seed synthesis."),
