@@ -104,7 +104,7 @@ def test_read_commands_refuse_a_root_that_does_not_exist(tmp_path, command):
 
 def test_shards_ls_hides_empty_shards_unless_asked_and_names_objects(layout, box_object):
     from dga_engine.dataset.store import Dataset
-    from tests.dataset.conftest import make_grasps
+    from tests.helpers import make_grasps
 
     ds = Dataset(layout)
     ds.write_shard(make_grasps({box_object.object_id: 3}), "unit-full")
@@ -148,3 +148,4 @@ def test_startup_timeout_is_ours_unless_the_user_set_one(value, expected):
                          cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) == expected
+
