@@ -91,15 +91,18 @@ def _size(path: str) -> int:
     return int(fs.size(p))
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
+def _open(path: str):
+    """A binary file object for a local path or any fsspec URL."""
     local = fsio.local_path(path)
     if local is not None:
-        fh = open(local, "rb")
-    else:
-        fs, p = fsio.filesystem(path)
-        fh = fs.open(p, "rb")
-    with fh:
+        return open(local, "rb")
+    fs, p = fsio.filesystem(path)
+    return fs.open(p, "rb")
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with _open(path) as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -116,13 +119,7 @@ def _footer(path: str) -> pq.ParquetFile:
 
 def _tail(path: str, meta: pq.FileMetaData) -> bytes:
     """The footer bytes (metadata, length, magic) of a Parquet file."""
-    local = fsio.local_path(path)
-    if local is not None:
-        fh = open(local, "rb")
-    else:
-        fs, p = fsio.filesystem(path)
-        fh = fs.open(p, "rb")
-    with fh:
+    with _open(path) as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         fh.seek(size - 8)
