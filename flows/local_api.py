@@ -6,13 +6,19 @@ start on a machine creates and migrates the SQLite database under ``PREFECT_HOME
 on a busy 2-core machine, and the build would die before it began. So the commands start it themselves first:
 with a longer wait (unless the user set that setting: theirs is used as is), once more if the first start fails,
 and otherwise a one-line error that names the setting. Nothing is written before the server runs.
+
+A database migrated by a newer Prefect (another virtual environment sharing ``PREFECT_HOME``) stops the server at
+startup with "Can't locate revision"; waiting longer cannot help, so that case is checked first and named.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ def ensure_local_api() -> str | None:
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None
+    check_database_revision()
     timeout = startup_timeout()
     with _quiet_server_lines():
         for attempt in range(1, ATTEMPTS + 1):
@@ -66,6 +73,44 @@ def ensure_local_api() -> str | None:
         f"{STARTUP_TIMEOUT_SETTING} higher (e.g. export {STARTUP_TIMEOUT_SETTING}=300), or start a server "
         "(prefect server start) and set PREFECT_API_URL, then run the command again; nothing was written"
     )
+
+
+def check_database_revision() -> None:
+    """Raise :class:`LocalAPIError` when Prefect's SQLite database was migrated to a revision this Prefect does
+    not have (a newer Prefect wrote it). Missing, empty or unreadable databases pass: Prefect creates or reports them.
+    Only the file is opened, read-only; the connection URL (which may hold a password) is never printed."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    url = url.get_secret_value() if url is not None else ""
+    if not url.startswith("sqlite") or ":memory:" in url or ":///" not in url:
+        return
+    database = Path(url.split(":///", 1)[1].split("?", 1)[0]).expanduser()
+    if not database.is_file():
+        return
+    try:
+        with sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return  # no table yet, locked or damaged: Prefect's own start says what it finds
+    unknown = sorted({row[0] for row in rows} - _known_revisions())
+    if unknown:
+        raise LocalAPIError(
+            f"Prefect's database {database} was migrated by a newer Prefect (revision {', '.join(unknown)}; this "
+            f"is prefect {prefect.__version__}): upgrade prefect to the version that wrote it, or give this "
+            "environment its own database (e.g. export PREFECT_HOME=~/.prefect-" + prefect.__version__ + "), or "
+            "set PREFECT_API_URL to a running server, then run the command again; nothing was written"
+        )
+
+
+def _known_revisions() -> set[str]:
+    """The revision ids of the SQLite migrations shipped with the installed Prefect."""
+    import prefect.server.database as database_package
+
+    versions = Path(database_package.__file__).parent / "_migrations" / "versions" / "sqlite"
+    pattern = re.compile(r'^revision\s*=\s*["\']([0-9a-f]+)["\']', re.MULTILINE)
+    return {match for path in versions.glob("*.py") for match in pattern.findall(path.read_text(encoding="utf-8"))}
 
 
 @contextmanager

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The suite's own Prefect home (database, profiles), inherited by the CLI subprocesses: a database under ~/.prefect
+# migrated by another Prefect version on the same machine would stop every temporary API server at startup.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="dga-tests-prefect-home-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -137,6 +137,25 @@ def test_prefect_api_that_cannot_start_is_one_line_naming_the_setting(tmp_path):
     assert run.stdout == "" and not root.exists()
 
 
+def test_prefect_database_from_a_newer_prefect_is_named_at_once(tmp_path):
+    """A Prefect home whose database a newer Prefect migrated (seen on a CI machine: "Can't locate revision") is
+    named in one line with the fixes, before any server start or write: waiting longer could not help."""
+    import sqlite3
+
+    home, root = tmp_path / "prefect-home", tmp_path / "root"
+    home.mkdir()
+    with sqlite3.connect(home / "prefect.db") as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('feedfacecafe')")
+    run = _cli("--root", str(root), "build", "--profile", "demo", "--n-objects", "1", "--rounds", "0",
+               "--per-object", "2", "--workers", "1", env={"PREFECT_HOME": str(home), "PREFECT_API_URL": ""})
+    assert run.returncode == 1, run.stderr[-2000:]
+    line = _one_line(run.stderr)
+    assert f"Prefect's database {home / 'prefect.db'} was migrated by a newer Prefect (revision feedfacecafe" in line
+    assert "PREFECT_HOME" in line and "PREFECT_API_URL" in line and "nothing was written" in line
+    assert run.stdout == "" and not root.exists()
+
+
 @pytest.mark.parametrize("value, expected", [(None, 120.0), ("7", 7.0), ("300", 300.0)])
 def test_startup_timeout_is_ours_unless_the_user_set_one(value, expected):
     env = {**os.environ}
