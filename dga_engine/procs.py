@@ -52,6 +52,9 @@ def single_thread_worker_init(parent_pid: int | None = None) -> None:
     kernel is asked to kill it with its parent: torch is imported only once that is armed."""
     die_with_parent(parent_pid)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS, if this worker has not loaded it yet
     import torch  # seconds on a loaded machine; after arming, so a killed command leaves no worker behind
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")  # and if it has (see dga_engine/threads.py)

@@ -161,10 +161,10 @@ class ObjectRefiner:
         t, R, q, bounds = work.t, work.R, work.q, work.bounds
         c0 = time.process_time()
         from dga_engine.synthesize.energy import Pose
-        from dga_engine.threads import torch_threads
+        from dga_engine.threads import compute_threads
 
         solver, x = self.solver(), pose.flat()
-        with torch_threads(cfg.threads):
+        with compute_threads(cfg.threads):
             deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
             parts = []
             for a in range(0, len(rows), cfg.batch_size):  # bounded memory whatever the object's grasp count
@@ -263,7 +263,7 @@ def refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.
     from dga_engine.synthesize.config import FAST
     from dga_engine.synthesize.energy import GraspEnergy, Pose
     from dga_engine.synthesize.optimize import PoseBounds, anneal
-    from dga_engine.threads import torch_threads
+    from dga_engine.threads import compute_threads
 
     works = [refiner.check(t, quat, q) for refiner, t, quat, q, _ in items]
     if not works:
@@ -299,7 +299,7 @@ def refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.
             centre = torch.cat([w.refiner.centre.expand(b - a, 3) for w, a, b in chunk])
             pose = Pose(*(torch.cat([getattr(poses[id(w)], f)[a:b] for w, a, b in chunk]) for f in ("t", "r6", "q")))
             bounds = PoseBounds.cat([w.bounds.take(torch.arange(a, b)) for w, a, b in chunk])
-            with torch_threads(cfg.threads):
+            with compute_threads(cfg.threads):
                 energy = GraspEnergy(hand, works[0].refiner.spheres, PerGraspField(grids, index), centre, synth)
                 moved = anneal(energy, pose, synth, torch.Generator().manual_seed(seed + c), bounds=bounds,
                                contact_idx=energy.nearest_contacts(pose)).pose

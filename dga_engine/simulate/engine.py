@@ -23,6 +23,7 @@ from dga_engine.procs import single_thread_worker_init
 from dga_engine.simulate.backends import check_backend
 from dga_engine.simulate.config import FilterConfig
 from dga_engine.simulate.decide import Task, TaskResult, run_task
+from dga_engine.threads import compute_threads
 
 TASK_ROWS = 32  # grasps per task (one object): small enough to spread one object over workers; fixed so
 # that results never depend on the worker count (a worker keeps the object, its point cloud and scene
@@ -61,7 +62,9 @@ def iter_results(tasks: list[Task], workers: int = 1) -> Iterator[TaskResult]:
     """Run tasks in-process (workers <= 1) or on a process pool; yields results as they finish."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            yield run_task(task)
+            with compute_threads(1):  # as in a pool worker: one thread of torch and of BLAS (dga_engine/threads.py)
+                result = run_task(task)
+            yield result
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenMP threads already running
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,

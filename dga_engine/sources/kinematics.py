@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dga_engine.hand.mjcf import JOINT_NAMES
-from dga_engine.threads import torch_threads
+from dga_engine.threads import compute_threads
 
 _HERE = Path(__file__).parent
 HAND_MODELS = {"sr_grasp_description": "sr_grasp_description.json", "dexgraspnet_mjcf": "dexgraspnet_mjcf.json"}
@@ -230,7 +230,7 @@ def engine_fingertips(translation: np.ndarray, rotation: np.ndarray, joints: np.
     t = np.asarray(translation, dtype=np.float64).reshape(-1, 3)
     # Evaluate relative to the batch's mean root so float32 keeps sub-micron precision far from the origin.
     centre = t.mean(axis=0)
-    with torch_threads(1):  # tiny batches: thread hand-offs cost far more than the arithmetic
+    with compute_threads(1):  # tiny batches: thread hand-offs cost far more than the arithmetic
         return _engine_fingertips(hand, torch, t - centre, rotation, joints, dtype) + centre
 
 

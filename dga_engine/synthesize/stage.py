@@ -32,7 +32,7 @@ from dga_engine.synthesize.energy import GraspEnergy
 from dga_engine.synthesize.hand_sdf import default_hand_sdf, default_hand_spheres
 from dga_engine.synthesize.initialize import initial_poses
 from dga_engine.synthesize.optimize import anneal, clean_up
-from dga_engine.threads import torch_threads
+from dga_engine.threads import compute_threads
 
 log = logging.getLogger(__name__)
 STAGE = "synthesize"
@@ -79,7 +79,7 @@ def synthesize_object(
     given (object, config, seed) on a given machine. Per-batch diagnostics are appended to ``stats``;
     ``progress(n)`` is called after every batch of n grasps.
     """
-    with torch_threads(config.threads):
+    with compute_threads(config.threads):
         return _synthesize(layout, object_id, config, seed, stats, progress)
 
 
