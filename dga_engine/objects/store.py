@@ -6,6 +6,7 @@
         parts/part_000.obj …  convex parts (CoACD), same frame and units as mesh.obj
         points.npz            points (2048,3), normals (2048,3), dense_points (10240,3), dense_normals (10240,3),
         float32
+        fields/grid-….npz     SDF grids per scale and resolution, built on first use (dga_engine.objects.fields)
 
 The object frame is the frame of mesh.obj. A grasp's ``object_scale`` multiplies this stored mesh
 uniformly (1.0 = as stored); consumers scale meshes, parts and points by it.

@@ -16,7 +16,8 @@ once) and refines batches of its grasps:
 
 The repair is :class:`~dga_engine.refine.least_squares.LeastSquaresRepair` (the smallest change that
 meets the targets) on the filter's own points and inside test; the anneal uses the object's SDF grid
-(``GridField.from_asset``), built only when a preset anneals.
+(``GridField.from_asset``, kept in the object store: :mod:`dga_engine.objects.fields`), read or built only
+when a preset anneals.
 
 Memory: the object's dense points (10240) and parts, a 64^3 grid when annealing (2 MB), and per batch of
 B grasps about B x 1024 near object points and B x 1216 hand points: tens of MB for B = 128.
@@ -73,13 +74,16 @@ def _rotation_angle(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
 class ObjectRefiner:
     """Refines grasps of one stored object at one uniform scale (see the module docstring)."""
 
-    def __init__(self, asset, scale: float, config: RefineConfig, filter_config: FilterConfig | None = None) -> None:
+    def __init__(self, asset, scale: float, config: RefineConfig, filter_config: FilterConfig | None = None,
+                 layout=None) -> None:
+        """``layout``: the storage root the asset was loaded from; its SDF grid is then kept there
+        (:mod:`dga_engine.objects.fields`) instead of being built on every run."""
         from dga_engine.physics.penetration import ObjectCloud, ObjectParts
         from dga_engine.synthesize.hand_sdf import default_hand_sdf, default_hand_spheres
 
         if not asset.parts:
             raise ValueError(f"object {asset.object_id!r} has no convex parts: re-ingest it (dga-engine ingest ...)")
-        self.asset, self.scale = asset, float(scale)
+        self.asset, self.scale, self.layout = asset, float(scale), layout
         self.config = config
         self.filter_config = filter_config or FilterConfig()
         self.hand = default_hand()
@@ -222,11 +226,15 @@ class ObjectRefiner:
         )  # fmt: skip
 
     def grid(self):
-        """The object's SDF grid at this scale (built on first use: it costs about a second)."""
+        """The object's SDF grid at this scale (on first use: read from the object store, else built, 0.1-1 s)."""
         if self._grid is None:
+            from dga_engine.objects.fields import object_grid
             from dga_engine.physics.fields import GridField
 
-            self._grid = GridField.from_asset(self.asset, self.scale, resolution=self.config.field_resolution)
+            if self.layout is not None:
+                self._grid = object_grid(self.layout, self.asset, self.scale, self.config.field_resolution)
+            else:
+                self._grid = GridField.from_asset(self.asset, self.scale, resolution=self.config.field_resolution)
         return self._grid
 
 

@@ -113,8 +113,8 @@ def _refiner(root: str, object_id: str, scale: float, config: RefineConfig, filt
     if key in _REFINERS:
         _REFINERS.move_to_end(key)
         return _REFINERS[key]
-    asset = ObjectStore(Layout.at(root)).load(object_id)
-    _REFINERS[key] = ObjectRefiner(asset, scale, config, filter_config)
+    layout = Layout.at(root)
+    _REFINERS[key] = ObjectRefiner(ObjectStore(layout).load(object_id), scale, config, filter_config, layout=layout)
     while len(_REFINERS) > _KEEP_REFINERS:
         _REFINERS.popitem(last=False)
     return _REFINERS[key]

@@ -85,8 +85,8 @@ def synthesize_object(
 
 def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: int,
                 stats: list[BatchStats] | None, progress: Callable[[int], None] | None) -> pa.Table:
+    from dga_engine.objects.fields import object_grid
     from dga_engine.objects.store import ObjectStore
-    from dga_engine.physics.fields import GridField
 
     asset = ObjectStore(layout).load(object_id)
     hand = default_hand()
@@ -97,7 +97,7 @@ def _synthesize(layout: Layout, object_id: str, config: SynthesisConfig, seed: i
     for si, scale in enumerate(config.object_scales):
         mesh = asset.mesh.copy()
         mesh.apply_scale(float(scale))
-        field = GridField.from_asset(asset, scale, resolution=config.field_resolution)
+        field = object_grid(layout, asset, scale, config.field_resolution)  # kept with the object after a first build
         centre = torch.as_tensor(mesh.bounds.mean(0), dtype=hand.lower.dtype)
         energy = GraspEnergy(hand, spheres, field, centre, config)
         dense = torch.as_tensor(asset.dense_points * float(scale), dtype=hand.lower.dtype)
