@@ -222,6 +222,30 @@ def test_exact_parts_inside_test_has_no_edge_false_alarm():
     assert parts.contains(np.array([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]])).tolist() == [True, False]
 
 
+def test_parts_inside_test_equals_every_half_space_of_some_part():
+    """The box pre-tests and chunks only skip work: on several overlapping parts, points around and inside them
+    (and on a boundary, NaN, far away), the answer is exactly "inside every face plane of at least one part"."""
+    from scipy.spatial import ConvexHull
+
+    from dga_engine.physics.penetration import ObjectParts
+
+    parts = [trimesh.creation.box(extents=[0.04, 0.02, 0.02]),
+             trimesh.creation.icosphere(subdivisions=2, radius=0.015).apply_translation([0.02, 0.0, 0.0]),
+             trimesh.creation.cylinder(radius=0.006, height=0.05, sections=24).apply_translation([-0.01, 0.01, 0.0])]
+    rng = np.random.default_rng(3)
+    pts = np.concatenate([rng.uniform(-0.04, 0.04, (4000, 3)), [[0.02, 0.0, 0.0], [0.02, 0.01, 0.0]],
+                          [[np.nan, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    brute = np.zeros(len(pts), dtype=bool)
+    for part in parts:
+        eq = ConvexHull(np.asarray(part.vertices, dtype=np.float64)).equations
+        with np.errstate(invalid="ignore"):
+            brute |= ((pts @ eq[:, :3].T + eq[:, 3]) < -1e-6).all(axis=1)
+    test = ObjectParts(parts)
+    assert np.array_equal(test.contains(pts), brute)
+    assert np.array_equal(test.contains(pts, max_elements=64), brute)  # tiny chunks: the same answer
+    assert 100 < brute.sum() < 3000 and not test.contains(pts[-2:]).any()
+
+
 # ---- the reference's Pen and DexGraspNet's summed depth ----------------------------------------------
 
 
