@@ -1,7 +1,7 @@
 """Does the model in the loop pay for itself? Accepted grasps per CPU-second on objects the generator never saw.
 
     .venv/bin/python benchmarks/bench_loop.py [--seed-objects 12] [--per-object 32] [--unseen duck,bunny_hires,...]
-                                              [--steps 20] [--variant preset|no-ema|...] [--arms abcde] [--polish-anneal 40,80]
+                                              [--steps 20] [--variant preset|no-ema|...] [--arms abcde] [--polish 'anneal_steps=60;batch_size=256']
                                               [--json out.json]
 
 One process, one run, every arm on the same unseen objects (real-ish meshes, ``benchmarks/realish.py``):
@@ -182,8 +182,9 @@ def main() -> None:
     ap.add_argument("--arms", default="abcde")
     ap.add_argument("--variant", default="preset", choices=sorted(VARIANTS),
                     help="train the generator with one of the tiny preset's generalisation aids taken out")
-    ap.add_argument("--polish-anneal", default="",
-                    help="comma-separated anneal_steps values: arm d again with each (d@<steps>), against the preset's")
+    ap.add_argument("--polish", default="",
+                    help="polish variants, ';' between variants, ',' between a variant's RefineConfig fields "
+                         "(anneal_steps=60;batch_size=256,anneal_steps=90): arm d again with each, against the preset's")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -239,9 +240,11 @@ def main() -> None:
         "d": lambda: arm(layout, "d-guided-polish", generated(True), "polish", "generator"),
         "e": lambda: arm(layout, "e-random-polish", random_poses, "polish", "random"),
     }
-    for steps in filter(None, args.polish_anneal.split(",")):
-        arms[f"d@{steps}"] = lambda steps=int(steps): arm(layout, f"d-polish-{steps}", generated(True), "polish",
-                                                          "generator", {"anneal_steps": steps})
+    for variant in filter(None, args.polish.split(";")):
+        fields = {k.strip(): json.loads(v) for k, v in (item.split("=") for item in variant.split(","))}
+        label = "-".join(f"{k}-{v}" for k, v in fields.items())
+        arms[f"d@{label}"] = lambda fields=fields, label=label: arm(layout, f"d-polish-{label}", generated(True),
+                                                                  "polish", "generator", fields)
     report["arms"] = {k: arms[k]() for k in [*args.arms, *(k for k in arms if k.startswith("d@"))]}
     a = report["arms"].get("a", {}).get("accepted_per_cpu_second")
     for k, v in report["arms"].items():
