@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,12 +113,8 @@ def outcome(layout, dataset: str, source: str) -> dict:
     from dga_engine.dataset.store import Dataset
     from dga_engine.simulate.metrics import summarise
 
-    ds = Dataset(layout, dataset)
-    acc = ds.read(sources=[source])
-    rej = ds.rejects()
-    if rej.num_rows:
-        rej = rej.filter(pa.compute.equal(rej.column("source"), source))
-    both = pa.concat_tables([acc, rej.select(acc.column_names)]) if rej.num_rows else acc
+    verdicts = Dataset(layout, dataset).verdicts(sources=[source])
+    acc, rej, both = verdicts.accepted, verdicts.rejected, verdicts.judged
     m = summarise(both) if both.num_rows else {}
     kept = summarise(acc) if acc.num_rows else {}
     reasons: dict[str, int] = {}

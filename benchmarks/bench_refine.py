@@ -114,11 +114,9 @@ def filtered_rows(layout: Layout, source: str, ids: list[str]) -> pa.Table:
     """Accepted and rejected rows of ``source`` (reason null = accepted)."""
     from dga_engine.dataset.store import Dataset
 
-    ds = Dataset(layout)
-    acc = ds.read(sources=[source])
-    acc = acc.append_column("reason", pa.nulls(acc.num_rows, pa.string()))
-    rej = ds.rejects()
-    rej = rej.filter(pc.equal(rej.column("source"), source)).select(acc.column_names)
+    verdicts = Dataset(layout).verdicts(sources=[source])
+    acc = verdicts.accepted.append_column("reason", pa.nulls(verdicts.accepted.num_rows, pa.string()))
+    rej = verdicts.rejected.select(acc.column_names)
     return pa.concat_tables([acc, rej.cast(acc.schema)])
 
 

@@ -246,18 +246,12 @@ def round_outcome(layout: Layout, cfg: BuildConfig, round_: int, seen: list[str]
     a resume, when part of the round was filtered by an earlier, interrupted process. With ``seen`` (the
     objects the round's generator was trained on), ``by_object`` splits the counts into seen and unseen.
     """
-    import pyarrow as pa
-
     from dga_engine.dataset.store import Dataset
     from dga_engine.simulate.metrics import summarise
 
-    ds = Dataset(layout, cfg.dataset)
-    accepted = ds.read(rounds=[round_])
-    rejects = ds.rejects()
-    if rejects.num_rows:
-        rejects = rejects.filter(pa.compute.equal(rejects.column("round"), round_))
-    both = pa.concat_tables([accepted, rejects.select(accepted.column_names)]) if rejects.num_rows else accepted
-    metrics = summarise(both) if both.num_rows else {}
+    verdicts = Dataset(layout, cfg.dataset).verdicts(rounds=[round_])
+    accepted, rejects, judged = verdicts.accepted, verdicts.rejected, verdicts.judged
+    metrics = summarise(judged) if judged.num_rows else {}
     out = {"accepted": accepted.num_rows, "rejected": rejects.num_rows, "metrics": metrics}
     if seen is not None:
         known = set(seen)

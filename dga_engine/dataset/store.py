@@ -263,6 +263,21 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat()
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """The filter's verdicts on a selection of grasps (:meth:`Dataset.verdicts`)."""
+
+    accepted: pa.Table  # GRASP_SCHEMA
+    rejected: pa.Table  # REJECT_SCHEMA: the grasp's fields, its reason and detail
+
+    @property
+    def judged(self) -> pa.Table:
+        """Every judged grasp, accepted then rejected, in the accepted grasps' columns (what metrics summarise)."""
+        if not self.rejected.num_rows:
+            return self.accepted
+        return pa.concat_tables([self.accepted, self.rejected.select(self.accepted.column_names)])
+
+
 class _Run(NamedTuple):
     """``rows`` live rows of ``object_id`` under ``key``: file rows [row_start, row_start + rows), row group
     ``row_group``."""
@@ -1364,6 +1379,16 @@ class Dataset:
     def reject_keys(self) -> list[str]:
         return [n[: -len(".parquet")] for n in fsio.listdir(self.p(REJECTS_DIR))
                 if n.endswith(".parquet") and not n.startswith(".")]
+
+    def verdicts(self, rounds: Iterable[int] | None = None, sources: Iterable[str] | None = None) -> Verdicts:
+        """Accepted and rejected grasps of some rounds and/or sources (``None``: all), selected alike."""
+        accepted = self.read(rounds=rounds, sources=sources)
+        rejected = self.rejects()
+        for column, values in (("round", rounds), ("source", sources)):
+            if values is not None and rejected.num_rows:
+                wanted = pa.array(list(values), rejected.schema.field(column).type)
+                rejected = rejected.filter(pc.is_in(rejected.column(column), value_set=wanted))
+        return Verdicts(accepted, rejected)
 
     def rejects(self, keys: Iterable[str] | None = None) -> pa.Table:
         """Rejected grasps (REJECT_SCHEMA) of all keys, or of ``keys``.

@@ -231,6 +231,23 @@ def test_rejects_and_candidates(dataset, grasps, rejects_of):
     assert dataset.verify().ok
 
 
+def test_verdicts_select_accepted_and_rejected_alike(dataset, grasps, rejects_of):
+    dataset.write_shard(grasps({"a": 3}, source="synthesis", round_=0), "s0")
+    dataset.write_shard(grasps({"b": 2}, source="generator", round_=1, seed=1), "g1")
+    dataset.write_rejects(rejects_of(grasps({"a": 4}, source="synthesis", seed=2, filtered=False)), "rs0")
+    dataset.write_rejects(rejects_of(grasps({"b": 5}, source="generator", round_=1, seed=3, filtered=False)), "rg1")
+
+    everything = dataset.verdicts()
+    assert (everything.accepted.num_rows, everything.rejected.num_rows, everything.judged.num_rows) == (5, 9, 14)
+    one = dataset.verdicts(rounds=[1])
+    assert (one.accepted.num_rows, one.rejected.num_rows) == (2, 5)
+    assert set(one.judged.column("source").to_pylist()) == {"generator"}
+    synth = dataset.verdicts(sources=["synthesis"])
+    assert (synth.accepted.num_rows, synth.rejected.num_rows) == (3, 4)
+    assert synth.judged.column_names == synth.accepted.column_names  # no reason column: the accepted's columns
+    assert dataset.verdicts(rounds=[0], sources=["generator"]).judged.num_rows == 0
+
+
 def test_numpy_and_torch_views(dataset, grasps):
     dataset.write_shard(grasps({"a": 3, "b": 2}), "k")
     t = dataset.read()
