@@ -165,17 +165,15 @@ class ObjectRefiner:
         t, R, q, bounds = work.t, work.R, work.q, work.bounds
         c0 = time.process_time()
         from dga_engine.synthesize.energy import Pose
-        from dga_engine.threads import compute_threads
 
         solver, x = self.solver(), pose.flat()
-        with compute_threads(cfg.threads):
-            deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
-            parts = []
-            for a in range(0, len(rows), cfg.batch_size):  # bounded memory whatever the object's grasp count
-                sl = torch.arange(a, min(len(rows), a + cfg.batch_size))
-                parts.append(solver(x[sl], bounds.take(sl), keep_contacts=cfg.keep_contacts,
-                                    deep=None if cfg.anneal_steps else deep[sl]))
-            pose = Pose.unflat(torch.cat(parts))
+        deep = torch.as_tensor(out.pen_hand_object_mm[rows, 0] > cfg.pen_hand_object_target_mm / 2)
+        parts = []
+        for a in range(0, len(rows), cfg.batch_size):  # bounded memory whatever the object's grasp count
+            sl = torch.arange(a, min(len(rows), a + cfg.batch_size))
+            parts.append(solver(x[sl], bounds.take(sl), keep_contacts=cfg.keep_contacts,
+                                deep=None if cfg.anneal_steps else deep[sl]))
+        pose = Pose.unflat(torch.cat(parts))
         with torch.no_grad():
             t1 = pose.t.double().numpy()
             R1 = pose.matrix().double().numpy()
@@ -265,17 +263,24 @@ def refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.
     The anneal of ``polish`` runs over the grasps of all the objects at once, ``batch_size`` at a time (one
     stacked SDF grid, each grasp reading its own object's): a batch's fixed cost per step is shared by
     more grasps, which is where most of its time goes for the few dozen grasps of one object. The
-    repair and the checks run per object. Every refiner must have the same config.
+    repair and the checks run per object. Every refiner must have the same config; its ``threads`` torch and
+    BLAS threads run all of it (checks, anneal and repair).
     """
+    from dga_engine.threads import compute_threads
+
+    if not items:
+        return []
+    with compute_threads(items[0][0].config.threads):
+        return _refine_together(items)
+
+
+def _refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.ndarray, int]]) -> list[RefineOutcome]:
     from dga_engine.physics.fields import GridField, PerGraspField
     from dga_engine.synthesize.config import FAST
     from dga_engine.synthesize.energy import GraspEnergy, Pose
     from dga_engine.synthesize.optimize import PoseBounds, anneal
-    from dga_engine.threads import compute_threads
 
     works = [refiner.check(t, quat, q) for refiner, t, quat, q, _ in items]
-    if not works:
-        return []
     cfg = works[0].refiner.config
     hand = works[0].refiner.hand
     for w in works:
@@ -307,10 +312,9 @@ def refine_together(items: list[tuple[ObjectRefiner, np.ndarray, np.ndarray, np.
             centre = torch.cat([w.refiner.centre.expand(b - a, 3) for w, a, b in chunk])
             pose = Pose(*(torch.cat([getattr(poses[id(w)], f)[a:b] for w, a, b in chunk]) for f in ("t", "r6", "q")))
             bounds = PoseBounds.cat([w.bounds.take(torch.arange(a, b)) for w, a, b in chunk])
-            with compute_threads(cfg.threads):
-                energy = GraspEnergy(hand, works[0].refiner.spheres, PerGraspField(grids, index), centre, synth)
-                moved = anneal(energy, pose, synth, torch.Generator().manual_seed(seed + c), bounds=bounds,
-                               contact_idx=energy.nearest_contacts(pose)).pose
+            energy = GraspEnergy(hand, works[0].refiner.spheres, PerGraspField(grids, index), centre, synth)
+            moved = anneal(energy, pose, synth, torch.Generator().manual_seed(seed + c), bounds=bounds,
+                           contact_idx=energy.nearest_contacts(pose)).pose
             k0 = 0
             for w, a, b in chunk:
                 p = poses[id(w)]

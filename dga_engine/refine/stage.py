@@ -39,7 +39,6 @@ from dga_engine.procs import single_thread_worker_init
 from dga_engine.refine.config import REPAIR, RefineConfig
 from dga_engine.refine.optimize import STATUS_REFINED, RefineOutcome
 from dga_engine.simulate.config import FilterConfig
-from dga_engine.threads import compute_threads
 from dga_engine.units import join_key, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -122,16 +121,10 @@ def _refiner(root: str, object_id: str, scale: float, config: RefineConfig, filt
 
 def _run_task(task: _Task) -> tuple[_Task, list[RefineOutcome | str], float]:
     """Refine one task (in-process or in a worker). An object that cannot be loaded leaves its rows as they are."""
-    config = RefineConfig(**task.config)
-    with compute_threads(config.threads):  # the checks and the object's setup too, not only the optimisation
-        return _run_task_threads(task, config)
-
-
-def _run_task_threads(task: _Task, config: RefineConfig) -> tuple[_Task, list[RefineOutcome | str], float]:
     from dga_engine.refine.optimize import refine_together
 
     t0 = time.process_time()
-    filter_config = FilterConfig(**task.filter_config)
+    config, filter_config = RefineConfig(**task.config), FilterConfig(**task.filter_config)
     outcomes: list[RefineOutcome | str] = []
     items, where = [], []
     for k, part in enumerate(task.parts):
